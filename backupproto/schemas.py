@@ -1,0 +1,582 @@
+"""The wire format, declared once with construct: headers, every payload, strict parsing.
+
+Every encoder and decoder of the project goes through these schemas. Parsing is strict:
+exact sizes, NUL-terminated and NUL-padded names that follow the name grammar, no
+trailing bytes. A failure raises `MalformedMessage` naming the field, the byte offset
+(from the start of the message) and what was expected.
+
+Building is strict too, with one deliberate escape hatch for test tools: a name field
+given as `bytes` of exactly the field size is sent as it is, unchecked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from construct import (
+    Adapter,
+    Bytes,
+    GreedyBytes,
+    Int8ul,
+    Int16ul,
+    Int32ul,
+    SizeofError,
+    Struct,
+    this,
+)
+
+from .dialect import V3, Dialect, RequestCode, ResponseCode
+from .errors import ErrorKind, LocalProtocolError, MalformedMessage
+
+_PRINTABLE_LOW, _PRINTABLE_HIGH = 0x20, 0x7E
+_FORBIDDEN_IN_FILE_NAMES: Final = frozenset(b"/\\:")
+
+
+class _FieldFault(Exception):
+    """Raised inside an adapter; `parse_*` turns it into `MalformedMessage` with the absolute offset."""
+
+    def __init__(self, kind: ErrorKind, message: str, expected: str, at: int) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.expected, self.at = kind, message, expected, at
+        self.field = ""
+
+
+def _check_name_bytes(raw: bytes, kind: ErrorKind, file_name: bool) -> str:
+    """Check a 255-byte field: terminator, padding, grammar; return the text."""
+    end = raw.find(b"\x00")
+    if end < 0:
+        raise _FieldFault(
+            ErrorKind.MISSING_NUL,
+            f"no NUL terminator in the {len(raw)}-byte field",
+            f"at most {len(raw) - 1} characters and a NUL",
+            len(raw) - 1,
+        )
+    for index in range(end + 1, len(raw)):
+        if raw[index]:
+            raise _FieldFault(
+                ErrorKind.NONZERO_PADDING,
+                f"byte 0x{raw[index]:02x} after the NUL terminator",
+                "NUL bytes only after the terminator",
+                index,
+            )
+    text = raw[:end]
+    if not text:
+        raise _FieldFault(kind, "empty name", "1 to 254 printable ASCII characters", 0)
+    for index, byte in enumerate(text):
+        if not _PRINTABLE_LOW <= byte <= _PRINTABLE_HIGH:
+            raise _FieldFault(
+                kind,
+                f"byte 0x{byte:02x} is not printable ASCII",
+                "printable ASCII 0x20..0x7e",
+                index,
+            )
+    if file_name:
+        _check_file_name_text(text)
+    return text.decode("ascii")
+
+
+def _check_file_name_text(text: bytes) -> None:
+    for index, byte in enumerate(text):
+        if byte in _FORBIDDEN_IN_FILE_NAMES:
+            raise _FieldFault(
+                ErrorKind.INVALID_FILE_NAME,
+                f"file name contains {chr(byte)!r}",
+                "a plain file name without '/', '\\' or ':'",
+                index,
+            )
+    if text in (b".", b".."):
+        raise _FieldFault(
+            ErrorKind.INVALID_FILE_NAME,
+            f"file name {text.decode()!r} names a folder",
+            "a plain file name, not '.' or '..'",
+            0,
+        )
+    if text[0] == 0x20 or text[-1] == 0x20:
+        raise _FieldFault(
+            ErrorKind.INVALID_FILE_NAME,
+            "file name starts or ends with a space",
+            "no leading or trailing space",
+            0 if text[0] == 0x20 else len(text) - 1,
+        )
+
+
+def check_name(text: str, *, file_name: bool = False, dialect: Dialect = V3) -> None:
+    """Raise `LocalProtocolError` if `text` may not be sent as a client name (or file name)."""
+    kind = ErrorKind.INVALID_FILE_NAME if file_name else ErrorKind.INVALID_NAME
+    field = "file_name" if file_name else "name"
+    try:
+        raw = text.encode("ascii")
+    except UnicodeEncodeError:
+        raise LocalProtocolError(
+            kind, f"{text!r} is not ASCII", field=field, expected="printable ASCII"
+        ) from None
+    if len(raw) > dialect.max_name_length:
+        raise LocalProtocolError(
+            kind,
+            f"{len(raw)} characters do not fit the field",
+            field=field,
+            expected=f"at most {dialect.max_name_length} characters",
+        )
+    try:
+        _check_name_bytes(raw.ljust(dialect.name_size, b"\x00"), kind, file_name)
+    except _FieldFault as fault:
+        raise LocalProtocolError(
+            fault.kind, f"{text!r}: {fault.message}", field=field, expected=fault.expected
+        ) from None
+
+
+class NameField(Adapter):  # type: ignore[type-arg]
+    """A fixed-size ASCII name: text, NUL terminator, NUL padding (spec 3.4)."""
+
+    def __init__(self, size: int, *, file_name: bool) -> None:
+        super().__init__(Bytes(size))
+        self.size = size
+        self.file_name = file_name
+        self.kind = ErrorKind.INVALID_FILE_NAME if file_name else ErrorKind.INVALID_NAME
+
+    def _decode(self, obj: bytes, context: Any, path: Any) -> str:
+        try:
+            return _check_name_bytes(obj, self.kind, self.file_name)
+        except _FieldFault as fault:
+            fault.field = "file_name" if self.file_name else "name"
+            raise
+
+    def _encode(self, obj: str | bytes, context: Any, path: Any) -> bytes:
+        if isinstance(obj, bytes | bytearray):
+            if len(obj) != self.size:
+                raise LocalProtocolError(
+                    self.kind,
+                    f"raw field of {len(obj)} bytes",
+                    expected=f"exactly {self.size} bytes",
+                )
+            return bytes(obj)
+        check_name(obj, file_name=self.file_name, dialect=Dialect(name_size=self.size))
+        return obj.encode("ascii").ljust(self.size, b"\x00")
+
+
+def der_length(data: bytes) -> int | None:
+    """Total length of the DER element at the start of `data`, or None if the header is not DER."""
+    if len(data) < 2:
+        return None
+    first = data[1]
+    if first < 0x80:
+        return 2 + first
+    count = first & 0x7F
+    if count == 0 or count > 4 or len(data) < 2 + count:
+        return None
+    return 2 + count + int.from_bytes(data[2 : 2 + count], "big")
+
+
+class PublicKeyField(Adapter):  # type: ignore[type-arg]
+    """A fixed-size field holding one DER SEQUENCE, zero-padded after its end (spec 3.5)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(Bytes(size))
+        self.size = size
+
+    def _decode(self, obj: bytes, context: Any, path: Any) -> bytes:
+        try:
+            return self._check(obj)
+        except _FieldFault as fault:
+            fault.field = "public_key"
+            raise
+
+    def _check(self, obj: bytes) -> bytes:
+        length = der_length(obj)
+        if obj[:1] != b"\x30" or length is None:
+            raise _FieldFault(
+                ErrorKind.BAD_PUBLIC_KEY,
+                "the field does not start with a DER SEQUENCE",
+                "X.509 SubjectPublicKeyInfo DER (0x30 ...)",
+                0,
+            )
+        if length > self.size:
+            raise _FieldFault(
+                ErrorKind.BAD_PUBLIC_KEY,
+                f"the DER is {length} bytes long",
+                f"at most {self.size} bytes",
+                1,
+            )
+        for index in range(length, self.size):
+            if obj[index]:
+                raise _FieldFault(
+                    ErrorKind.NONZERO_PADDING,
+                    f"byte 0x{obj[index]:02x} after the {length}-byte DER",
+                    "zero bytes after the DER",
+                    index,
+                )
+        return obj[:length]
+
+    def _encode(self, obj: bytes, context: Any, path: Any) -> bytes:
+        if len(obj) > self.size:
+            raise LocalProtocolError(
+                ErrorKind.BAD_PUBLIC_KEY,
+                f"a {len(obj)}-byte key does not fit the field",
+                field="public_key",
+                expected=f"at most {self.size} bytes",
+            )
+        return bytes(obj).ljust(self.size, b"\x00")
+
+
+@dataclass(frozen=True)
+class RequestHeader:
+    """A parsed, validated request header."""
+
+    client_id: bytes
+    version: int
+    code: RequestCode
+    payload_size: int
+
+
+@dataclass(frozen=True)
+class ResponseHeader:
+    """A parsed, validated response header."""
+
+    version: int
+    code: ResponseCode
+    payload_size: int
+
+
+Fields = dict[str, Any]
+"""A parsed payload: field name to value (names as `str`, byte fields as `bytes`)."""
+
+
+@dataclass(frozen=True)
+class SizeRule:
+    """Which payload_size values a code admits: `minimum..maximum`, or exactly `minimum` if fixed."""
+
+    minimum: int
+    maximum: int
+
+    @property
+    def fixed(self) -> bool:
+        return self.minimum == self.maximum
+
+    def describe(self) -> str:
+        return f"exactly {self.minimum}" if self.fixed else f"{self.minimum}..{self.maximum}"
+
+
+class Schemas:
+    """The construct schemas of one dialect, addressed by code."""
+
+    def __init__(self, dialect: Dialect = V3) -> None:
+        self.dialect = dialect
+        d = dialect
+        client_id = Bytes(d.client_id_size)
+        name = NameField(d.name_size, file_name=False)
+        file_name = NameField(d.name_size, file_name=True)
+        self.request_header: Final = Struct(
+            "client_id" / client_id,
+            "version" / Int8ul,
+            "code" / Int16ul,
+            "payload_size" / Int32ul,
+        )
+        self.response_header: Final = Struct(
+            "version" / Int8ul,
+            "code" / Int16ul,
+            "payload_size" / Int32ul,
+        )
+        self.send_file_prefix: Final = Struct("content_size" / Int32ul, "file_name" / file_name)
+        file_name_only = Struct("file_name" / file_name)
+        self.requests: Final[dict[RequestCode, Struct]] = {
+            RequestCode.REGISTER: Struct("name" / name),
+            RequestCode.SEND_PUBLIC_KEY: Struct(
+                "name" / name, "public_key" / PublicKeyField(d.public_key_size)
+            ),
+            RequestCode.RECONNECT: Struct("name" / name),
+            RequestCode.SEND_FILE: Struct(
+                *self.send_file_prefix.subcons, "content" / Bytes(this.content_size)
+            ),
+            RequestCode.CRC_OK: file_name_only,
+            RequestCode.CRC_RETRY: file_name_only,
+            RequestCode.CRC_GIVE_UP: file_name_only,
+        }
+        wrapped_key = Struct("client_id" / client_id, "encrypted_aes_key" / GreedyBytes)
+        self.responses: Final[dict[ResponseCode, Struct]] = {
+            ResponseCode.REGISTERED: Struct("client_id" / client_id),
+            ResponseCode.REGISTRATION_FAILED: Struct(),
+            ResponseCode.AES_KEY: wrapped_key,
+            ResponseCode.FILE_RECEIVED: Struct(
+                "client_id" / client_id,
+                "content_size" / Int32ul,
+                "file_name" / file_name,
+                "cksum" / Int32ul,
+            ),
+            ResponseCode.ACKNOWLEDGED: Struct("client_id" / client_id),
+            ResponseCode.RECONNECT_APPROVED: wrapped_key,
+            ResponseCode.RECONNECT_DENIED: Struct("client_id" / client_id),
+            ResponseCode.SERVER_ERROR: Struct(),
+        }
+        self.request_header_size: Final[int] = self.request_header.sizeof()
+        self.response_header_size: Final[int] = self.response_header.sizeof()
+        self.send_file_prefix_size: Final[int] = self.send_file_prefix.sizeof()
+        self.max_content_size: Final[int] = _round_down(
+            0xFFFFFFFF - self.send_file_prefix_size, d.aes_block_size
+        )
+        self._compiled_request_header = self.request_header.compile()
+        self._compiled_response_header = self.response_header.compile()
+
+    # -- size rules -------------------------------------------------------------------------
+
+    def request_size_rule(self, code: RequestCode) -> SizeRule:
+        """The payload sizes a request code admits (for 1103: the header-level bounds)."""
+        if code is RequestCode.SEND_FILE:
+            prefix = self.send_file_prefix_size
+            return SizeRule(prefix + self.dialect.aes_block_size, prefix + self.max_content_size)
+        size = self.requests[code].sizeof()
+        return SizeRule(size, size)
+
+    def response_size_rule(self, code: ResponseCode) -> SizeRule:
+        """The payload sizes a response code admits."""
+        schema = self.responses[code]
+        try:
+            size = schema.sizeof()
+        except SizeofError:
+            base = self.dialect.client_id_size
+            return SizeRule(base + 1, base + self.dialect.max_encrypted_key_size)
+        return SizeRule(size, size)
+
+    # -- headers ----------------------------------------------------------------------------
+
+    def parse_request_header(self, data: bytes) -> RequestHeader:
+        """Parse and validate a 23-byte request header (version, code, payload_size; spec 3.6)."""
+        raw = self._parse_header(data, self.request_header_size, self._compiled_request_header)
+        self._check_version(raw["version"], 16)
+        code = _known(RequestCode, raw["code"], 17, "request")
+        _check_payload_size(raw["payload_size"], self.request_size_rule(code), code, 19)
+        return RequestHeader(raw["client_id"], raw["version"], code, raw["payload_size"])
+
+    def parse_response_header(self, data: bytes) -> ResponseHeader:
+        """Parse and validate a 7-byte response header."""
+        raw = self._parse_header(data, self.response_header_size, self._compiled_response_header)
+        self._check_version(raw["version"], 0)
+        code = _known(ResponseCode, raw["code"], 1, "response")
+        _check_payload_size(raw["payload_size"], self.response_size_rule(code), code, 3)
+        return ResponseHeader(raw["version"], code, raw["payload_size"])
+
+    def _parse_header(self, data: bytes, size: int, compiled: Any) -> Fields:
+        if len(data) != size:
+            raise MalformedMessage(
+                ErrorKind.TRUNCATED if len(data) < size else ErrorKind.TRAILING_BYTES,
+                f"header of {len(data)} bytes",
+                field="header",
+                offset=min(len(data), size),
+                expected=f"{size} bytes",
+            )
+        # Safe to use the compiled parser: the length was checked above.
+        return _fields(compiled.parse(data))
+
+    def _check_version(self, version: int, offset: int) -> None:
+        if version != self.dialect.version:
+            raise MalformedMessage(
+                ErrorKind.UNSUPPORTED_VERSION,
+                f"version {version}",
+                field="version",
+                offset=offset,
+                expected=f"{self.dialect.version}",
+            )
+
+    # -- payloads ---------------------------------------------------------------------------
+
+    def parse_payload(self, schema: Any, data: bytes, base: int) -> Fields:
+        """Parse a payload that must fill `data` exactly; `base` is its offset in the message."""
+        try:
+            expected = schema.sizeof()
+        except SizeofError:
+            expected = None
+        if expected is not None and len(data) != expected:
+            raise MalformedMessage(
+                ErrorKind.TRUNCATED if len(data) < expected else ErrorKind.TRAILING_BYTES,
+                f"payload of {len(data)} bytes",
+                field="payload",
+                offset=base + min(len(data), expected),
+                expected=f"{expected} bytes",
+            )
+        offsets = _field_offsets(schema)
+        try:
+            return _fields(schema.parse(data))
+        except _FieldFault as fault:
+            raise MalformedMessage(
+                fault.kind,
+                fault.message,
+                field=fault.field,
+                offset=base + offsets.get(fault.field or "", 0) + fault.at,
+                expected=fault.expected,
+            ) from None
+
+    def parse_send_file_prefix(self, data: bytes, payload_size: int, base: int) -> Fields:
+        """Parse 1103's content_size and file_name and check them against payload_size."""
+        prefix = self.parse_payload(self.send_file_prefix, data, base)
+        size, block = prefix["content_size"], self.dialect.aes_block_size
+        if size == 0 or size % block:
+            raise MalformedMessage(
+                ErrorKind.BAD_CONTENT_SIZE,
+                f"content_size {size}",
+                field="content_size",
+                offset=base,
+                expected=f"a non-zero multiple of {block} (encrypted size)",
+            )
+        if payload_size != self.send_file_prefix_size + size:
+            raise MalformedMessage(
+                ErrorKind.PAYLOAD_SIZE_MISMATCH,
+                f"payload_size {payload_size} with content_size {size}",
+                field="payload_size",
+                offset=base - 4,
+                expected=f"payload_size = {self.send_file_prefix_size} + content_size",
+            )
+        return prefix
+
+    def parse_request(self, data: bytes) -> tuple[RequestHeader, Fields]:
+        """Parse one whole request message (header and payload, nothing after it)."""
+        size = self.request_header_size
+        header = self.parse_request_header(bytes(data[:size]))
+        payload = _exact_payload(data, size, header.payload_size)
+        if header.code is RequestCode.SEND_FILE:
+            prefix_size = self.send_file_prefix_size
+            prefix = self.parse_send_file_prefix(payload[:prefix_size], header.payload_size, size)
+            prefix["content"] = payload[prefix_size:]
+            return header, prefix
+        return header, self.parse_payload(self.requests[header.code], payload, size)
+
+    def parse_response(self, data: bytes) -> tuple[ResponseHeader, Fields]:
+        """Parse one whole response message (header and payload, nothing after it)."""
+        size = self.response_header_size
+        header = self.parse_response_header(bytes(data[:size]))
+        payload = _exact_payload(data, size, header.payload_size)
+        return header, self.parse_payload(self.responses[header.code], payload, size)
+
+    # -- building ---------------------------------------------------------------------------
+
+    def build_request_header(
+        self, client_id: bytes, code: int, payload_size: int, version: int | None = None
+    ) -> bytes:
+        """Build a request header from any field values (also invalid ones, for test tools)."""
+        return bytes(
+            self.request_header.build(
+                {
+                    "client_id": client_id,
+                    "version": self.dialect.version if version is None else version,
+                    "code": code,
+                    "payload_size": payload_size,
+                }
+            )
+        )
+
+    def build_response_header(self, code: int, payload_size: int, version: int | None = None) -> bytes:
+        """Build a response header from any field values."""
+        return bytes(
+            self.response_header.build(
+                {
+                    "version": self.dialect.version if version is None else version,
+                    "code": code,
+                    "payload_size": payload_size,
+                }
+            )
+        )
+
+    def build_request_payload(self, code: RequestCode, fields: Mapping[str, Any]) -> bytes:
+        """Build a request payload (for 1103, `content` included); names are checked."""
+        return bytes(self.requests[code].build(dict(fields)))
+
+    def build_response_payload(self, code: ResponseCode, fields: Mapping[str, Any]) -> bytes:
+        """Build a response payload; names are checked."""
+        return bytes(self.responses[code].build(dict(fields)))
+
+    def build_request(
+        self, code: RequestCode, client_id: bytes, fields: Mapping[str, Any], version: int | None = None
+    ) -> bytes:
+        """Build a whole request message with a payload_size that matches its payload."""
+        payload = self.build_request_payload(code, fields)
+        return self.build_request_header(client_id, code, len(payload), version) + payload
+
+    def build_response(
+        self, code: ResponseCode, fields: Mapping[str, Any], version: int | None = None
+    ) -> bytes:
+        """Build a whole response message with a payload_size that matches its payload."""
+        payload = self.build_response_payload(code, fields)
+        return self.build_response_header(code, len(payload), version) + payload
+
+
+def _fields(container: Any) -> Fields:
+    return {key: value for key, value in container.items() if not key.startswith("_")}
+
+
+def _round_down(value: int, multiple: int) -> int:
+    return value - value % multiple
+
+
+def _known(enum: type[RequestCode] | type[ResponseCode], code: int, offset: int, what: str) -> Any:
+    try:
+        return enum(code)
+    except ValueError:
+        known = ", ".join(str(int(member)) for member in enum)
+        raise MalformedMessage(
+            ErrorKind.UNKNOWN_CODE,
+            f"unknown {what} code {code}",
+            field="code",
+            offset=offset,
+            expected=f"one of {known}",
+        ) from None
+
+
+def _check_payload_size(size: int, rule: SizeRule, code: RequestCode | ResponseCode, offset: int) -> None:
+    if rule.minimum <= size <= rule.maximum:
+        return
+    kind = (
+        ErrorKind.PAYLOAD_TOO_LARGE
+        if size > rule.maximum and not rule.fixed
+        else (ErrorKind.PAYLOAD_SIZE_MISMATCH)
+    )
+    raise MalformedMessage(
+        kind,
+        f"payload_size {size} for {code.name} ({int(code)})",
+        field="payload_size",
+        offset=offset,
+        expected=rule.describe(),
+    )
+
+
+def _exact_payload(data: bytes, header_size: int, payload_size: int) -> bytes:
+    end = header_size + payload_size
+    if len(data) < end:
+        raise MalformedMessage(
+            ErrorKind.TRUNCATED,
+            f"message of {len(data)} bytes ends inside the payload",
+            field="payload",
+            offset=len(data),
+            expected=f"{end} bytes (header + payload_size {payload_size})",
+        )
+    if len(data) > end:
+        raise MalformedMessage(
+            ErrorKind.TRAILING_BYTES,
+            f"{len(data) - end} bytes after the payload",
+            field="payload",
+            offset=end,
+            expected=f"exactly {end} bytes",
+        )
+    return bytes(data[header_size:])
+
+
+_OFFSETS_CACHE: dict[int, dict[str, int]] = {}
+
+
+def _field_offsets(schema: Any) -> dict[str, int]:
+    """Offsets of the fixed-size fields at the start of a Struct, by name."""
+    cached = _OFFSETS_CACHE.get(id(schema))
+    if cached is not None:
+        return cached
+    offsets: dict[str, int] = {}
+    position = 0
+    for sub in schema.subcons:
+        offsets[sub.name] = position
+        try:
+            position += sub.sizeof()
+        except SizeofError:
+            break
+    _OFFSETS_CACHE[id(schema)] = offsets
+    return offsets
+
+
+V3_SCHEMAS: Final = Schemas(V3)
