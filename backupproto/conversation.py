@@ -1,0 +1,155 @@
+"""The rules of a conversation, independent of which side we are: turn-taking and identity binding."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .dialect import RequestCode, ResponseCode
+from .errors import ErrorKind, ProtocolError
+from .events import (
+    AesKey,
+    FileReceived,
+    ReconnectApproved,
+    Registered,
+    Request,
+    Response,
+    SendFile,
+    ServerError,
+)
+from .states import AFTER_RESPONSE, REQUESTS_ALLOWED, WITHOUT_RESPONSE, State
+
+
+class Conversation:
+    """Tracks the state of one connection and checks each message against spec section 8.
+
+    `fault` is the exception class raised on a violation: `LocalProtocolError` for what we
+    send, `RemoteProtocolError` for what we receive.
+    """
+
+    def __init__(self) -> None:
+        self.state = State.CONNECTED
+        self.pending: Request | None = None
+        """The request that awaits its response, if any."""
+        self.client_id: bytes | None = None
+        """The client this connection acts for, once a response has named it."""
+        self.file: SendFile | None = None
+        """The last file sent, while its CRC verdict is open."""
+
+    def check_header(self, code: RequestCode, client_id: bytes, fault: type[ProtocolError]) -> None:
+        """Raise `fault` unless a request with this code and client_id may come now (turn and identity)."""
+        if self.pending is not None:
+            raise fault(
+                ErrorKind.UNEXPECTED_MESSAGE,
+                f"{_name(code)} sent while {_name(self.pending.code)} awaits its response",
+                field="code",
+                offset=17,
+                expected="one request at a time",
+            )
+        allowed = REQUESTS_ALLOWED[self.state]
+        if code not in allowed:
+            raise fault(
+                ErrorKind.UNEXPECTED_MESSAGE,
+                f"{_name(code)} is not allowed in state {self.state}",
+                field="code",
+                offset=17,
+                expected=_one_of(allowed),
+            )
+        bound = self.client_id
+        if bound is not None and code is not RequestCode.REGISTER and client_id != bound:
+            raise fault(
+                ErrorKind.UNEXPECTED_MESSAGE,
+                f"client_id {client_id.hex()} differs from this connection's {bound.hex()}",
+                field="client_id",
+                offset=0,
+                expected=bound.hex(),
+            )
+
+    def check_request(self, request: Request, fault: type[ProtocolError]) -> None:
+        """Raise `fault` unless `request` may be sent now."""
+        self.check_header(request.code, request.client_id, fault)
+        if self.file is not None and request.code is not RequestCode.REGISTER:
+            file_name = getattr(request, "file_name", self.file.file_name)
+            if file_name != self.file.file_name:
+                raise fault(
+                    ErrorKind.UNEXPECTED_MESSAGE,
+                    f"{_name(request.code)} names {file_name!r} while {self.file.file_name!r} is open",
+                    field="file_name",
+                    offset=23 + (4 if request.code is RequestCode.SEND_FILE else 0),
+                    expected=repr(self.file.file_name),
+                )
+
+    def request_sent(self, request: Request) -> None:
+        """Record a request (already checked) as fully sent or received."""
+        if isinstance(request, SendFile):
+            self.file = request
+        follow = WITHOUT_RESPONSE.get(request.code)
+        if follow is not None:
+            self.state = follow
+        else:
+            self.pending = request
+
+    def check_response(self, response: Response, fault: type[ProtocolError]) -> State:
+        """Raise `fault` unless `response` answers the pending request; return the next state."""
+        if isinstance(response, ServerError):
+            return State.CLOSED
+        pending = self.pending
+        if pending is None:
+            after = f" after {_name(RequestCode.CRC_RETRY)}" if self.state is State.RESENDING else ""
+            raise fault(
+                ErrorKind.UNEXPECTED_MESSAGE,
+                f"response {_name(response.code)} while no request awaits one{after}",
+                field="code",
+                offset=1,
+                expected="no response",
+            )
+        following = AFTER_RESPONSE.get((pending.code, response.code))
+        if following is None:
+            answers = [resp for (req, resp) in AFTER_RESPONSE if req is pending.code]
+            raise fault(
+                ErrorKind.UNEXPECTED_MESSAGE,
+                f"{_name(response.code)} does not answer {_name(pending.code)}",
+                field="code",
+                offset=1,
+                expected=_one_of([*answers, ResponseCode.SERVER_ERROR]),
+            )
+        client_id = getattr(response, "client_id", None)
+        if client_id is not None and not isinstance(response, Registered) and client_id != pending.client_id:
+            raise fault(
+                ErrorKind.UNEXPECTED_MESSAGE,
+                f"{_name(response.code)} carries client_id {client_id.hex()}",
+                field="client_id",
+                offset=7,
+                expected=f"the request's client_id {pending.client_id.hex()}",
+            )
+        if isinstance(response, FileReceived) and isinstance(pending, SendFile):
+            for field, offset in (("content_size", 23), ("file_name", 27)):
+                got, want = getattr(response, field), getattr(pending, field)
+                if got != want:
+                    raise fault(
+                        ErrorKind.UNEXPECTED_MESSAGE,
+                        f"{_name(response.code)} has {field} {got!r}",
+                        field=field,
+                        offset=offset,
+                        expected=f"{want!r}, as in the request",
+                    )
+        return following
+
+    def response_sent(self, response: Response, following: State) -> None:
+        """Record a response (already checked) as sent or received."""
+        self.state = following
+        self.pending = None
+        if isinstance(response, Registered | AesKey | ReconnectApproved):
+            self.client_id = response.client_id
+        elif following is State.CONNECTED:
+            self.client_id = None
+        if following is not State.VERIFYING:
+            self.file = None
+
+
+def _name(code: RequestCode | ResponseCode) -> str:
+    return f"{code.name} ({int(code)})"
+
+
+def _one_of(codes: Iterable[RequestCode | ResponseCode]) -> str:
+    names = [_name(code) for code in sorted(codes, key=int)]
+    return "one of " + ", ".join(names) if names else "nothing"

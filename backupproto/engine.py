@@ -1,0 +1,329 @@
+"""Sans-I/O connections: bytes in, events out; events in, bytes out (in the manner of h11).
+
+`ServerConnection` is the server's side of one TCP connection, `ClientConnection` the
+client's. Neither touches a socket, a file or a clock: the caller feeds received bytes to
+`receive_data` (``b""`` when the peer closed), pulls events with `next_event`, and turns
+the events it wants to send into bytes with `send`. A 1103's content is delivered and sent
+as `FileChunk` events, so a file of any size passes in constant memory.
+
+Errors: what the peer did wrong raises `RemoteProtocolError` (a server answers it with
+`ServerError()` and closes); what the caller did wrong raises `LocalProtocolError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from .conversation import Conversation
+from .dialect import V3, Dialect, RequestCode
+from .errors import ErrorKind, LocalProtocolError, ProtocolError, RemoteProtocolError
+from .events import (
+    NEED_DATA,
+    REQUEST_EVENTS,
+    RESPONSE_EVENTS,
+    ConnectionClosed,
+    Event,
+    FileChunk,
+    FileEnd,
+    Request,
+    Response,
+    SendFile,
+    ServerError,
+    _NeedData,
+)
+from .schemas import V3_SCHEMAS, Schemas
+from .states import State
+
+
+def schemas_for(dialect: Dialect) -> Schemas:
+    """The schemas of a dialect (V3's are built once)."""
+    return V3_SCHEMAS if dialect == V3 else Schemas(dialect)
+
+
+def event_fields(event: Request | Response) -> dict[str, Any]:
+    """The payload fields of an event, by schema field name (a request's client_id is a header field)."""
+    values = {field.name: getattr(event, field.name) for field in fields(event)}
+    if isinstance(event, Request):
+        del values["client_id"]
+    return values
+
+
+class _Connection:
+    """What both sides share: the input buffer, the conversation, the error latch."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.schemas = schemas_for(dialect)
+        self.conversation = Conversation()
+        self._buffer = bytearray()
+        self._closed_by_peer = False
+        self._error: ProtocolError | None = None
+
+    @property
+    def state(self) -> State:
+        """The conversation's state (spec 8.1)."""
+        return self.conversation.state
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes received from the peer; ``b""`` means the peer closed its side."""
+        if data:
+            if self._closed_by_peer:
+                raise LocalProtocolError(ErrorKind.CONNECTION_CLOSED, "data fed after the end of stream")
+            self._buffer += data
+        else:
+            self._closed_by_peer = True
+
+    def _fail(self, error: ProtocolError) -> ProtocolError:
+        self._error = error
+        return error
+
+    def _take(self, size: int) -> bytes:
+        chunk = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return chunk
+
+    def _incomplete(self, needed: int, what: str) -> _NeedData:
+        """NEED_DATA, or a truncation error if the peer has closed."""
+        if self._closed_by_peer:
+            raise self._fail(
+                RemoteProtocolError(
+                    ErrorKind.TRUNCATED,
+                    f"connection closed {len(self._buffer)} bytes into {what}",
+                    offset=len(self._buffer),
+                    expected=f"{needed} bytes",
+                )
+            )
+        return NEED_DATA
+
+
+class ServerConnection(_Connection):
+    """The server's side of one connection."""
+
+    def __init__(self, dialect: Dialect = V3, *, max_content_size: int | None = None) -> None:
+        super().__init__(dialect)
+        limit = self.schemas.max_content_size
+        self.max_content_size = limit if max_content_size is None else min(max_content_size, limit)
+        self._header: Any = None
+        self._content_left: int | None = None
+
+    @property
+    def receiving_content(self) -> bool:
+        """True while a 1103's content is still arriving."""
+        return self._content_left is not None
+
+    def next_event(self) -> Event | _NeedData:
+        """The next request, file chunk or end of the conversation, or NEED_DATA."""
+        if self._error is not None:
+            raise self._error
+        if self.conversation.state is State.CLOSED:
+            return ConnectionClosed()
+        if self._content_left is not None:
+            return self._next_content()
+        if self.conversation.pending is not None:
+            return NEED_DATA  # paused until the response is sent
+        try:
+            return self._next_request()
+        except RemoteProtocolError as error:
+            raise self._fail(error) from None
+
+    def _next_content(self) -> Event | _NeedData:
+        left = self._content_left
+        assert left is not None
+        if left == 0:
+            self._content_left = None
+            request = self.conversation.file
+            assert request is not None
+            self.conversation.request_sent(request)
+            return FileEnd()
+        if not self._buffer:
+            return self._incomplete(left, "the file content")
+        if len(self._buffer) <= left:
+            chunk = bytes(self._buffer)
+            self._buffer.clear()
+        else:
+            chunk = self._take(left)
+        self._content_left = left - len(chunk)
+        return FileChunk(chunk)
+
+    def _next_request(self) -> Event | _NeedData:
+        schemas = self.schemas
+        header_size = schemas.request_header_size
+        if self._header is None:
+            if len(self._buffer) < header_size:
+                if self._closed_by_peer and not self._buffer:
+                    return ConnectionClosed()
+                return self._incomplete(header_size, "a request header")
+            header = schemas.parse_request_header(bytes(self._buffer[:header_size]))
+            self._check_header(header)
+            self._header = header
+        header = self._header
+        is_file = header.code is RequestCode.SEND_FILE
+        needed = schemas.send_file_prefix_size if is_file else header.payload_size
+        if len(self._buffer) < header_size + needed:
+            return self._incomplete(header_size + needed, f"a {header.code.name} request")
+        del self._buffer[:header_size]
+        payload = self._take(needed)
+        self._header = None
+        if is_file:
+            values = schemas.parse_send_file_prefix(payload, header.payload_size, header_size)
+        else:
+            values = schemas.parse_payload(schemas.requests[header.code], payload, header_size)
+        request = REQUEST_EVENTS[header.code](client_id=header.client_id, **values)
+        self.conversation.check_request(request, RemoteProtocolError)
+        if isinstance(request, SendFile):
+            self.conversation.file = request
+            self._content_left = request.content_size
+        else:
+            self.conversation.request_sent(request)
+        return request
+
+    def _check_header(self, header: Any) -> None:
+        limit = self.schemas.send_file_prefix_size + self.max_content_size
+        if header.code is RequestCode.SEND_FILE and header.payload_size > limit:
+            raise RemoteProtocolError(
+                ErrorKind.PAYLOAD_TOO_LARGE,
+                f"payload_size {header.payload_size} exceeds this server's limit",
+                field="payload_size",
+                offset=19,
+                expected=f"at most {limit}",
+            )
+        # turn and identity are checked before the payload is read
+        self.conversation.check_header(header.code, header.client_id, RemoteProtocolError)
+
+    def send(self, event: Response) -> bytes:
+        """The bytes of a response; `ServerError()` is allowed at any time and ends the conversation."""
+        if self.conversation.state is State.CLOSED:
+            raise LocalProtocolError(ErrorKind.CONNECTION_CLOSED, "the conversation is over")
+        if isinstance(event, ServerError):
+            self.conversation.response_sent(event, State.CLOSED)
+            self._content_left = None
+            self._error = None
+        else:
+            if self._error is not None:
+                raise LocalProtocolError(
+                    ErrorKind.UNEXPECTED_MESSAGE,
+                    f"{event.code.name} after a protocol error",
+                    expected="SERVER_ERROR (2107)",
+                )
+            if self._content_left is not None:
+                raise LocalProtocolError(
+                    ErrorKind.UNEXPECTED_MESSAGE,
+                    f"{event.code.name} before the file content was received",
+                    expected="the end of the content first",
+                )
+            following = self.conversation.check_response(event, LocalProtocolError)
+            self.conversation.response_sent(event, following)
+        return self.schemas.build_response(event.code, event_fields(event))
+
+
+class ClientConnection(_Connection):
+    """The client's side of one connection."""
+
+    def __init__(self, dialect: Dialect = V3) -> None:
+        super().__init__(dialect)
+        self._content_left: int | None = None
+
+    def send(self, event: Request | FileChunk | FileEnd) -> bytes:
+        """The bytes of a request, of a piece of file content, or b"" at the content's end."""
+        if self.conversation.state is State.CLOSED:
+            raise LocalProtocolError(ErrorKind.CONNECTION_CLOSED, "the conversation is over")
+        if isinstance(event, FileChunk | FileEnd):
+            return self._send_content(event)
+        if self._content_left is not None:
+            raise LocalProtocolError(
+                ErrorKind.UNEXPECTED_MESSAGE,
+                f"{event.code.name} while {self._content_left} content bytes are still due",
+                expected="FileChunk events, then FileEnd",
+            )
+        self.conversation.check_request(event, LocalProtocolError)
+        schemas = self.schemas
+        if isinstance(event, SendFile):
+            self._check_content_size(event.content_size)
+            prefix = bytes(schemas.send_file_prefix.build(event_fields(event)))
+            header = schemas.build_request_header(
+                event.client_id, event.code, len(prefix) + event.content_size
+            )
+            self.conversation.file = event
+            self._content_left = event.content_size
+            return header + prefix
+        data = schemas.build_request(event.code, event.client_id, event_fields(event))
+        self.conversation.request_sent(event)
+        return data
+
+    def _check_content_size(self, size: int) -> None:
+        block = self.schemas.dialect.aes_block_size
+        if size == 0 or size % block or size > self.schemas.max_content_size:
+            raise LocalProtocolError(
+                ErrorKind.BAD_CONTENT_SIZE,
+                f"content_size {size}",
+                field="content_size",
+                expected=f"a non-zero multiple of {block} up to {self.schemas.max_content_size}",
+            )
+
+    def _send_content(self, event: FileChunk | FileEnd) -> bytes:
+        left = self._content_left
+        if left is None:
+            raise LocalProtocolError(ErrorKind.UNEXPECTED_MESSAGE, "file content without a SendFile")
+        if isinstance(event, FileChunk):
+            if len(event.data) > left:
+                raise LocalProtocolError(
+                    ErrorKind.PAYLOAD_SIZE_MISMATCH,
+                    f"{len(event.data)} content bytes sent with {left} left",
+                    field="content",
+                    expected=f"at most {left} bytes",
+                )
+            self._content_left = left - len(event.data)
+            return event.data
+        if left:
+            raise LocalProtocolError(
+                ErrorKind.PAYLOAD_SIZE_MISMATCH,
+                f"content ended with {left} bytes still due",
+                field="content",
+                expected="exactly content_size bytes",
+            )
+        self._content_left = None
+        request = self.conversation.file
+        assert request is not None
+        self.conversation.request_sent(request)
+        return b""
+
+    def next_event(self) -> Event | _NeedData:
+        """The next response, ConnectionClosed, or NEED_DATA."""
+        if self._error is not None:
+            raise self._error
+        try:
+            return self._next_response()
+        except RemoteProtocolError as error:
+            raise self._fail(error) from None
+
+    def _next_response(self) -> Event | _NeedData:
+        schemas = self.schemas
+        size = schemas.response_header_size
+        if len(self._buffer) < size:
+            if self._closed_by_peer and not self._buffer:
+                return self._closed()
+            return self._incomplete(size, "a response header")
+        header = schemas.parse_response_header(bytes(self._buffer[:size]))
+        if len(self._buffer) < size + header.payload_size:
+            return self._incomplete(size + header.payload_size, f"a {header.code.name} response")
+        del self._buffer[:size]
+        payload = self._take(header.payload_size)
+        values = schemas.parse_payload(schemas.responses[header.code], payload, size)
+        response = RESPONSE_EVENTS[header.code](**values)
+        following = self.conversation.check_response(response, RemoteProtocolError)
+        self.conversation.response_sent(response, following)
+        if following is State.CLOSED:
+            self._content_left = None
+        return response
+
+    def _closed(self) -> Event:
+        pending = self.conversation.pending
+        if pending is not None and self.conversation.state is not State.CLOSED:
+            raise RemoteProtocolError(
+                ErrorKind.CONNECTION_CLOSED,
+                f"the server closed the connection while {pending.code.name} ({int(pending.code)}) "
+                "awaited its response",
+                expected="a response",
+            )
+        self.conversation.state = State.CLOSED
+        return ConnectionClosed()
