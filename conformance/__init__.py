@@ -1,0 +1,1 @@
+"""backupproto conformance suite: certifies a server of protocol version 3."""
