@@ -230,81 +230,91 @@ def _check_key(key: _Buffer) -> bytes:
     return key
 
 
-class CbcEncryptor:
-    """Streaming AES-128-CBC encryption (IV zero, PKCS#7): ``update()`` chunks, then
-    ``finalize()``. Only a partial block (< 16 bytes) is kept between calls."""
+class _CbcStream:
+    """Shared machinery: feed whole blocks to pycryptodome in one call per update.
+
+    Bytes carried over from the previous call (`_pending`) and the head of the new chunk
+    are joined in a reused scratch buffer, so each update allocates only its output.
+    """
 
     def __init__(self, key: _Buffer) -> None:
         self._cipher = AES.new(_check_key(key), AES.MODE_CBC, iv=ZERO_IV)
         self._pending = bytearray()
-        self._done = False
-
-    def update(self, data: _Buffer) -> bytes:
-        """Encrypt what forms whole blocks with the pending bytes; keep the rest."""
-        if self._done:
-            raise ValueError("update() after finalize()")
-        view = memoryview(data).cast("B")
-        head = b""
-        if self._pending:
-            need = BLOCK - len(self._pending)
-            if len(view) < need:
-                self._pending += view
-                return b""
-            self._pending += view[:need]
-            head = self._cipher.encrypt(self._pending)
-            self._pending.clear()
-            view = view[need:]
-        full = len(view) - len(view) % BLOCK
-        if full < len(view):
-            self._pending += view[full:]
-        if not full:
-            return head
-        body: bytes = self._cipher.encrypt(view[:full])
-        return head + body if head else body
-
-    def finalize(self) -> bytes:
-        """Encrypt the last block with its PKCS#7 padding (a full block if none pending)."""
-        if self._done:
-            raise ValueError("finalize() called twice")
-        self._done = True
-        pad = BLOCK - len(self._pending)
-        last: bytes = self._cipher.encrypt(bytes(self._pending) + bytes([pad]) * pad)
-        self._pending.clear()
-        return last
-
-
-class CbcDecryptor:
-    """Streaming AES-128-CBC decryption (IV zero, PKCS#7). ``update()`` holds back the last
-    full block so that ``finalize()`` can check and strip the padding."""
-
-    def __init__(self, key: _Buffer) -> None:
-        self._cipher = AES.new(_check_key(key), AES.MODE_CBC, iv=ZERO_IV)
-        self._pending = bytearray()  # at most one full block plus a partial one
+        self._scratch = bytearray()
         self._length = 0
         self._done = False
 
+    def _process(self, data: bytes | bytearray | memoryview) -> bytes:
+        raise NotImplementedError
+
+    def _keep(self, total: int) -> int:
+        """How many of `total` available bytes to keep for later."""
+        raise NotImplementedError
+
     def update(self, data: _Buffer) -> bytes:
-        """Decrypt every complete block except the last one seen so far."""
+        """Process every block that can be processed now; keep the rest for later."""
         if self._done:
             raise ValueError("update() after finalize()")
         view = memoryview(data).cast("B")
         self._length += len(view)
-        total = len(self._pending) + len(view)
-        cut = total - (total % BLOCK or BLOCK)  # bytes that are surely not the last block
+        held = len(self._pending)
+        total = held + len(view)
+        cut = total - self._keep(total)  # a multiple of 16
         if cut <= 0:
             self._pending += view
             return b""
-        head = b""
-        if self._pending:
-            need = BLOCK - len(self._pending)  # 0 when a held-back block is pending
-            self._pending += view[:need]
-            head = self._cipher.decrypt(self._pending)
+        if not held:
+            out = self._process(view[:cut])
+        else:
+            if len(self._scratch) < cut:
+                self._scratch = bytearray(cut)
+            scratch = memoryview(self._scratch)
+            scratch[:held] = self._pending
+            scratch[held:cut] = view[: cut - held]
+            out = self._process(scratch[:cut])
+            scratch.release()
             self._pending.clear()
-            view = view[need:]
-            cut -= BLOCK
-        body: bytes = self._cipher.decrypt(view[:cut]) if cut else b""
-        self._pending += view[cut:]
-        return head + body if head and body else head or body
+        self._pending += view[cut - held :]
+        return out
+
+    def _finish(self) -> bytes:
+        if self._done:
+            raise ValueError("finalize() called twice")
+        self._done = True
+        last = bytes(self._pending)
+        self._pending.clear()
+        self._scratch = bytearray()
+        return last
+
+
+class CbcEncryptor(_CbcStream):
+    """Streaming AES-128-CBC encryption (IV zero, PKCS#7): ``update()`` chunks, then
+    ``finalize()``. Only a partial block (< 16 bytes) is kept between calls."""
+
+    def _process(self, data: bytes | bytearray | memoryview) -> bytes:
+        out: bytes = self._cipher.encrypt(data)
+        return out
+
+    def _keep(self, total: int) -> int:
+        return total % BLOCK
+
+    def finalize(self) -> bytes:
+        """Encrypt the last block with its PKCS#7 padding (a full block if none pending)."""
+        last = self._finish()
+        pad = BLOCK - len(last)
+        return self._process(last + bytes([pad]) * pad)
+
+
+class CbcDecryptor(_CbcStream):
+    """Streaming AES-128-CBC decryption (IV zero, PKCS#7). ``update()`` holds back the last
+    full block so that ``finalize()`` can check and strip the padding."""
+
+    def _process(self, data: bytes | bytearray | memoryview) -> bytes:
+        out: bytes = self._cipher.decrypt(data)
+        return out
+
+    def _keep(self, total: int) -> int:
+        return total % BLOCK or BLOCK
 
     def finalize(self) -> bytes:
         """Decrypt the last block and strip its padding.
@@ -312,9 +322,7 @@ class CbcDecryptor:
         CryptoError bad_ciphertext for an empty input or a length that is not a multiple of
         16; bad_padding when the last block does not end in valid PKCS#7 padding.
         """
-        if self._done:
-            raise ValueError("finalize() called twice")
-        self._done = True
+        last = self._finish()
         if self._length == 0 or self._length % BLOCK:
             raise CryptoError(
                 ErrorKind.BAD_CIPHERTEXT,
@@ -322,14 +330,13 @@ class CbcDecryptor:
                 field="content",
                 expected="a positive multiple of 16 bytes",
             )
-        last: bytes = self._cipher.decrypt(self._pending)
-        self._pending.clear()
-        pad = last[-1]
-        if not 1 <= pad <= BLOCK or last[-pad:] != bytes([pad]) * pad:
+        plain = self._process(last)
+        pad = plain[-1]
+        if not 1 <= pad <= BLOCK or plain[-pad:] != bytes([pad]) * pad:
             raise CryptoError(
                 ErrorKind.BAD_PADDING,
                 "the last block does not end in valid PKCS#7 padding",
                 field="content",
                 expected="1..16 bytes each equal to the padding length",
             )
-        return last[:-pad]
+        return plain[:-pad]
