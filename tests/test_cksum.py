@@ -168,3 +168,20 @@ def test_cli_directory_is_an_error(tmp_path: Path) -> None:
     assert result.stdout == b""
     assert result.stderr == b"cksum: d: Is a directory\n"
     assert result.returncode == 1
+
+
+def test_cksum_file_constant_memory(tmp_path: Path) -> None:
+    import tracemalloc
+
+    path = tmp_path / "big"
+    data = os.urandom(8 * CHUNK_SIZE)
+    path.write_bytes(data)
+    want = (cksum(data), len(data))
+    del data
+    tracemalloc.start()
+    try:
+        assert cksum_file(path) == want
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < CHUNK_SIZE + 256 * 1024  # one reused 1 MiB buffer, not the file
