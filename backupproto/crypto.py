@@ -126,9 +126,7 @@ def export_private_key(key: RsaKey) -> bytes:
 
 
 def _bad_private_key(message: str) -> CryptoError:
-    # No bad_private_key kind exists yet (reported to the lead); bad_public_key is the
-    # closest, and the message says it is about the private key.
-    return CryptoError(ErrorKind.BAD_PUBLIC_KEY, f"RSA private key: {message}", field="private_key")
+    return CryptoError(ErrorKind.BAD_PRIVATE_KEY, f"RSA private key: {message}", field="private_key")
 
 
 def import_private_key(data: _Buffer | str) -> RsaKey:

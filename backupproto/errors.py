@@ -20,6 +20,7 @@ class ErrorKind(StrEnum):
     INVALID_FILE_NAME = "invalid_file_name"
     BAD_CONTENT_SIZE = "bad_content_size"
     BAD_PUBLIC_KEY = "bad_public_key"
+    BAD_PRIVATE_KEY = "bad_private_key"
     BAD_CIPHERTEXT = "bad_ciphertext"
     BAD_PADDING = "bad_padding"
     UNEXPECTED_MESSAGE = "unexpected_message"
