@@ -315,6 +315,8 @@ class Schemas:
         self.max_content_size: Final[int] = _round_down(
             0xFFFFFFFF - self.send_file_prefix_size, d.aes_block_size
         )
+        self._request_rules = {code: self._request_rule(code) for code in RequestCode}
+        self._response_rules = {code: self._response_rule(code) for code in ResponseCode}
         self._compiled_request_header = self.request_header.compile()
         self._compiled_response_header = self.response_header.compile()
 
@@ -322,14 +324,20 @@ class Schemas:
 
     def request_size_rule(self, code: RequestCode) -> SizeRule:
         """The payload sizes a request code admits (for 1103: the header-level bounds)."""
+        return self._request_rules[code]
+
+    def response_size_rule(self, code: ResponseCode) -> SizeRule:
+        """The payload sizes a response code admits."""
+        return self._response_rules[code]
+
+    def _request_rule(self, code: RequestCode) -> SizeRule:
         if code is RequestCode.SEND_FILE:
             prefix = self.send_file_prefix_size
             return SizeRule(prefix + self.dialect.aes_block_size, prefix + self.max_content_size)
         size = self.requests[code].sizeof()
         return SizeRule(size, size)
 
-    def response_size_rule(self, code: ResponseCode) -> SizeRule:
-        """The payload sizes a response code admits."""
+    def _response_rule(self, code: ResponseCode) -> SizeRule:
         schema = self.responses[code]
         try:
             size = schema.sizeof()
