@@ -249,13 +249,18 @@ class SizeRule:
 
     minimum: int
     maximum: int
+    step: int = 1
+    """Admitted sizes are `minimum + k * step`."""
 
     @property
     def fixed(self) -> bool:
         return self.minimum == self.maximum
 
     def describe(self) -> str:
-        return f"exactly {self.minimum}" if self.fixed else f"{self.minimum}..{self.maximum}"
+        if self.fixed:
+            return f"exactly {self.minimum}"
+        steps = f" in steps of {self.step}" if self.step > 1 else ""
+        return f"{self.minimum}..{self.maximum}{steps}"
 
 
 class Schemas:
@@ -332,8 +337,8 @@ class Schemas:
 
     def _request_rule(self, code: RequestCode) -> SizeRule:
         if code is RequestCode.SEND_FILE:
-            prefix = self.send_file_prefix_size
-            return SizeRule(prefix + self.dialect.aes_block_size, prefix + self.max_content_size)
+            prefix, block = self.send_file_prefix_size, self.dialect.aes_block_size
+            return SizeRule(prefix + block, prefix + self.max_content_size, block)
         size = self.requests[code].sizeof()
         return SizeRule(size, size)
 
@@ -530,13 +535,11 @@ def _known(enum: type[RequestCode] | type[ResponseCode], code: int, offset: int,
 
 
 def _check_payload_size(size: int, rule: SizeRule, code: RequestCode | ResponseCode, offset: int) -> None:
-    if rule.minimum <= size <= rule.maximum:
+    fits_layout = size >= rule.minimum and (size - rule.minimum) % rule.step == 0
+    if fits_layout and size <= rule.maximum:
         return
-    kind = (
-        ErrorKind.PAYLOAD_TOO_LARGE
-        if size > rule.maximum and not rule.fixed
-        else (ErrorKind.PAYLOAD_SIZE_MISMATCH)
-    )
+    too_large = fits_layout and not rule.fixed
+    kind = ErrorKind.PAYLOAD_TOO_LARGE if too_large else ErrorKind.PAYLOAD_SIZE_MISMATCH
     raise MalformedMessage(
         kind,
         f"payload_size {size} for {code.name} ({int(code)})",

@@ -169,26 +169,26 @@ def test_file_name_grammar_accepts_plain_names() -> None:
 @pytest.mark.parametrize(
     ("content_size", "payload_size", "kind", "field"),
     [
-        (0, 259, ErrorKind.BAD_CONTENT_SIZE, "content_size"),  # caught as too small by the header
-        (17, 259 + 17, ErrorKind.BAD_CONTENT_SIZE, "content_size"),
+        (0, 259, ErrorKind.PAYLOAD_SIZE_MISMATCH, "payload_size"),  # below the minimum of 275
+        (17, 259 + 17, ErrorKind.PAYLOAD_SIZE_MISMATCH, "payload_size"),  # not 259 + 16k (spec 3.6 step 4)
+        (17, 259 + 32, ErrorKind.BAD_CONTENT_SIZE, "content_size"),
+        (0, 259 + 32, ErrorKind.BAD_CONTENT_SIZE, "content_size"),
         (32, 259 + 16, ErrorKind.PAYLOAD_SIZE_MISMATCH, "payload_size"),
+        (16, 0xFFFFFFFF, ErrorKind.PAYLOAD_SIZE_MISMATCH, "payload_size"),  # not 259 + 16k
     ],
 )
 def test_send_file_sizes(content_size: int, payload_size: int, kind: ErrorKind, field: str) -> None:
-    data = (
-        CLIENT_ID
-        + bytes([3])
-        + (1103).to_bytes(2, "little")
-        + payload_size.to_bytes(4, "little")
-        + content_size.to_bytes(4, "little")
-        + name_field(b"f")
-        + bytes(payload_size - 259)
-    )
+    header = CLIENT_ID + bytes([3]) + (1103).to_bytes(2, "little") + payload_size.to_bytes(4, "little")
+    prefix = content_size.to_bytes(4, "little") + name_field(b"f")
+    data = header + prefix + bytes(min(payload_size, 4096) - 259)
     error = malformed(data)
-    if content_size == 0:  # payload_size 259 is below the header-level minimum of 275
-        assert (error.kind, error.field) == (ErrorKind.PAYLOAD_SIZE_MISMATCH, "payload_size")
-    else:
-        assert (error.kind, error.field) == (kind, field)
+    assert (error.kind, error.field) == (kind, field)
+
+
+def test_largest_send_file_header_is_accepted() -> None:
+    # spec 10: the largest content_size is 4294967024, so payload_size 4294967283 (u32 max is 4294967295)
+    header = CLIENT_ID + bytes.fromhex("034f04") + (259 + 4294967024).to_bytes(4, "little")
+    assert S.parse_request_header(header).payload_size == 4294967283
 
 
 def test_public_key_field_padding() -> None:
