@@ -1,0 +1,53 @@
+"""The server's settings, and the port rule of the facts: `port.info` or 1234 with a warning."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from backupproto.schemas import V3_SCHEMAS
+
+DEFAULT_PORT: Final = 1234
+"""The port used when `port.info` is missing or bad (the facts)."""
+
+PORT_INFO: Final = "port.info"
+MAX_CONTENT_SIZE: Final[int] = V3_SCHEMAS.max_content_size
+"""The protocol's largest content_size (encrypted bytes of one file): 4294967024."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything `Server` needs; the defaults are the limits of spec section 10."""
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    max_connections: int = 256
+    idle_timeout: float = 60.0
+    read_timeout: float = 30.0
+    max_file_size: int = MAX_CONTENT_SIZE
+    shutdown_grace: float = 5.0
+    """How long shutdown waits for sessions to wind down before it stops waiting."""
+
+
+def port_from_file(data_dir: Path) -> tuple[int, str | None]:
+    """The port written in `data_dir/port.info`, or (1234, a one-line warning saying why not)."""
+    path = data_dir / PORT_INFO
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return DEFAULT_PORT, f"{path} not found; using the default port {DEFAULT_PORT}"
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        return DEFAULT_PORT, f"cannot read {path} ({reason}); using the default port {DEFAULT_PORT}"
+    lines = raw.splitlines()
+    text = lines[0].strip() if lines else b""
+    rest = [line for line in lines[1:] if line.strip()]
+    if not text.isdigit() or rest or len(text) > 5 or not 1 <= int(text) <= 65535:
+        shown = raw[:40].decode("ascii", "backslashreplace")
+        return DEFAULT_PORT, (
+            f"{path} holds {shown!r}, not a port number 1..65535 on one line; "
+            f"using the default port {DEFAULT_PORT}"
+        )
+    return int(text), None

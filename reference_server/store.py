@@ -1,0 +1,222 @@
+"""Clients and files, in memory and in SQLite `server.db` (spec section 11).
+
+The in-memory maps answer every lookup; SQLite is the durable copy, written in one
+transaction per change (WAL journal, synchronous=FULL) before the change is visible in
+memory. One lock serialises writers and keeps both copies in step; the work done under it
+is a few small row writes, so it never waits on a client.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import uuid
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+from .errors import StorageError
+
+DB_NAME: Final = "server.db"
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS clients (
+    ID BLOB NOT NULL PRIMARY KEY CHECK (length(ID) = 16),
+    Name TEXT NOT NULL UNIQUE,
+    PublicKey BLOB,
+    LastSeen TEXT NOT NULL,
+    AESKey BLOB
+);
+CREATE TABLE IF NOT EXISTS files (
+    ID BLOB NOT NULL REFERENCES clients (ID),
+    FileName TEXT NOT NULL,
+    PathName TEXT NOT NULL,
+    Verified INTEGER NOT NULL DEFAULT 0 CHECK (Verified IN (0, 1)),
+    PRIMARY KEY (ID, FileName)
+);
+"""
+
+
+def utc_now() -> str:
+    """The current time as ISO-8601 UTC with seconds, as stored in clients.LastSeen."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class ClientRecord:
+    """A row of `clients`."""
+
+    id: bytes
+    name: str
+    public_key: bytes | None
+    """The 160-byte public_key field as received (DER, then zero padding)."""
+    last_seen: str
+    aes_key: bytes | None
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A row of `files`."""
+
+    client_id: bytes
+    file_name: str
+    path_name: str
+    """Relative to the data folder, '/'-separated: '<client id hex>/<stored name>'."""
+    verified: bool
+
+
+class Store:
+    """The server's registry of clients and files; every method is thread-safe."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+            self._clients = {
+                row[0]: ClientRecord(*row)
+                for row in self._db.execute("SELECT ID, Name, PublicKey, LastSeen, AESKey FROM clients")
+            }
+            self._files = {
+                (row[0], row[1]): FileRecord(row[0], row[1], row[2], bool(row[3]))
+                for row in self._db.execute("SELECT ID, FileName, PathName, Verified FROM files")
+            }
+        except sqlite3.Error as error:
+            raise StorageError(f"cannot open the database {path}: {error}") from None
+        self._names = {client.name: client.id for client in self._clients.values()}
+
+    def close(self) -> None:
+        """Close the database (checkpointing the WAL)."""
+        with self._lock:
+            self._db.close()
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def client(self, client_id: bytes) -> ClientRecord | None:
+        """The client with this id, if registered."""
+        return self._clients.get(client_id)
+
+    def clients(self) -> list[ClientRecord]:
+        """All registered clients."""
+        with self._lock:
+            return list(self._clients.values())
+
+    def file(self, client_id: bytes, file_name: str) -> FileRecord | None:
+        """The stored file of this client under this name, if any."""
+        return self._files.get((client_id, file_name))
+
+    def files(self) -> list[FileRecord]:
+        """All stored files."""
+        with self._lock:
+            return list(self._files.values())
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def _write(self, statements: list[tuple[str, tuple[object, ...]]]) -> None:
+        """Run statements in one transaction (the caller holds the lock)."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, values in statements:
+                    self._db.execute(sql, values)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as error:
+            raise StorageError(f"database write failed: {error}") from None
+
+    def register(self, name: str) -> ClientRecord | None:
+        """A new client with a fresh UUID, or None if the name is taken (exact, case-sensitive)."""
+        with self._lock:
+            if name in self._names:
+                return None
+            client_id = uuid.uuid4().bytes
+            while client_id in self._clients:  # pragma: no cover - 122 random bits
+                client_id = uuid.uuid4().bytes
+            record = ClientRecord(client_id, name, None, utc_now(), None)
+            self._write(
+                [
+                    (
+                        "INSERT INTO clients (ID, Name, PublicKey, LastSeen, AESKey) "
+                        "VALUES (?, ?, NULL, ?, NULL)",
+                        (client_id, name, record.last_seen),
+                    )
+                ]
+            )
+            self._clients[client_id] = record
+            self._names[name] = client_id
+            return record
+
+    def set_keys(self, client_id: bytes, aes_key: bytes, public_key: bytes | None = None) -> ClientRecord:
+        """Store a session's fresh AES key (and, for 1101, the public key); refresh LastSeen."""
+        with self._lock:
+            record = self._clients[client_id]
+            now = utc_now()
+            key = record.public_key if public_key is None else public_key
+            self._write(
+                [
+                    (
+                        "UPDATE clients SET PublicKey = ?, AESKey = ?, LastSeen = ? WHERE ID = ?",
+                        (key, aes_key, now, client_id),
+                    )
+                ]
+            )
+            record = replace(record, public_key=key, aes_key=aes_key, last_seen=now)
+            self._clients[client_id] = record
+            return record
+
+    def touch(self, client_id: bytes) -> None:
+        """Refresh LastSeen."""
+        with self._lock:
+            now = utc_now()
+            self._write([("UPDATE clients SET LastSeen = ? WHERE ID = ?", (now, client_id))])
+            self._clients[client_id] = replace(self._clients[client_id], last_seen=now)
+
+    def put_file(self, client_id: bytes, file_name: str, path_name: str) -> FileRecord:
+        """Record a newly received version of a file: Verified=0 (replaces an older row)."""
+        with self._lock:
+            now = utc_now()
+            self._write(
+                [
+                    (
+                        "INSERT INTO files (ID, FileName, PathName, Verified) VALUES (?, ?, ?, 0) "
+                        "ON CONFLICT (ID, FileName) DO UPDATE SET PathName = excluded.PathName, Verified = 0",
+                        (client_id, file_name, path_name),
+                    ),
+                    ("UPDATE clients SET LastSeen = ? WHERE ID = ?", (now, client_id)),
+                ]
+            )
+            record = FileRecord(client_id, file_name, path_name, False)
+            self._files[(client_id, file_name)] = record
+            self._clients[client_id] = replace(self._clients[client_id], last_seen=now)
+            return record
+
+    def set_verified(self, client_id: bytes, file_name: str, verified: bool) -> FileRecord:
+        """Set a file's Verified flag; refresh LastSeen."""
+        with self._lock:
+            now = utc_now()
+            self._write(
+                [
+                    (
+                        "UPDATE files SET Verified = ? WHERE ID = ? AND FileName = ?",
+                        (int(verified), client_id, file_name),
+                    ),
+                    ("UPDATE clients SET LastSeen = ? WHERE ID = ?", (now, client_id)),
+                ]
+            )
+            record = replace(self._files[(client_id, file_name)], verified=verified)
+            self._files[(client_id, file_name)] = record
+            self._clients[client_id] = replace(self._clients[client_id], last_seen=now)
+            return record
+
+    def forget_file(self, client_id: bytes, file_name: str) -> None:
+        """Delete a file's row (used by startup repair when its file is gone)."""
+        with self._lock:
+            self._write([("DELETE FROM files WHERE ID = ? AND FileName = ?", (client_id, file_name))])
+            self._files.pop((client_id, file_name), None)
