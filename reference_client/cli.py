@@ -1,0 +1,111 @@
+"""`backup-client` / `python -m reference_client`: batch backups driven by transfer.info."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+from .config import TRANSFER_INFO, load_transfer_info
+from .errors import ClientError, ConfigError, FatalError
+from .flow import BackupClient
+from .report import ConsoleReporter
+
+EXIT_OK: Final = 0
+EXIT_FILE_FAILED: Final = 1
+EXIT_CONFIG: Final = 2
+EXIT_FATAL: Final = 3
+EXIT_INTERRUPTED: Final = 130
+
+EPILOG = f"""\
+files (in the working folder, or --dir):
+  transfer.info  line 1 host:port, line 2 client name (1..100 characters),
+                 lines 3+ the files to back up, one path per line
+  me.info        written at registration: name, client id (32 hex), private key (base64)
+  priv.key       the same private key (base64 of PKCS#8 DER)
+
+exit status:
+  {EXIT_OK}    every file was backed up and its CRC verified by the server
+  {EXIT_FILE_FAILED}    the run completed but some file failed (CRC mismatch on all 3 sends,
+       file changed while read, too large, unreadable)
+  {EXIT_CONFIG}    usage or configuration error (bad option, transfer.info, me.info, a missing
+       file); nothing was sent
+  {EXIT_FATAL}    fatal: server unreachable, timed out, answered errors (2107) on every
+       attempt (1 + --retries), broke the protocol, or the client name is taken
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        prog="backup-client",
+        description="Back files up to a backupproto v3 server, encrypted, with CRC verification.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("files", nargs="*", metavar="FILE", help="files to back up (replace lines 3+)")
+    parser.add_argument("--dir", type=Path, default=Path("."), help="folder of transfer.info and me.info")
+    parser.add_argument("--server", metavar="HOST:PORT", help="server address (replaces line 1)")
+    parser.add_argument("--name", help="client name (replaces line 2)")
+    parser.add_argument("--connect-timeout", type=_seconds, default=10.0, metavar="S", help="default 10")
+    parser.add_argument(
+        "--timeout", type=_seconds, default=60.0, metavar="S", help="read/write timeout, default 60"
+    )
+    parser.add_argument(
+        "--retries", type=int, default=3, metavar="N", help="retries after a failure (per file), default 3"
+    )
+    parser.add_argument("--retry-delay", type=_seconds, default=1.0, metavar="S", help="default 1")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a batch backup; return the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.retries < 0:
+        print("error: --retries must be 0 or more", file=sys.stderr)
+        return EXIT_CONFIG
+    reporter = ConsoleReporter(sys.stdout, sys.stderr, terminal=sys.stderr.isatty(), quiet=args.quiet)
+    try:
+        info = load_transfer_info(
+            args.dir / TRANSFER_INFO, server=args.server, name=args.name, files=args.files or None
+        )
+        client = BackupClient(
+            info.server,
+            info.name,
+            args.dir,
+            connect_timeout=args.connect_timeout,
+            read_timeout=args.timeout,
+            retries=args.retries,
+            retry_delay=args.retry_delay,
+            reporter=reporter,
+        )
+        results = client.backup_many(info.files)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except FatalError as error:
+        print(f"Fatal: {error}", file=sys.stderr)
+        return EXIT_FATAL
+    except ClientError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    failed = [result for result in results if not result.ok]
+    reporter.info(f"{len(results) - len(failed)} of {len(results)} file(s) verified")
+    return EXIT_FILE_FAILED if failed else EXIT_OK

@@ -1,0 +1,264 @@
+"""The client's files: `transfer.info` (what to send where) and `me.info` / `priv.key` (who we are).
+
+Every reading error is a `ConfigError` naming the file and the 1-based line at fault.
+
+transfer.info: line 1 ``host:port``, line 2 the client name (1..100 printable ASCII
+characters), lines 3+ one file path per line (relative paths are relative to the folder
+of transfer.info; blank lines are skipped).
+
+me.info: line 1 the name, line 2 the client id as 32 hex characters, line 3 the RSA private
+key as base64 of its PKCS#8 DER on one line (readers accept it spread over lines 3+).
+priv.key holds the same base64 line.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from backupproto.crypto import RsaKey, export_private_key, import_private_key, public_key_der
+from backupproto.dialect import V3
+from backupproto.errors import BackupProtoError, CryptoError
+from backupproto.schemas import check_name
+
+from .atomic import write_atomically
+from .errors import ConfigError
+
+TRANSFER_INFO: Final = "transfer.info"
+ME_INFO: Final = "me.info"
+PRIV_KEY: Final = "priv.key"
+MAX_CLIENT_NAME: Final = 100
+"""The reference client's limit on names (the protocol itself allows 254)."""
+
+_HEX_ID = re.compile(r"[0-9a-fA-F]{32}")
+_BASE64_LINE = re.compile(r"[A-Za-z0-9+/=]*")
+
+
+@dataclass(frozen=True)
+class Server:
+    """Where the server listens."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ListedFile:
+    """A file to back up and where it was named (for error messages)."""
+
+    path: Path
+    origin: Path
+    line: int | None
+
+    @property
+    def file_name(self) -> str:
+        """The name sent on the wire: the last part of the path."""
+        return self.path.name
+
+
+@dataclass(frozen=True)
+class TransferInfo:
+    """The contents of transfer.info, after options have overridden some lines."""
+
+    server: Server
+    name: str
+    files: tuple[ListedFile, ...]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who this client is on the server: the contents of me.info."""
+
+    name: str
+    client_id: bytes
+    private_key: RsaKey
+
+
+# --- single values --------------------------------------------------------------------------
+
+
+def parse_server(text: str, path: Path | str, line: int | None) -> Server:
+    """``host:port`` (IPv6 hosts in brackets) -> Server; ConfigError otherwise."""
+    value = text.strip()
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(path, line, f"server {value!r} is not host:port (for example 127.0.0.1:1234)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host or any(ch.isspace() for ch in host):
+        raise ConfigError(path, line, f"server {value!r} has no valid host before ':'")
+    if not port_text.isdecimal() or not 1 <= int(port_text) <= 65535:
+        raise ConfigError(path, line, f"port {port_text!r} in {value!r} is not a number from 1 to 65535")
+    return Server(host, int(port_text))
+
+
+def check_client_name(text: str, path: Path | str, line: int | None) -> str:
+    """A client name of 1..100 printable ASCII characters; ConfigError otherwise."""
+    name = text.strip()
+    if not name:
+        raise ConfigError(path, line, "the client name is empty")
+    if len(name) > MAX_CLIENT_NAME:
+        raise ConfigError(
+            path, line, f"the client name has {len(name)} characters; at most {MAX_CLIENT_NAME} are allowed"
+        )
+    try:
+        check_name(name)
+    except BackupProtoError as error:
+        raise ConfigError(path, line, f"the client name {name!r} cannot be sent: {error.detail}") from None
+    return name
+
+
+def check_listed_file(path: Path, origin: Path, line: int | None) -> ListedFile:
+    """A readable regular file whose name the protocol can carry; ConfigError otherwise."""
+    where = origin if line is not None else path
+    if not path.exists():
+        raise ConfigError(where, line, f"file not found: {path}")
+    if not path.is_file():
+        raise ConfigError(where, line, f"not a regular file: {path}")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as error:
+        raise ConfigError(where, line, f"cannot read {path}: {error.strerror}") from None
+    try:
+        check_name(path.name, file_name=True)
+    except BackupProtoError as error:
+        raise ConfigError(where, line, f"file name {path.name!r} cannot be sent: {error.detail}") from None
+    return ListedFile(path, origin, line)
+
+
+# --- transfer.info --------------------------------------------------------------------------
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(path, None, "file not found") from None
+    except OSError as error:
+        raise ConfigError(path, None, f"cannot read: {error.strerror}") from None
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise ConfigError(path, line, f"byte 0x{raw[error.start]:02x} is not ASCII") from None
+    return text.splitlines()
+
+
+def load_transfer_info(
+    path: Path,
+    *,
+    server: str | None = None,
+    name: str | None = None,
+    files: list[str] | None = None,
+) -> TransferInfo:
+    """Read transfer.info, where each given option replaces its line (a file is not needed
+    when all three are given). Listed files are checked to exist and to have sendable names."""
+    lines: list[str] = []
+    if server is None or name is None or not files:
+        lines = _read_lines(path)
+    if server is not None:
+        parsed_server = parse_server(server, "--server", None)
+    elif not lines or not lines[0].strip():
+        raise ConfigError(path, 1, "missing server address (host:port)")
+    else:
+        parsed_server = parse_server(lines[0], path, 1)
+    if name is not None:
+        client_name = check_client_name(name, "--name", None)
+    elif len(lines) < 2:
+        raise ConfigError(path, 2, "missing client name")
+    else:
+        client_name = check_client_name(lines[1], path, 2)
+    if files:
+        listed = [check_listed_file(Path(arg), Path(arg), None) for arg in files]
+    else:
+        listed = [
+            check_listed_file(path.parent / text.strip(), path, number)
+            for number, text in enumerate(lines[2:], start=3)
+            if text.strip()
+        ]
+        if not listed:
+            raise ConfigError(path, max(3, len(lines) + 1), "no file to back up (list one path per line)")
+    _refuse_duplicate_names(listed)
+    return TransferInfo(parsed_server, client_name, tuple(listed))
+
+
+def _refuse_duplicate_names(listed: list[ListedFile]) -> None:
+    """Two files with the same name would overwrite each other on the server."""
+    seen: dict[str, ListedFile] = {}
+    for item in listed:
+        first = seen.setdefault(item.file_name, item)
+        if first is not item:
+            where = f"line {first.line}" if first.line is not None else str(first.path)
+            raise ConfigError(
+                item.origin,
+                item.line,
+                f"file name {item.file_name!r} is also sent from {where}; the server would keep only one",
+            )
+
+
+# --- me.info / priv.key ---------------------------------------------------------------------
+
+
+def read_identity(path: Path) -> Identity:
+    """Read me.info; ConfigError naming the line at fault."""
+    lines = _read_lines(path)
+    if not lines:
+        raise ConfigError(path, 1, "empty file; expected name, client id and private key lines")
+    name = check_client_name(lines[0], path, 1)
+    if len(lines) < 2:
+        raise ConfigError(path, 2, "missing client id (32 hex characters)")
+    id_text = lines[1].strip()
+    if not _HEX_ID.fullmatch(id_text):
+        raise ConfigError(path, 2, f"client id {id_text!r} is not 32 hex characters")
+    key = _read_key_lines(path, lines, first=3)
+    return Identity(name, bytes.fromhex(id_text), key)
+
+
+def read_private_key_file(path: Path) -> RsaKey:
+    """Read priv.key (base64 of the PKCS#8 DER, on one or more lines)."""
+    return _read_key_lines(path, _read_lines(path), first=1)
+
+
+def _read_key_lines(path: Path, lines: list[str], first: int) -> RsaKey:
+    key_lines = [(number, text.strip()) for number, text in enumerate(lines[first - 1 :], start=first)]
+    key_lines = [(number, text) for number, text in key_lines if text]
+    if not key_lines:
+        raise ConfigError(path, first, "missing private key (base64 of the PKCS#8 DER)")
+    for number, text in key_lines:
+        if not _BASE64_LINE.fullmatch(text):
+            bad = next(ch for ch in text if not _BASE64_LINE.fullmatch(ch))
+            raise ConfigError(path, number, f"private key: {bad!r} is not a base64 character")
+    start = key_lines[0][0]
+    try:
+        der = base64.b64decode("".join(text for _, text in key_lines), validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ConfigError(path, start, f"private key: not valid base64 ({error})") from None
+    try:
+        key = import_private_key(der)
+    except CryptoError as error:
+        raise ConfigError(path, start, f"private key: {error.detail}") from None
+    if key.size_in_bits() != V3.rsa_bits or len(public_key_der(key)) > V3.public_key_size:
+        raise ConfigError(
+            path, start, f"private key: RSA-{key.size_in_bits()}; the protocol needs RSA-{V3.rsa_bits}"
+        )
+    return key
+
+
+def private_key_base64(key: RsaKey) -> str:
+    """The one-line base64 of the key's PKCS#8 DER, as me.info line 3 and priv.key hold it."""
+    return base64.b64encode(export_private_key(key)).decode("ascii")
+
+
+def write_identity(folder: Path, identity: Identity) -> None:
+    """Write priv.key, then me.info, each atomically (me.info last: its presence means complete)."""
+    key_text = private_key_base64(identity.private_key)
+    write_atomically(folder / PRIV_KEY, key_text + "\n")
+    write_atomically(folder / ME_INFO, f"{identity.name}\n{identity.client_id.hex()}\n{key_text}\n")

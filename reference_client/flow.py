@@ -1,0 +1,403 @@
+"""The backup flow: register or reconnect, then send each file and settle its CRC, recovering
+from every failure the protocol knows (2107, 2106, CRC mismatches, lost connections)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Final, TypeVar
+
+from backupproto.cksum import Cksum
+from backupproto.crypto import (
+    CbcEncryptor,
+    encrypted_size,
+    generate_private_key,
+    public_key_der,
+    unwrap_aes_key,
+)
+from backupproto.errors import CryptoError
+from backupproto.events import (
+    Acknowledged,
+    AesKey,
+    CrcGiveUp,
+    CrcOk,
+    CrcRetry,
+    FileChunk,
+    FileEnd,
+    FileReceived,
+    Reconnect,
+    ReconnectApproved,
+    ReconnectDenied,
+    Register,
+    Registered,
+    RegistrationFailed,
+    Response,
+    SendFile,
+    SendPublicKey,
+)
+from backupproto.schemas import V3_SCHEMAS
+
+from .atomic import write_atomically
+from .channel import Channel
+from .config import (
+    ME_INFO,
+    PRIV_KEY,
+    Identity,
+    ListedFile,
+    Server,
+    check_client_name,
+    check_listed_file,
+    private_key_base64,
+    read_identity,
+    write_identity,
+)
+from .errors import (
+    ConnectionFailed,
+    FatalError,
+    ProtocolFailure,
+    RetryableError,
+    ServerRespondedWithError,
+)
+from .report import Reporter, SilentReporter
+from .results import BackupResult, FileStatus
+
+_R = TypeVar("_R", bound=Response)
+
+CHUNK_SIZE: Final = 1 << 20
+MAX_SENDS: Final = 3
+"""Sends of one file in total (the first and two resends after 1105), then 1106."""
+SERVER_ERROR_LINE: Final = "server responded with an error"
+
+
+@dataclass(frozen=True)
+class _Session:
+    client_id: bytes
+    aes_key: bytes
+
+
+@dataclass(frozen=True)
+class _Sent:
+    crc: int
+    size: int
+    changed: bool
+
+
+class BackupClient:
+    """Backs files up to one server as one client, keeping its identity in `state_dir`
+    (me.info, priv.key). Each `backup`/`backup_many` call uses one connection, and a fresh
+    one (reconnect flow) after each failure, up to `retries` times per file.
+
+    Raises `ConfigError` for unusable state files or paths (before connecting) and
+    `FatalError` when the backup cannot go on; per-file failures are `BackupResult`s.
+    """
+
+    def __init__(
+        self,
+        server: tuple[str, int] | Server,
+        name: str,
+        state_dir: Path,
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        retries: int = 3,
+        retry_delay: float = 1.0,
+        chunk_size: int = CHUNK_SIZE,
+        max_sends: int = MAX_SENDS,
+        max_content_size: int = V3_SCHEMAS.max_content_size,
+        reporter: Reporter | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.server = server if isinstance(server, Server) else Server(*server)
+        self.name = check_client_name(name, "name", None)
+        self.state_dir = Path(state_dir)
+        self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
+        self.retries, self.retry_delay = retries, retry_delay
+        self.chunk_size, self.max_sends = chunk_size, max_sends
+        self.max_content_size = max_content_size
+        self.reporter: Reporter = reporter or SilentReporter()
+        self.clock, self.sleep = clock, sleep
+        self._identity: Identity | None = None
+        self._identity_loaded = False
+        self._key_unconfirmed = False
+
+    # --- public API -------------------------------------------------------------------------
+
+    @property
+    def identity(self) -> Identity | None:
+        """The identity of me.info (None before the first registration)."""
+        self._load_identity()
+        return self._identity
+
+    def backup(self, path: Path | str) -> BackupResult:
+        """Back one file up."""
+        return self.backup_many([path])[0]
+
+    def backup_many(self, paths: Iterable[Path | str | ListedFile]) -> list[BackupResult]:
+        """Back files up in turn on one connection; all paths are checked before connecting."""
+        items = [p if isinstance(p, ListedFile) else check_listed_file(Path(p), Path(p), None) for p in paths]
+        self._load_identity()
+        results: list[BackupResult] = []
+        pending = deque(items)
+        failures = 0
+        channel: Channel | None = None
+        session: _Session | None = None
+        try:
+            while pending:
+                try:
+                    if channel is None or session is None:
+                        channel = Channel.open(
+                            self.server, connect_timeout=self.connect_timeout, read_timeout=self.read_timeout
+                        )
+                        session = self._open_session(channel)
+                    result = self._send_file(channel, session, pending[0])
+                except RetryableError as error:
+                    if channel is not None:
+                        channel.close()
+                    channel = session = None
+                    failures += 1
+                    self._report_failure(error)
+                    if failures > self.retries:
+                        raise self._fatal(error, failures, pending[0], results) from None
+                    self.reporter.warning(f"retrying ({failures} of {self.retries}) on a new connection")
+                    self.sleep(self.retry_delay)
+                    continue
+                pending.popleft()
+                results.append(result)
+                failures = 0
+                report = self.reporter.info if result.ok else self.reporter.warning
+                report(result.describe())
+        finally:
+            if channel is not None:
+                channel.close()
+        return results
+
+    # --- identity ---------------------------------------------------------------------------
+
+    def _load_identity(self) -> None:
+        if self._identity_loaded:
+            return
+        me_info = self.state_dir / ME_INFO
+        if me_info.exists():
+            identity = read_identity(me_info)
+            if identity.name != self.name:
+                self.reporter.warning(
+                    f"{me_info} names the client {identity.name!r}, not {self.name!r}; "
+                    f"reconnecting as {identity.name!r}"
+                )
+            self._check_priv_key(identity)
+            self._identity = identity
+        self._identity_loaded = True
+
+    def _check_priv_key(self, identity: Identity) -> None:
+        """priv.key mirrors me.info line 3: recreate it if missing, warn if it differs."""
+        priv_key = self.state_dir / PRIV_KEY
+        expected = private_key_base64(identity.private_key)
+        try:
+            found = "".join(priv_key.read_text(encoding="ascii", errors="replace").split())
+        except FileNotFoundError:
+            write_atomically(priv_key, expected + "\n")
+            self.reporter.warning(f"{priv_key} was missing; written again from {ME_INFO}")
+            return
+        if found != expected:
+            self.reporter.warning(f"{priv_key} differs from line 3 of {ME_INFO}; using {ME_INFO}")
+
+    # --- session ----------------------------------------------------------------------------
+
+    def _open_session(self, channel: Channel) -> _Session:
+        identity = self._identity
+        if identity is None:
+            return self._register(channel)
+        if self._key_unconfirmed:
+            # registered on an earlier connection of this run, 2102 never came: offer the key once more
+            self._key_unconfirmed = False
+            return self._send_public_key(channel, identity)
+        response = channel.request(Reconnect(identity.client_id, identity.name))
+        if isinstance(response, ReconnectApproved):
+            self.reporter.info(f"reconnected as {identity.name!r} (client id {identity.client_id.hex()})")
+            return self._keyed(identity, response.encrypted_aes_key)
+        _check(response, ReconnectDenied)
+        self.reporter.warning(
+            f"the server does not know client {identity.client_id.hex()} named {identity.name!r} "
+            f"(2106, reconnect denied); registering anew as {self.name!r}"
+        )
+        return self._register(channel, denied=identity)
+
+    def _register(self, channel: Channel, denied: Identity | None = None) -> _Session:
+        response = channel.request(Register(bytes(16), self.name))
+        if isinstance(response, RegistrationFailed):
+            advice = (
+                f"the server denied the client id in {self.state_dir / ME_INFO} (2106) and " if denied else ""
+            )
+            raise FatalError(
+                f"{advice}the name {self.name!r} is already registered on {self.server} (2101, registration "
+                f"failed). Pick another client name in line 2 of transfer.info (or --name) and run again"
+                + (f"; {ME_INFO} will then be replaced" if denied else "")
+            )
+        registered = _check(response, Registered)
+        identity = Identity(self.name, registered.client_id, generate_private_key())
+        write_identity(self.state_dir, identity)
+        self._identity = identity
+        self._key_unconfirmed = True
+        self.reporter.info(f"registered as {self.name!r} (client id {identity.client_id.hex()})")
+        return self._send_public_key(channel, identity)
+
+    def _send_public_key(self, channel: Channel, identity: Identity) -> _Session:
+        response = channel.request(
+            SendPublicKey(identity.client_id, identity.name, public_key_der(identity.private_key))
+        )
+        key_response = _check(response, AesKey)
+        self._key_unconfirmed = False
+        return self._keyed(identity, key_response.encrypted_aes_key)
+
+    def _keyed(self, identity: Identity, wrapped: bytes) -> _Session:
+        try:
+            aes_key = unwrap_aes_key(identity.private_key, wrapped)
+        except CryptoError as error:
+            raise ProtocolFailure(
+                f"the AES key from the server does not decrypt with the private key of {ME_INFO}: {error}"
+            ) from None
+        return _Session(identity.client_id, aes_key)
+
+    # --- files ------------------------------------------------------------------------------
+
+    def _send_file(self, channel: Channel, session: _Session, item: ListedFile) -> BackupResult:
+        """Send a file up to `max_sends` times until the CRCs agree; 1104 or finally 1106."""
+        file_name = item.file_name
+        sent: _Sent | None = None
+        server_crc: int | None = None
+        for send in range(1, self.max_sends + 1):
+            refused, sent = self._send_once(channel, session, item, first=send == 1)
+            if refused is not None:
+                return refused
+            assert sent is not None
+            server_crc = _check(channel.receive(), FileReceived).cksum
+            if not sent.changed and server_crc == sent.crc:
+                _check(channel.request(CrcOk(session.client_id, file_name)), Acknowledged)
+                return BackupResult(
+                    item.path, file_name, FileStatus.VERIFIED, sent.size, send, sent.crc, server_crc
+                )
+            why = "the file changed while it was read" if sent.changed else "CRC mismatch"
+            why += f" (ours {sent.crc}, the server's {server_crc})"
+            if send < self.max_sends:
+                self.reporter.warning(f"{file_name}: {why}; sending again ({send + 1} of {self.max_sends})")
+                channel.send(CrcRetry(session.client_id, file_name))
+            else:
+                self.reporter.warning(f"{file_name}: {why}; giving up after {send} sends (1106)")
+        assert sent is not None
+        _check(channel.request(CrcGiveUp(session.client_id, file_name)), Acknowledged)
+        if sent.changed:
+            status, detail = FileStatus.CHANGED, f"the file kept changing during {self.max_sends} sends"
+        else:
+            status = FileStatus.CRC_MISMATCH
+            detail = (
+                f"the server's CRC ({server_crc}) differed from ours ({sent.crc}) on all {self.max_sends} "
+                "sends; the server keeps the copy marked unverified"
+            )
+        return BackupResult(
+            item.path, file_name, status, sent.size, self.max_sends, sent.crc, server_crc, detail
+        )
+
+    def _send_once(
+        self, channel: Channel, session: _Session, item: ListedFile, *, first: bool
+    ) -> tuple[BackupResult | None, _Sent | None]:
+        """One 1103 of the file; or, on the first send only, a result refusing it unsent.
+
+        A resend must follow 1105 with a 1103, so a file that became unusable between sends
+        ends the connection instead; the retry's first send then reports it.
+        """
+        try:
+            stream = item.path.open("rb", buffering=0)
+        except OSError as error:
+            if first:
+                detail = f"cannot read: {error.strerror}; not sent"
+                return _unsent(item, FileStatus.UNREADABLE, 0, detail), None
+            raise ConnectionFailed(f"{item.path} became unreadable between sends: {error.strerror}") from None
+        with stream:
+            size = os.fstat(stream.fileno()).st_size
+            if encrypted_size(size) > self.max_content_size:
+                if first:
+                    detail = (
+                        f"{size} bytes; one send carries at most {self.max_content_size - 1} bytes "
+                        "(the protocol's limit); not sent"
+                    )
+                    return _unsent(item, FileStatus.TOO_LARGE, size, detail), None
+                raise ConnectionFailed(f"{item.path} grew beyond the protocol's limit between sends")
+            return None, self._stream_file(channel, session, item.file_name, stream, size)
+
+    def _stream_file(
+        self, channel: Channel, session: _Session, file_name: str, stream: IO[bytes], size: int
+    ) -> _Sent:
+        """Send one 1103: read `size` bytes in chunks, CRC and encrypt them as they pass."""
+        before = os.fstat(stream.fileno())
+        channel.send(SendFile(session.client_id, encrypted_size(size), file_name))
+        encryptor = CbcEncryptor(session.aes_key)
+        summer = Cksum()
+        buffer = bytearray(min(self.chunk_size, max(size, 1)))
+        view = memoryview(buffer)
+        done = 0
+        changed = False
+        self.reporter.file_started(file_name, size, self.clock())
+        while done < size:
+            want = min(len(buffer), size - done)
+            count = stream.readinto(view[:want]) if not changed else 0  # type: ignore[attr-defined]
+            if not count:  # the file shrank: keep the framing with zeros, then resend
+                changed = True
+                view[:want] = bytes(want)
+                count = want
+            summer.update(view[:count])
+            channel.send(FileChunk(encryptor.update(view[:count])))
+            done += count
+            self.reporter.file_progress(done, self.clock())
+        channel.send(FileChunk(encryptor.finalize()))
+        channel.send(FileEnd())
+        self.reporter.file_finished(self.clock())
+        after = os.fstat(stream.fileno())
+        if stream.read(1) or (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            changed = True
+        return _Sent(summer.value, size, changed)
+
+    # --- failures ---------------------------------------------------------------------------
+
+    def _report_failure(self, error: RetryableError) -> None:
+        if isinstance(error, ServerRespondedWithError):
+            self.reporter.warning(SERVER_ERROR_LINE)
+        else:
+            self.reporter.warning(str(error))
+
+    def _fatal(
+        self, error: RetryableError, attempts: int, item: ListedFile, results: list[BackupResult]
+    ) -> FatalError:
+        done = f"; {len(results)} file(s) done before it" if results else ""
+        where = f"backing up {item.path} to {self.server}"
+        if isinstance(error, ServerRespondedWithError):
+            text = (
+                f"the server answered with an error (2107) on all {attempts} attempts {where}{done}. "
+                "Check the server's log (disk space, database), then run the backup again"
+            )
+        elif isinstance(error, ConnectionFailed):
+            text = (
+                f"{error} (failed {attempts} times, {where}){done}. Check that the server is running and "
+                "that line 1 of transfer.info (or --server) names it; raise --timeout for slow links"
+            )
+        else:
+            text = (
+                f"{error} (failed {attempts} times, {where}){done}. The server does not follow protocol v3 "
+                "as this client expects; report it to the server's maintainers"
+            )
+        return FatalError(text, results)
+
+
+def _check(response: Response, expected: type[_R]) -> _R:
+    """The engine has checked that `response` answers the request; narrow its type."""
+    if not isinstance(response, expected):
+        raise ProtocolFailure(f"unexpected {type(response).__name__} ({int(response.code)})")
+    return response
+
+
+def _unsent(item: ListedFile, status: FileStatus, size: int, detail: str) -> BackupResult:
+    return BackupResult(item.path, item.file_name, status, size, 0, detail=detail)
