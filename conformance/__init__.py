@@ -1,1 +1,6 @@
-"""backupproto conformance suite: certifies a server of protocol version 3."""
+"""Conformance suite for servers of the encrypted backup protocol, version 3 (a pytest plugin).
+
+Run ``pytest conformance --target host:port`` from a checkout, or
+``pytest --pyargs conformance --target host:port`` after ``pip install backupproto[conformance]``.
+The public API for writing cases is `conformance.case`.
+"""

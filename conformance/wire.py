@@ -1,0 +1,450 @@
+"""`Wire`: a TCP client for the server under test that records, decodes and checks every byte.
+
+Requests are built with backupproto.schemas (well-formed, or deliberately malformed from
+raw field values); responses are read leniently first (to name a deviation precisely:
+big-endian fields, zero padding, a payload_size that disagrees with the bytes) and then
+parsed strictly with backupproto.schemas.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+from backupproto.crypto import CbcEncryptor, encrypted_size
+from backupproto.dialect import RequestCode, ResponseCode
+from backupproto.engine import event_fields
+from backupproto.errors import BackupProtoError
+from backupproto.events import RESPONSE_EVENTS, Registered, Request, Response, ServerError
+
+from .describe import (
+    RESPONSE_HEADER_SIZE,
+    SCHEMAS,
+    code_name,
+    describe_event,
+    describe_request_bytes,
+)
+
+if TYPE_CHECKING:
+    from .case import CaseContext
+
+_R = TypeVar("_R", bound=Response)
+_PREVIEW = 96
+_DRAIN_S = 0.3
+_CARRY_CLIENT_ID = {
+    ResponseCode.REGISTERED,
+    ResponseCode.AES_KEY,
+    ResponseCode.FILE_RECEIVED,
+    ResponseCode.ACKNOWLEDGED,
+    ResponseCode.RECONNECT_APPROVED,
+    ResponseCode.RECONNECT_DENIED,
+}
+
+
+class Closed(Exception):
+    """The server closed (or reset) the connection; `data` is what arrived of the current read."""
+
+    def __init__(self, data: bytes = b"", reset: bool = False) -> None:
+        super().__init__("connection reset by the server" if reset else "connection closed by the server")
+        self.data = data
+        self.reset = reset
+
+
+class _Timeout(Exception):
+    def __init__(self, data: bytes) -> None:
+        super().__init__("timeout")
+        self.data = data
+
+
+@dataclass(frozen=True)
+class Received:
+    """One response as it arrived: raw bytes, header fields, the parsed event."""
+
+    raw: bytes
+    version: int
+    code: int
+    payload_size: int
+    event: Response
+
+
+@dataclass(frozen=True)
+class _Entry:
+    arrow: str
+    text: str
+    preview: bytes
+    size: int
+
+
+def response_name(cls: type[Response]) -> str:
+    return code_name(int(cls.code), request=False)
+
+
+class Wire:
+    """One connection to the target, with a transcript of every byte sent and received."""
+
+    def __init__(self, context: CaseContext, label: str) -> None:
+        self.context = context
+        self.label = label
+        self.timeout_s = context.timeout_s
+        self._entries: list[_Entry] = []
+        self._buffer = bytearray()
+        self.peer_closed = False
+        self.send_error: OSError | None = None
+        try:
+            self.sock: socket.socket | None = socket.create_connection(
+                tuple(context.target), timeout=self.timeout_s
+            )
+        except OSError as error:
+            self.sock = None
+            self.fail(f"a TCP connection to {context.target}", f"connect failed: {error}")
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    # -- transcript -------------------------------------------------------------------------
+
+    def note(self, text: str) -> None:
+        """Add a remark to the transcript."""
+        self._entries.append(_Entry("--", text, b"", 0))
+
+    def _record(self, arrow: str, text: str, data: bytes) -> None:
+        self._entries.append(_Entry(arrow, text, bytes(data[:_PREVIEW]), len(data)))
+
+    def transcript_lines(self) -> list[str]:
+        """The conversation so far, one message per entry, with hex of its bytes."""
+        lines = [f"conversation {self.label} ({self.context.target}):"]
+        if not self._entries:
+            lines.append("  (nothing sent or received)")
+        for entry in self._entries:
+            lines.append(f"  {entry.arrow} {entry.text}")
+            if entry.size:
+                more = f" ... ({entry.size} bytes)" if entry.size > len(entry.preview) else ""
+                lines.append(f"       {entry.preview.hex(' ')}{more}")
+        return lines
+
+    def fail(self, expected: str, actual: str, *, hint: str = "") -> NoReturn:
+        """Fail the running case with this connection's conversation in the message."""
+        if self not in self.context.wires:
+            self.context.wires.append(self)
+        self.context.fail(expected, actual, hint=hint)
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def send_bytes(self, data: bytes, description: str | None = None) -> bool:
+        """Send raw bytes (recorded); False if the server had already closed or reset."""
+        self._record("->", description or describe_request_bytes(data), data)
+        if self.sock is None or self.send_error is not None:
+            return False
+        try:
+            self.sock.sendall(data)
+        except OSError as error:  # the server may close early after refusing a header
+            self.send_error = error
+            self.note(f"sending stopped: {error}")
+            return False
+        return True
+
+    def send(self, request: Request, *, version: int | None = None) -> bool:
+        """Send a well-formed request (any request, in any state), built by backupproto.schemas."""
+        data = SCHEMAS.build_request(request.code, request.client_id, event_fields(request), version)
+        return self.send_bytes(data, describe_event(request))
+
+    def send_header(self, client_id: bytes, code: int, payload_size: int, version: int | None = None) -> bool:
+        """Send a request header with any field values."""
+        return self.send_bytes(SCHEMAS.build_request_header(client_id, code, payload_size, version))
+
+    def send_file(
+        self,
+        client_id: bytes,
+        file_name: str | bytes,
+        plaintext: bytes | Iterable[bytes],
+        aes_key: bytes,
+        *,
+        plain_size: int | None = None,
+    ) -> int:
+        """Send a 1103: the plaintext encrypted as one AES-CBC stream, streamed; returns content_size."""
+        chunks: Iterable[bytes] = [plaintext] if isinstance(plaintext, bytes) else plaintext
+        size = len(plaintext) if isinstance(plaintext, bytes) else plain_size
+        if size is None:
+            raise ValueError("plain_size is required when the plaintext is given in chunks")
+        content_size = encrypted_size(size)
+        prefix = SCHEMAS.send_file_prefix.build({"content_size": content_size, "file_name": file_name})
+        header = SCHEMAS.build_request_header(client_id, RequestCode.SEND_FILE, len(prefix) + content_size)
+        self.send_bytes(header + prefix)
+        encryptor = CbcEncryptor(aes_key)
+        sent = 0
+        for chunk in chunks:
+            data = encryptor.update(chunk)
+            sent += len(data)
+            if data and self.send_error is None and self.sock is not None:
+                try:
+                    self.sock.sendall(data)
+                except OSError as error:
+                    self.send_error = error
+            if self.send_error is not None:
+                break
+        if self.send_error is None and self.sock is not None:
+            last = encryptor.finalize()
+            sent += len(last)
+            try:
+                self.sock.sendall(last)
+            except OSError as error:
+                self.send_error = error
+        self._record("->", f"content: {sent} of {content_size} encrypted bytes ({size} plaintext)", b"")
+        if self.send_error is not None:
+            self.note(f"sending stopped: {self.send_error}")
+        return content_size
+
+    def shutdown_write(self) -> None:
+        """Half-close: tell the server we send nothing more."""
+        self.note("client shuts down its sending side")
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
+
+    # -- receiving --------------------------------------------------------------------------
+
+    def _recv_exact(self, size: int, timeout_s: float) -> bytes:
+        deadline = time.monotonic() + timeout_s
+        while len(self._buffer) < size:
+            if self.peer_closed or self.sock is None:
+                data = bytes(self._buffer)
+                self._buffer.clear()
+                raise Closed(data)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _Timeout(bytes(self._buffer))
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(max(65536, size - len(self._buffer)))
+            except TimeoutError:
+                raise _Timeout(bytes(self._buffer)) from None
+            except (ConnectionResetError, ConnectionAbortedError):
+                self.peer_closed = True
+                data = bytes(self._buffer)
+                self._buffer.clear()
+                raise Closed(data, reset=True) from None
+            if not chunk:
+                self.peer_closed = True
+            self._buffer += chunk
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    def drain(self, seconds: float, limit: int = 65536) -> bytes:
+        """Whatever arrives within `seconds` (at most `limit` bytes), without failing."""
+        deadline = time.monotonic() + seconds
+        while len(self._buffer) < limit and not self.peer_closed and self.sock is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(limit - len(self._buffer))
+            except TimeoutError:
+                break
+            except OSError:
+                self.peer_closed = True
+                break
+            if not chunk:
+                self.peer_closed = True
+                break
+            self._buffer += chunk
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
+
+    def receive(self, timeout_s: float | None = None, *, waiting_for: str = "a response") -> Received:
+        """Read one response; fail with a precise diagnosis if it is malformed. Raises `Closed`."""
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        try:
+            head = self._recv_exact(RESPONSE_HEADER_SIZE, timeout)
+        except Closed as closed:
+            if closed.data:
+                self._record("<-", "part of a response header, then the connection closed", closed.data)
+                self.fail(f"{waiting_for}: a 7-byte response header", f"{len(closed.data)} bytes, then close")
+            self.note("the server closed the connection" + (" (reset)" if closed.reset else ""))
+            raise
+        except _Timeout as timeout_error:
+            self._record("<-", "part of a response header (then silence)", timeout_error.data)
+            self.fail(
+                waiting_for,
+                f"{len(timeout_error.data)} bytes within {timeout:g} s (nothing more arrived)",
+                hint="the server did not answer in time (--timeout-s sets this wait)",
+            )
+        raw = SCHEMAS.response_header.parse(head)
+        version, code, size = raw.version, raw.code, raw.payload_size
+        self._check_header(head, version, code, size, waiting_for)
+        known = ResponseCode(code)
+        try:
+            payload = self._recv_exact(size, timeout)
+        except (Closed, _Timeout) as short:
+            data = short.data
+            name = code_name(code, request=False)
+            self._record("<-", f"{name} with {len(data)} of {size} bytes", head + data)
+            closed = isinstance(short, Closed)
+            ended = "then the connection closed" if closed else f"then {timeout:g} s of silence"
+            self.fail(
+                f"{waiting_for}: {size} payload bytes as payload_size announces",
+                f"{len(data)} payload bytes, {ended}",
+                hint=self._short_payload_hint(known, size, len(data)),
+            )
+        try:
+            values = SCHEMAS.parse_payload(SCHEMAS.responses[known], payload, RESPONSE_HEADER_SIZE)
+        except BackupProtoError as error:
+            self._record("<-", f"{code_name(code, request=False)} (malformed payload)", head + payload)
+            self.fail(f"{waiting_for}: a well-formed {code_name(code, request=False)} payload", str(error))
+        event = RESPONSE_EVENTS[known](**values)
+        self._record("<-", describe_event(event), head + payload)
+        return Received(head + payload, version, code, size, event)
+
+    def _check_header(self, head: bytes, version: int, code: int, size: int, waiting_for: str) -> None:
+        """Fail with a diagnosis if the response header is not a valid version-3 header."""
+        label = "response header"
+        if head == bytes(len(head)):
+            extra = self.drain(_DRAIN_S)
+            self._record("<-", "7 zero bytes where a response header belongs", head + extra)
+            self.fail(
+                f"{waiting_for}: a response header (version 3)",
+                f"{len(head) + len(extra)} zero bytes",
+                hint="zero bytes follow the previous response: responses look zero-padded to a fixed "
+                "packet size (spec 3: 'There is no delimiter and no padding between messages')",
+            )
+        if version != 3:
+            self._record("<-", f"{label} with version {version}", head + self.drain(_DRAIN_S))
+            self.fail(f"{waiting_for} with version 3 (spec 3.2)", f"version {version} in the response header")
+        if code not in ResponseCode.__members__.values():
+            swapped = int.from_bytes(head[1:3], "big")
+            self._record("<-", f"{label} with unknown code {code}", head + self.drain(_DRAIN_S))
+            hint = ""
+            if swapped in ResponseCode.__members__.values():
+                hint = (
+                    f"the code bytes {head[1:3].hex(' ')} read big-endian give {swapped} "
+                    f"({ResponseCode(swapped).name}): the server writes big-endian integers (spec 3.3)"
+                )
+            self.fail(f"{waiting_for}: a response code 2100..2107", f"code {code}", hint=hint)
+        known = ResponseCode(code)
+        rule = SCHEMAS.response_size_rule(known)
+        if rule.minimum <= size <= rule.maximum:
+            return
+        swapped = int.from_bytes(head[3:7], "big")
+        extra = self.drain(_DRAIN_S)
+        self._record("<-", f"{code_name(code, request=False)} with payload_size {size}", head + extra)
+        if rule.minimum <= swapped <= rule.maximum:
+            hint = (
+                f"the payload_size bytes {head[3:7].hex(' ')} read big-endian give {swapped}: "
+                "the server writes big-endian integers (spec 3.3)"
+            )
+        elif known in _CARRY_CLIENT_ID and size == rule.minimum - 16 and len(extra) <= size:
+            hint = f"{known.name} is {size} bytes shorter by exactly 16: the client_id is missing (spec 5)"
+        elif extra and size < rule.minimum:
+            hint = (
+                f"payload_size says {size} but {len(extra)} bytes followed the header: "
+                "the payload_size field disagrees with the bytes sent (too small"
+                + (", 0 with a payload following)" if size == 0 else ")")
+            )
+        elif size > rule.maximum:
+            hint = (
+                f"payload_size {size} is larger than the layout allows and {len(extra)} bytes followed: "
+                "payload_size too large"
+            )
+        else:
+            hint = f"{len(extra)} bytes followed the header"
+        self.fail(
+            f"{waiting_for}: {known.name} with payload_size {rule.describe()} (spec 5)",
+            f"payload_size {size}",
+            hint=hint,
+        )
+
+    @staticmethod
+    def _short_payload_hint(code: ResponseCode, announced: int, got: int) -> str:
+        if got < announced:
+            return (
+                f"payload_size {announced} is larger than the {got} bytes the server sent "
+                "(payload_size too large)"
+            )
+        return ""
+
+    def expect(self, *expected: type[_R], client_id: bytes | None = None, waiting_for: str = "") -> _R:
+        """Receive one response of one of the `expected` classes (client_id checked if given)."""
+        names = " or ".join(response_name(cls) for cls in expected)
+        what = waiting_for or names
+        try:
+            received = self.receive(waiting_for=what)
+        except Closed:
+            self.fail(names, "the server closed the connection without a response")
+        event = received.event
+        if not isinstance(event, expected):
+            hint = ""
+            if isinstance(event, ServerError):
+                hint = "the server refused the request (2107 carries no reason; see the server's log)"
+            self.fail(names, describe_event(event), hint=hint)
+        carried = getattr(event, "client_id", None)
+        checked = client_id is not None and carried is not None and not isinstance(event, Registered)
+        if checked and carried != client_id:
+            assert client_id is not None and carried is not None
+            self.fail(
+                f"{names} carrying the request's client_id {client_id.hex()} (spec 5)",
+                f"client_id {carried.hex()}",
+            )
+        return event
+
+    def request(self, request: Request, *expected: type[_R], **options: Any) -> _R:
+        """Send `request`, then `expect` a response (client_id defaults to the request's, except 1100)."""
+        self.send(request)
+        if "client_id" not in options and request.code is not RequestCode.REGISTER:
+            options["client_id"] = request.client_id
+        return self.expect(*expected, **options)
+
+    def expect_silence(self, seconds: float, *, because: str) -> None:
+        """Fail if any byte arrives within `seconds` (a close is not reported here)."""
+        data = self.drain(seconds)
+        if not data:
+            return
+        decoded = "bytes that are not a response"
+        if len(data) >= RESPONSE_HEADER_SIZE:
+            raw = SCHEMAS.response_header.parse(data[:RESPONSE_HEADER_SIZE])
+            name = code_name(raw.code, request=False)
+            decoded = f"{name} (version {raw.version}, payload_size {raw.payload_size})"
+        self._record("<-", f"unexpected: {decoded}", data)
+        self.fail(f"no bytes for {seconds:g} s ({because})", f"{len(data)} bytes arrived: {decoded}")
+
+    def expect_closed(self, seconds: float | None = None, *, after: str) -> None:
+        """Fail unless the server closes the connection within `seconds` (no more bytes)."""
+        wait = self.timeout_s if seconds is None else seconds
+        data = self.drain(wait)
+        if data:
+            self._record("<-", f"unexpected bytes after {after}", data)
+            self.fail(f"the server closes the connection after {after}", f"{len(data)} more bytes arrived")
+        if not self.peer_closed:
+            self.fail(
+                f"the server closes the connection after {after} (spec 2.3, 5.8)",
+                f"the connection was still open {wait:g} s later",
+            )
+        self.note("the server closed the connection")
+
+    def expect_error_and_close(self, *, allow_silent_close: bool = False, because: str = "") -> None:
+        """Expect 2107 SERVER_ERROR, then the close (`allow_silent_close`: a bare close is fine too)."""
+        wanted = "2107 SERVER_ERROR, then close"
+        if allow_silent_close:
+            wanted += " (or a close without 2107)"
+        if because:
+            wanted += f" ({because})"
+        try:
+            received = self.receive(waiting_for=wanted)
+        except Closed:
+            if allow_silent_close:
+                return
+            self.fail(wanted, "the server closed the connection without sending 2107")
+        if not isinstance(received.event, ServerError):
+            self.fail(wanted, describe_event(received.event))
+        self.expect_closed(after="2107 SERVER_ERROR")
+
+    def close(self) -> None:
+        """Close the socket (idempotent)."""
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            finally:
+                self.sock = None
