@@ -14,6 +14,7 @@ from typing import Protocol, cast
 
 SUBCOMMANDS: dict[str, str] = {
     "cksum": "backupproto.cli_cksum",
+    "record": "backupproto.cli_record",
 }
 """Subcommand name -> module implementing it."""
 
