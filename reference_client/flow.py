@@ -3,13 +3,14 @@ from every failure the protocol knows (2107, 2106, CRC mismatches, lost connecti
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Final, TypeVar
+from typing import Final, TypeVar
 
 from backupproto.cksum import Cksum
 from backupproto.crypto import (
@@ -53,9 +54,11 @@ from .config import (
     check_listed_file,
     private_key_base64,
     read_identity,
+    read_private_key_file,
     write_identity,
 )
 from .errors import (
+    ConfigError,
     ConnectionFailed,
     FatalError,
     ProtocolFailure,
@@ -71,6 +74,10 @@ CHUNK_SIZE: Final = 1 << 20
 MAX_SENDS: Final = 3
 """Sends of one file in total (the first and two resends after 1105), then 1106."""
 SERVER_ERROR_LINE: Final = "server responded with an error"
+
+
+class _KeyOfferRefused(RetryableError):
+    """2107 to the saved key offered after 2106: register on a new connection (not an error)."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +130,8 @@ class BackupClient:
         self.clock, self.sleep = clock, sleep
         self._identity: Identity | None = None
         self._identity_loaded = False
-        self._key_unconfirmed = False
+        self._register_next = False
+        self._step = "connecting"
 
     # --- public API -------------------------------------------------------------------------
 
@@ -150,6 +158,7 @@ class BackupClient:
             while pending:
                 try:
                     if channel is None or session is None:
+                        self._step = f"connecting to {self.server}"
                         channel = Channel.open(
                             self.server, connect_timeout=self.connect_timeout, read_timeout=self.read_timeout
                         )
@@ -159,12 +168,17 @@ class BackupClient:
                     if channel is not None:
                         channel.close()
                     channel = session = None
+                    if isinstance(error, _KeyOfferRefused):
+                        continue  # not an error (spec 8.4): register on a new connection
                     failures += 1
-                    self._report_failure(error)
+                    self.reporter.warning(f"{SERVER_ERROR_LINE}: {error}")
                     if failures > self.retries:
                         raise self._fatal(error, failures, pending[0], results) from None
-                    self.reporter.warning(f"retrying ({failures} of {self.retries}) on a new connection")
-                    self.sleep(self.retry_delay)
+                    delay = self.retry_delay * 2 ** (failures - 1)
+                    self.reporter.warning(
+                        f"retrying ({failures} of {self.retries}) on a new connection in {delay:g} s"
+                    )
+                    self.sleep(delay)
                     continue
                 pending.popleft()
                 results.append(result)
@@ -196,26 +210,26 @@ class BackupClient:
     def _check_priv_key(self, identity: Identity) -> None:
         """priv.key mirrors me.info line 3: recreate it if missing, warn if it differs."""
         priv_key = self.state_dir / PRIV_KEY
-        expected = private_key_base64(identity.private_key)
-        try:
-            found = "".join(priv_key.read_text(encoding="ascii", errors="replace").split())
-        except FileNotFoundError:
-            write_atomically(priv_key, expected + "\n")
+        if not priv_key.exists():
+            write_atomically(priv_key, private_key_base64(identity.private_key) + "\n")
             self.reporter.warning(f"{priv_key} was missing; written again from {ME_INFO}")
             return
-        if found != expected:
+        try:
+            same = read_private_key_file(priv_key) == identity.private_key
+        except ConfigError as error:
+            self.reporter.warning(f"{error}; using the key of {ME_INFO}")
+            return
+        if not same:
             self.reporter.warning(f"{priv_key} differs from line 3 of {ME_INFO}; using {ME_INFO}")
 
     # --- session ----------------------------------------------------------------------------
 
     def _open_session(self, channel: Channel) -> _Session:
+        """Steps 3-4 of spec 8.4: reconnect with me.info, or register; end KEYED."""
         identity = self._identity
-        if identity is None:
-            return self._register(channel)
-        if self._key_unconfirmed:
-            # registered on an earlier connection of this run, 2102 never came: offer the key once more
-            self._key_unconfirmed = False
-            return self._send_public_key(channel, identity)
+        if identity is None or self._register_next:
+            return self._register(channel, denied=identity)
+        self._step = f"reconnecting as {identity.name!r}"
         response = channel.request(Reconnect(identity.client_id, identity.name))
         if isinstance(response, ReconnectApproved):
             self.reporter.info(f"reconnected as {identity.name!r} (client id {identity.client_id.hex()})")
@@ -223,36 +237,48 @@ class BackupClient:
         _check(response, ReconnectDenied)
         self.reporter.warning(
             f"the server does not know client {identity.client_id.hex()} named {identity.name!r} "
-            f"(2106, reconnect denied); registering anew as {self.name!r}"
+            "with a public key (2106, reconnect denied)"
         )
-        return self._register(channel, denied=identity)
+        # A registration interrupted between 2100 and 2102 leaves the id without a key: offer it.
+        try:
+            session = self._send_public_key(channel, identity)
+        except ServerRespondedWithError:
+            self.reporter.warning(f"registering anew as {self.name!r}")
+            self._register_next = True
+            raise _KeyOfferRefused("the server refused the saved public key (2107)") from None
+        self.reporter.info(f"completed the registration of {identity.name!r} with the saved key")
+        return session
 
     def _register(self, channel: Channel, denied: Identity | None = None) -> _Session:
+        self._step = f"registering as {self.name!r}"
         response = channel.request(Register(bytes(16), self.name))
         if isinstance(response, RegistrationFailed):
-            advice = (
-                f"the server denied the client id in {self.state_dir / ME_INFO} (2106) and " if denied else ""
-            )
+            if denied:
+                advice = (
+                    f"the server does not know the client of {self.state_dir / ME_INFO} "
+                    f"(id {denied.client_id.hex()}, 2106) and "
+                )
+                after = f", or restore the {ME_INFO} that belongs to this name"
+            else:
+                advice = after = ""
             raise FatalError(
                 f"{advice}the name {self.name!r} is already registered on {self.server} (2101, registration "
-                f"failed). Pick another client name in line 2 of transfer.info (or --name) and run again"
-                + (f"; {ME_INFO} will then be replaced" if denied else "")
+                f"failed). Pick another client name in line 2 of transfer.info (or --name){after}"
             )
         registered = _check(response, Registered)
         identity = Identity(self.name, registered.client_id, generate_private_key())
         write_identity(self.state_dir, identity)
         self._identity = identity
-        self._key_unconfirmed = True
+        self._register_next = False
         self.reporter.info(f"registered as {self.name!r} (client id {identity.client_id.hex()})")
         return self._send_public_key(channel, identity)
 
     def _send_public_key(self, channel: Channel, identity: Identity) -> _Session:
+        self._step = f"sending the public key of {identity.name!r}"
         response = channel.request(
             SendPublicKey(identity.client_id, identity.name, public_key_der(identity.private_key))
         )
-        key_response = _check(response, AesKey)
-        self._key_unconfirmed = False
-        return self._keyed(identity, key_response.encrypted_aes_key)
+        return self._keyed(identity, _check(response, AesKey).encrypted_aes_key)
 
     def _keyed(self, identity: Identity, wrapped: bytes) -> _Session:
         try:
@@ -271,11 +297,14 @@ class BackupClient:
         sent: _Sent | None = None
         server_crc: int | None = None
         for send in range(1, self.max_sends + 1):
+            self._step = f"sending {file_name} (send {send} of {self.max_sends})"
             refused, sent = self._send_once(channel, session, item, first=send == 1)
             if refused is not None:
                 return refused
             assert sent is not None
+            self._step = f"waiting for the CRC of {file_name} (2103)"
             server_crc = _check(channel.receive(), FileReceived).cksum
+            self._step = f"settling the CRC of {file_name}"
             if not sent.changed and server_crc == sent.crc:
                 _check(channel.request(CrcOk(session.client_id, file_name)), Acknowledged)
                 return BackupResult(
@@ -330,7 +359,7 @@ class BackupClient:
             return None, self._stream_file(channel, session, item.file_name, stream, size)
 
     def _stream_file(
-        self, channel: Channel, session: _Session, file_name: str, stream: IO[bytes], size: int
+        self, channel: Channel, session: _Session, file_name: str, stream: io.RawIOBase, size: int
     ) -> _Sent:
         """Send one 1103: read `size` bytes in chunks, CRC and encrypt them as they pass."""
         before = os.fstat(stream.fileno())
@@ -344,7 +373,7 @@ class BackupClient:
         self.reporter.file_started(file_name, size, self.clock())
         while done < size:
             want = min(len(buffer), size - done)
-            count = stream.readinto(view[:want]) if not changed else 0  # type: ignore[attr-defined]
+            count = stream.readinto(view[:want]) if not changed else 0
             if not count:  # the file shrank: keep the framing with zeros, then resend
                 changed = True
                 view[:want] = bytes(want)
@@ -363,17 +392,11 @@ class BackupClient:
 
     # --- failures ---------------------------------------------------------------------------
 
-    def _report_failure(self, error: RetryableError) -> None:
-        if isinstance(error, ServerRespondedWithError):
-            self.reporter.warning(SERVER_ERROR_LINE)
-        else:
-            self.reporter.warning(str(error))
-
     def _fatal(
         self, error: RetryableError, attempts: int, item: ListedFile, results: list[BackupResult]
     ) -> FatalError:
         done = f"; {len(results)} file(s) done before it" if results else ""
-        where = f"backing up {item.path} to {self.server}"
+        where = f"while {self._step}, backing up {item.path} to {self.server}"
         if isinstance(error, ServerRespondedWithError):
             text = (
                 f"the server answered with an error (2107) on all {attempts} attempts {where}{done}. "

@@ -1,0 +1,338 @@
+"""Test doubles for the reference client: small v3 servers on 127.0.0.1, built on
+backupproto.engine.ServerConnection, each misbehaving in one way the protocol knows.
+
+`FakeServer` is a correct in-memory server (real RSA/AES/cksum); subclasses override one hook:
+`CorruptCrcServer` (2103 carries a wrong cksum), `ErrorServer` (2107 to everything),
+`FlakyServer` (2107 to the first N requests), `DenyReconnectServer` (2106 to every 1102),
+`HangUpServer` (closes without answering), `SilentServer` (never answers). `start_reference_server`
+runs the real reference server as a subprocess (when the shared conftest fixture is absent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backupproto.cksum import Cksum
+from backupproto.crypto import CbcDecryptor, RsaKey, import_public_key, new_aes_key, wrap_aes_key
+from backupproto.engine import ServerConnection
+from backupproto.errors import ProtocolError
+from backupproto.events import (
+    NEED_DATA,
+    Acknowledged,
+    AesKey,
+    ConnectionClosed,
+    CrcGiveUp,
+    CrcOk,
+    CrcRetry,
+    FileChunk,
+    FileEnd,
+    FileReceived,
+    Reconnect,
+    ReconnectApproved,
+    ReconnectDenied,
+    Register,
+    Registered,
+    RegistrationFailed,
+    Request,
+    Response,
+    SendFile,
+    SendPublicKey,
+    ServerError,
+)
+
+SOCKET_TIMEOUT = 10.0
+KEEP_CONTENT_UP_TO = 4 << 20
+
+
+@dataclass
+class FakeClient:
+    """A registered client."""
+
+    name: str
+    public_key: RsaKey | None = None
+
+
+@dataclass
+class StoredFile:
+    """What the server kept of a file: its plaintext (if small), CRC, size, verdict."""
+
+    content: bytes | None
+    crc: int
+    size: int
+    verified: bool = False
+
+
+@dataclass
+class _Conn:
+    """Per-connection state of the fake."""
+
+    index: int
+    aes_key: bytes | None = None
+    decryptor: CbcDecryptor | None = None
+    summer: Cksum = field(default_factory=Cksum)
+    parts: list[bytes] = field(default_factory=list)
+    upload: SendFile | None = None
+
+
+class FakeServer:
+    """A correct, in-memory v3 server. `log` lists (connection index, request code) in order."""
+
+    def __init__(self, max_content_size: int | None = None) -> None:
+        self.clients: dict[bytes, FakeClient] = {}
+        self.files: dict[tuple[bytes, str], StoredFile] = {}
+        self.log: list[tuple[int, int]] = []
+        self.connections = 0
+        self.max_content_size = max_content_size
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self._threads: list[threading.Thread] = []
+        self.errors: list[BaseException] = []
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._listener.getsockname()[:2]
+        return host, port
+
+    def __enter__(self) -> FakeServer:
+        thread = threading.Thread(target=self._accept_loop, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        for thread in list(self._threads):
+            thread.join(timeout=5)
+        self._listener.close()
+
+    def codes(self, connection: int | None = None) -> list[int]:
+        """The request codes received (on one connection, or all)."""
+        return [code for index, code in self.log if connection is None or index == connection]
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sock, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+                index = self.connections
+            thread = threading.Thread(target=self._serve, args=(sock, index), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _serve(self, sock: socket.socket, index: int) -> None:
+        sock.settimeout(SOCKET_TIMEOUT)
+        engine = ServerConnection(max_content_size=self.max_content_size)
+        conn = _Conn(index)
+        with sock:
+            try:
+                self._converse(sock, engine, conn)
+            except (OSError, ProtocolError):
+                with contextlib.suppress(Exception):
+                    sock.sendall(engine.send(ServerError()))
+            except BaseException as error:  # a bug in the fake: make the test see it
+                self.errors.append(error)
+                raise
+
+    def _converse(self, sock: socket.socket, engine: ServerConnection, conn: _Conn) -> None:
+        while not self._stop.is_set():
+            event = engine.next_event()
+            if event is NEED_DATA:
+                engine.receive_data(sock.recv(65536))
+                continue
+            if isinstance(event, ConnectionClosed):
+                return
+            if isinstance(event, Request):
+                with self._lock:
+                    self.log.append((conn.index, int(event.code)))
+            response = self.handle(event, conn)
+            if response is None:
+                continue
+            sock.sendall(engine.send(response))
+            if isinstance(response, ServerError):
+                return
+
+    # --- behaviour ------------------------------------------------------------------------------
+
+    def handle(self, event: Any, conn: _Conn) -> Response | None:
+        """The response to one event (None: no response, as for 1105 and file chunks)."""
+        if isinstance(event, Register):
+            return self.on_register(event)
+        if isinstance(event, SendPublicKey):
+            return self.on_public_key(event, conn)
+        if isinstance(event, Reconnect):
+            return self.on_reconnect(event, conn)
+        if isinstance(event, SendFile):
+            assert conn.aes_key is not None
+            conn.upload, conn.decryptor = event, CbcDecryptor(conn.aes_key)
+            conn.summer, conn.parts = Cksum(), []
+            return None
+        if isinstance(event, FileChunk):
+            assert conn.decryptor is not None and conn.upload is not None
+            self._take(conn, conn.decryptor.update(event.data))
+            return None
+        if isinstance(event, FileEnd):
+            return self.on_file(conn)
+        if isinstance(event, CrcOk | CrcGiveUp):
+            stored = self.files[(event.client_id, event.file_name)]
+            stored.verified = isinstance(event, CrcOk)
+            return Acknowledged(event.client_id)
+        if isinstance(event, CrcRetry):
+            return None
+        raise AssertionError(f"unhandled {event!r}")
+
+    def _take(self, conn: _Conn, plain: bytes) -> None:
+        conn.summer.update(plain)
+        if conn.summer.length <= KEEP_CONTENT_UP_TO:
+            conn.parts.append(plain)
+
+    def on_register(self, request: Register) -> Response:
+        with self._lock:
+            if any(client.name == request.name for client in self.clients.values()):
+                return RegistrationFailed()
+            client_id = uuid.uuid4().bytes
+            self.clients[client_id] = FakeClient(request.name)
+        return Registered(client_id)
+
+    def on_public_key(self, request: SendPublicKey, conn: _Conn) -> Response:
+        client = self.clients.get(request.client_id)
+        if client is None or client.name != request.name or client.public_key is not None:
+            return ServerError()
+        client.public_key = import_public_key(request.public_key)
+        return AesKey(request.client_id, self._new_key(conn, client.public_key))
+
+    def on_reconnect(self, request: Reconnect, conn: _Conn) -> Response:
+        client = self.clients.get(request.client_id)
+        if client is None or client.name != request.name or client.public_key is None:
+            return ReconnectDenied(request.client_id)
+        return ReconnectApproved(request.client_id, self._new_key(conn, client.public_key))
+
+    def _new_key(self, conn: _Conn, public_key: RsaKey) -> bytes:
+        conn.aes_key = new_aes_key()
+        return wrap_aes_key(public_key, conn.aes_key)
+
+    def on_file(self, conn: _Conn) -> Response:
+        assert conn.decryptor is not None and conn.upload is not None
+        self._take(conn, conn.decryptor.finalize())
+        upload = conn.upload
+        size = conn.summer.length
+        content = b"".join(conn.parts) if size <= KEEP_CONTENT_UP_TO else None
+        self.files[(upload.client_id, upload.file_name)] = StoredFile(content, conn.summer.value, size)
+        return FileReceived(
+            upload.client_id, upload.content_size, upload.file_name, self.cksum_for(conn.summer.value)
+        )
+
+    def cksum_for(self, real: int) -> int:
+        """The cksum put in 2103."""
+        return real
+
+
+class CorruptCrcServer(FakeServer):
+    """Every 2103 carries a wrong cksum."""
+
+    def cksum_for(self, real: int) -> int:
+        return real ^ 0x5A5A5A5A
+
+
+class ErrorServer(FakeServer):
+    """2107 to every request, then closes."""
+
+    def handle(self, event: Any, conn: _Conn) -> Response | None:
+        return ServerError() if isinstance(event, Request) else None
+
+
+class FlakyServer(FakeServer):
+    """2107 to the first `failures` requests (counted over all connections), then correct."""
+
+    def __init__(self, failures: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.failures_left = failures
+
+    def handle(self, event: Any, conn: _Conn) -> Response | None:
+        if isinstance(event, Request) and self.failures_left > 0:
+            self.failures_left -= 1
+            return ServerError()
+        return super().handle(event, conn)
+
+
+class DenyReconnectServer(FakeServer):
+    """2106 to every 1102, even for clients it knows."""
+
+    def on_reconnect(self, request: Reconnect, conn: _Conn) -> Response:
+        return ReconnectDenied(request.client_id)
+
+
+class HangUpServer(FakeServer):
+    """Reads the first request of each connection, then closes without a word."""
+
+    def _converse(self, sock: socket.socket, engine: ServerConnection, conn: _Conn) -> None:
+        sock.recv(65536)
+
+
+class SilentServer(FakeServer):
+    """Accepts, reads, never answers (until stopped)."""
+
+    def _converse(self, sock: socket.socket, engine: ServerConnection, conn: _Conn) -> None:
+        while not self._stop.wait(0.05):
+            with contextlib.suppress(TimeoutError):
+                sock.settimeout(0.05)
+                if sock.recv(65536) == b"":
+                    return
+
+
+# --- the real reference server as a subprocess ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    """Where a reference server listens (the fields of the shared `reference_server` fixture)."""
+
+    host: str
+    port: int
+    data_dir: Path
+
+
+@contextlib.contextmanager
+def start_reference_server(data_dir: Path, *extra: str) -> Iterator[RunningServer]:
+    """`python -m reference_server --port 0 --data-dir DIR`, until the block ends."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reference_server", "--port", "0", "--data-dir", str(data_dir), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.fullmatch(r"listening on (\S+):(\d+)\s*", line)
+        if not match:
+            raise RuntimeError(f"reference server did not start: {line!r}")
+        yield RunningServer(match[1], int(match[2]), data_dir)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
