@@ -1,16 +1,17 @@
-"""The stored files: one folder per client, atomic replacement, startup repair (spec section 11).
+"""The stored files: one folder per client, atomic replacement, startup repair (spec 9.2, 11).
 
-A client's folder is named by its id in hex and created with its first file. A file is
-stored under a name the server derives from the client's file name (SHA-256, hex), never
-under a client-chosen string: case-insensitive or Windows file systems, reserved device
-names and our own temp names then cannot collide. The client's name is kept in the
-database (files.FileName); files.PathName holds '<client id hex>/<stored name>'.
+A client's folder is named by its id (32 lowercase hex digits) and created with its first
+file. Files are stored under their own names (spec 11.1): the wire grammar makes every
+file name one safe path component, and `FileStore.resolve` checks the resolved path lies
+directly in the client's folder anyway. On a file system that folds case, or on Windows
+(reserved names), names are mapped injectively instead (SHA-256 hex); files.PathName
+records whichever mapping was used, so both read back the same way.
 
-An upload streams into `.part-<random>` in the client's folder while it is decrypted and
-CRC'd; when complete it is fsync'd, its row is written (Verified=0), and only then is it
-renamed over the final name and the folder fsync'd. A crash at any point leaves either
-the old file or the new one in place, never a partial one; the row never claims Verified
-for content the client did not confirm.
+An upload streams into `<root>/.tmp/<random>` (a folder no client folder or file name can
+be) while it is decrypted and CRC'd; when complete it is fsync'd, its row is committed with
+Verified=0, and only then is it renamed over the final name and the folder fsync'd. A crash
+at any point leaves the old or the new version in place, never a partial one, and the row
+never claims Verified for bytes the client did not confirm.
 """
 
 from __future__ import annotations
@@ -29,15 +30,24 @@ from backupproto.crypto import CbcDecryptor
 from .errors import StorageError
 from .store import Store
 
-TEMP_PREFIX: Final = ".part-"
+TEMP_DIR: Final = ".tmp"
 _CLIENT_DIR: Final = re.compile(r"[0-9a-f]{32}")
 
 log = logging.getLogger(__name__)
 
 
-def stored_name(file_name: str) -> str:
-    """The on-disk name of a client's file: 32 hex digits of SHA-256 of the name, '.bin'."""
-    return hashlib.sha256(file_name.encode("ascii")).hexdigest()[:32] + ".bin"
+def hashed_name(file_name: str) -> str:
+    """The injective storage name for file systems that cannot hold every valid name."""
+    return hashlib.sha256(file_name.encode("ascii")).hexdigest() + ".bin"
+
+
+def _folds_case(folder: Path) -> bool:
+    probe = folder / f"case-probe-{uuid.uuid4().hex}"
+    probe.write_bytes(b"")
+    try:
+        return (folder / probe.name.upper()).exists()
+    finally:
+        probe.unlink()
 
 
 class FileStore:
@@ -45,14 +55,20 @@ class FileStore:
 
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir.resolve()
+        self.temp_dir = self.root / TEMP_DIR
+        try:
+            self.temp_dir.mkdir(mode=0o700, exist_ok=True)
+            self.own_names = os.name == "posix" and not _folds_case(self.temp_dir)
+        except OSError as error:
+            raise StorageError(f"cannot use the temp folder {self.temp_dir}: {error}") from None
 
     def client_dir(self, client_id: bytes) -> Path:
         """The folder of a client's files (it may not exist yet)."""
         return self.root / client_id.hex()
 
     def path_name(self, client_id: bytes, file_name: str) -> str:
-        """The files.PathName of a client's file."""
-        return f"{client_id.hex()}/{stored_name(file_name)}"
+        """The files.PathName of a client's file: '<client id hex>/<storage name>'."""
+        return f"{client_id.hex()}/{file_name if self.own_names else hashed_name(file_name)}"
 
     def resolve(self, path_name: str) -> Path:
         """The absolute path of a PathName; StorageError unless it lies directly in its client's folder."""
@@ -61,45 +77,44 @@ class FileStore:
             raise StorageError(f"path name {path_name!r} is not '<client id hex>/<file>'")
         folder = self.root / parts[0]
         final = (folder / parts[1]).resolve()
-        if folder.resolve() != folder or final.parent != folder:
+        if folder.resolve() != folder or final.parent != folder or final.name != parts[1]:
             raise StorageError(f"path name {path_name!r} resolves outside its client folder ({final})")
         return final
 
     def begin(self, client_id: bytes, file_name: str, aes_key: bytes) -> Upload:
-        """Start receiving a file: a fresh temp file in the client's folder."""
+        """Start receiving a file into a fresh temp file."""
         path_name = self.path_name(client_id, file_name)
-        final = self.resolve(path_name)
-        try:
-            final.parent.mkdir(mode=0o700, exist_ok=True)
-        except OSError as error:
-            raise StorageError(f"cannot create the client folder {final.parent}: {error}") from None
-        return Upload(final, path_name, aes_key)
+        return Upload(self.resolve(path_name), path_name, self.temp_dir, aes_key)
 
     def repair(self, store: Store) -> list[str]:
-        """Startup repair: delete stray temp files, drop rows whose file is missing; return what was done."""
+        """Startup repair (spec 9.2.5): delete leftover temp files; rows whose file is missing
+        are kept with Verified=0. Returns a line per repair; files without a row are logged."""
         done: list[str] = []
-        for folder in sorted(self.root.iterdir()):
-            if not (_CLIENT_DIR.fullmatch(folder.name) and folder.is_dir()):
-                continue
-            for entry in sorted(folder.iterdir()):
-                if entry.name.startswith(TEMP_PREFIX):
-                    entry.unlink()
-                    done.append(f"removed the unfinished upload {entry}")
+        for entry in sorted(self.temp_dir.iterdir()):
+            entry.unlink()
+            done.append(f"removed the unfinished upload {entry}")
         known: set[Path] = set()
         for record in store.files():
             try:
-                path = self.resolve(record.path_name)
-                present = path.is_file()
-            except StorageError:
-                path, present = None, False
-            if present and path is not None:
+                path: Path | None = self.resolve(record.path_name)
+            except StorageError as error:
+                path = None
+                log.error("file %r of client %s: %s", record.file_name, record.client_id.hex(), error)
+            if path is not None and path.is_file():
                 known.add(path)
-                continue
-            store.forget_file(record.client_id, record.file_name)
-            done.append(
-                f"dropped the row of {record.file_name!r} of client {record.client_id.hex()}: "
-                f"its file {record.path_name} is missing"
-            )
+            elif record.verified:
+                store.set_verified(record.client_id, record.file_name, False)
+                done.append(
+                    f"file {record.file_name!r} of client {record.client_id.hex()} is missing "
+                    f"({record.path_name}): marked unverified"
+                )
+            else:
+                log.warning(
+                    "file %r of client %s is missing (%s); its row stays, unverified",
+                    record.file_name,
+                    record.client_id.hex(),
+                    record.path_name,
+                )
         for folder in sorted(self.root.iterdir()):
             if _CLIENT_DIR.fullmatch(folder.name) and folder.is_dir():
                 for entry in sorted(folder.iterdir()):
@@ -111,15 +126,14 @@ class FileStore:
 class Upload:
     """One file arriving: decrypt and CRC each chunk into a temp file; then commit or abort."""
 
-    def __init__(self, final: Path, path_name: str, aes_key: bytes) -> None:
+    def __init__(self, final: Path, path_name: str, temp_dir: Path, aes_key: bytes) -> None:
         self.final = final
         self.path_name = path_name
-        self.temp = final.parent / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
-        flags = (
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-        )
+        self.version = uuid.uuid4().hex
+        self.temp = temp_dir / self.version
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
         try:
-            self._fd: int | None = os.open(self.temp, flags, 0o600)
+            self._fd: int | None = os.open(self.temp, flags | getattr(os, "O_BINARY", 0), 0o600)
         except OSError as error:
             raise StorageError(f"cannot create {self.temp}: {error}") from None
         self._decryptor = CbcDecryptor(aes_key)
@@ -161,8 +175,11 @@ class Upload:
         return self._cksum.value
 
     def commit(self) -> None:
-        """Rename the finished temp file over the final name and make the rename durable."""
+        """Create the client folder if needed, rename the temp file over the final name, make it durable."""
         try:
+            if not self.final.parent.is_dir():
+                self.final.parent.mkdir(mode=0o700)
+                _fsync_dir(self.final.parent.parent)
             os.replace(self.temp, self.final)
             _fsync_dir(self.final.parent)
         except OSError as error:
@@ -183,7 +200,7 @@ class Upload:
 
 
 def _fsync_dir(folder: Path) -> None:
-    if os.name != "posix":  # pragma: no cover - directories cannot be opened on Windows
+    if os.name != "posix":  # pragma: no cover - folders cannot be opened on Windows
         return
     fd = os.open(folder, os.O_RDONLY)
     try:

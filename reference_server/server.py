@@ -10,9 +10,6 @@ import threading
 import uuid
 from pathlib import Path
 
-from backupproto.engine import ServerConnection
-from backupproto.events import ServerError
-
 from .config import ServerConfig
 from .errors import ReferenceServerError, StartupError
 from .files import FileStore
@@ -45,8 +42,11 @@ class Server:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.data_dir = prepare_data_dir(config.data_dir)
-        self.store = Store(self.data_dir / DB_NAME)
-        self.files = FileStore(self.data_dir)
+        try:
+            self.files = FileStore(self.data_dir)
+            self.store = Store(self.data_dir / DB_NAME)
+        except ReferenceServerError as error:
+            raise StartupError(str(error)) from None
         self._listener: socket.socket | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = threading.Event()
@@ -121,21 +121,10 @@ class Server:
         thread.start()
 
     def _refuse(self, sock: socket.socket, peer: str) -> None:
-        """Beyond --max-connections: answer 2107 at once and close, without reading anything."""
+        """Beyond --max-connections: close at once without reading anything (spec 10)."""
         self._refused_total += 1
-        log.warning(
-            "%s: refused: %d connections open (--max-connections) -> 2107 SERVER_ERROR",
-            peer,
-            self.config.max_connections,
-        )
-        try:
-            sock.setblocking(False)
-            sock.send(ServerConnection().send(ServerError()))
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        finally:
-            sock.close()
+        log.warning("%s: refused: %d connections open (--max-connections)", peer, self.config.max_connections)
+        sock.close()
 
     def _run(self, session: Session) -> None:
         try:

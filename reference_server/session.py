@@ -50,7 +50,7 @@ from .store import Store
 RECV_SIZE: Final = 256 * 1024
 """Bytes asked of each recv(): the most content held in memory per connection, about."""
 LINGER_SECONDS: Final = 2.0
-LINGER_BYTES: Final = 16 * 1024 * 1024
+LINGER_BYTES: Final = 64 * 1024
 """After 2107 the server half-closes and discards what still arrives for this long / this much,
 so the client reads the 2107 instead of a connection reset."""
 
@@ -69,6 +69,8 @@ class Session:
         self.engine = ServerConnection(max_content_size=config.max_file_size)
         self.aes_key: bytes | None = None
         self.upload: Upload | None = None
+        self.written_version: str | None = None
+        """The version of the file this connection wrote last (1104 verifies only that one)."""
         self.interrupted = False
         self._partial = False  # bytes of a message have arrived that no event completed yet
 
@@ -289,17 +291,13 @@ class Session:
         assert upload is not None and request is not None
         try:
             crc = upload.finish()
-            self.store.put_file(request.client_id, request.file_name, upload.path_name)
-            try:
-                upload.commit()
-            except ReferenceServerError:
-                if not upload.final.exists():
-                    self.store.forget_file(request.client_id, request.file_name)
-                raise
+            self.store.put_file(request.client_id, request.file_name, upload.path_name, upload.version)
+            upload.commit()
         except Exception:
             self._drop_upload()
             raise
         self.upload = None
+        self.written_version = upload.version
         self._log(
             request, f"2103 FILE_RECEIVED: {upload.size} bytes, cksum {crc}, stored as {upload.path_name}"
         )
@@ -307,11 +305,13 @@ class Session:
 
     def _verdict(self, request: CrcOk | CrcGiveUp) -> Response:
         client_id = self._known_client(request)
-        if self.store.file(client_id, request.file_name) is None:
-            raise RequestRefused(f"no stored file named {request.file_name!r}")
-        verified = isinstance(request, CrcOk)
-        self.store.set_verified(client_id, request.file_name, verified)
-        self._log(request, "2104 ACKNOWLEDGED: " + ("verified" if verified else "kept unverified"))
+        if isinstance(request, CrcOk):
+            record = self.store.set_verified(client_id, request.file_name, True, self.written_version)
+            outcome = "verified" if record else "left unverified: replaced since by another connection"
+        else:
+            self.store.touch(client_id)
+            outcome = "kept unverified"
+        self._log(request, f"2104 ACKNOWLEDGED: {outcome}")
         return Acknowledged(client_id)
 
     def _log(self, request: Request, outcome: str) -> None:

@@ -39,8 +39,8 @@ CREATE TABLE IF NOT EXISTS files (
 
 
 def utc_now() -> str:
-    """The current time as ISO-8601 UTC with seconds, as stored in clients.LastSeen."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    """The current UTC time as 'YYYY-MM-DD HH:MM:SS' (ISO-8601 with a space), as in clients.LastSeen."""
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,8 @@ class FileRecord:
     path_name: str
     """Relative to the data folder, '/'-separated: '<client id hex>/<stored name>'."""
     verified: bool
+    version: str = ""
+    """Which upload wrote the stored bytes (in memory only): 1104 verifies only its own version."""
 
 
 class Store:
@@ -178,7 +180,7 @@ class Store:
             self._write([("UPDATE clients SET LastSeen = ? WHERE ID = ?", (now, client_id))])
             self._clients[client_id] = replace(self._clients[client_id], last_seen=now)
 
-    def put_file(self, client_id: bytes, file_name: str, path_name: str) -> FileRecord:
+    def put_file(self, client_id: bytes, file_name: str, path_name: str, version: str) -> FileRecord:
         """Record a newly received version of a file: Verified=0 (replaces an older row)."""
         with self._lock:
             now = utc_now()
@@ -192,14 +194,20 @@ class Store:
                     ("UPDATE clients SET LastSeen = ? WHERE ID = ?", (now, client_id)),
                 ]
             )
-            record = FileRecord(client_id, file_name, path_name, False)
+            record = FileRecord(client_id, file_name, path_name, False, version)
             self._files[(client_id, file_name)] = record
             self._clients[client_id] = replace(self._clients[client_id], last_seen=now)
             return record
 
-    def set_verified(self, client_id: bytes, file_name: str, verified: bool) -> FileRecord:
-        """Set a file's Verified flag; refresh LastSeen."""
+    def set_verified(
+        self, client_id: bytes, file_name: str, verified: bool, version: str | None = None
+    ) -> FileRecord | None:
+        """Set a file's Verified flag and refresh LastSeen; None (nothing changed) if the file is gone or
+        `version` is given and another upload has replaced that version since."""
         with self._lock:
+            current = self._files.get((client_id, file_name))
+            if current is None or (version is not None and current.version != version):
+                return None
             now = utc_now()
             self._write(
                 [
@@ -214,9 +222,3 @@ class Store:
             self._files[(client_id, file_name)] = record
             self._clients[client_id] = replace(self._clients[client_id], last_seen=now)
             return record
-
-    def forget_file(self, client_id: bytes, file_name: str) -> None:
-        """Delete a file's row (used by startup repair when its file is gone)."""
-        with self._lock:
-            self._write([("DELETE FROM files WHERE ID = ? AND FileName = ?", (client_id, file_name))])
-            self._files.pop((client_id, file_name), None)

@@ -1,0 +1,181 @@
+"""A small blocking test client: a socket plus backupproto.engine.ClientConnection (no hand-made bytes)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from backupproto.cksum import Cksum
+from backupproto.crypto import CbcEncryptor, RsaKey, encrypted_size, public_key_der, unwrap_aes_key
+from backupproto.engine import ClientConnection
+from backupproto.events import (
+    NEED_DATA,
+    AesKey,
+    Acknowledged,
+    ConnectionClosed,
+    CrcGiveUp,
+    CrcOk,
+    CrcRetry,
+    FileChunk,
+    FileEnd,
+    FileReceived,
+    Reconnect,
+    ReconnectApproved,
+    Register,
+    Registered,
+    Request,
+    Response,
+    SendFile,
+    SendPublicKey,
+)
+
+TIMEOUT = 20.0
+CHUNK = 1 << 20
+
+
+class TestClient:
+    """One connection to a server; each method sends a request and returns the response event."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, address: tuple[str, int], timeout: float = TIMEOUT) -> None:
+        self.sock = socket.create_connection(address, timeout=timeout)
+        self.conn = ClientConnection()
+        self.client_id = bytes(16)
+        self.aes_key: bytes | None = None
+
+    def __enter__(self) -> TestClient:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, event: Request | FileChunk | FileEnd) -> None:
+        self.sock.sendall(self.conn.send(event))
+
+    def receive(self) -> Response | ConnectionClosed:
+        """The next response, or ConnectionClosed; RemoteProtocolError if it is malformed."""
+        while True:
+            event = self.conn.next_event()
+            if event is not NEED_DATA:
+                assert isinstance(event, Response | ConnectionClosed), event
+                return event
+            try:
+                data = self.sock.recv(65536)
+            except ConnectionResetError:
+                data = b""
+            self.conn.receive_data(data)
+
+    def request(self, event: Request) -> Response | ConnectionClosed:
+        self.send(event)
+        return self.receive()
+
+    # -- flows ------------------------------------------------------------------------------
+
+    def register(self, name: str) -> Response | ConnectionClosed:
+        response = self.request(Register(bytes(16), name))
+        if isinstance(response, Registered):
+            self.client_id = response.client_id
+        return response
+
+    def send_public_key(self, name: str, key: RsaKey) -> Response | ConnectionClosed:
+        response = self.request(SendPublicKey(self.client_id, name, public_key_der(key)))
+        if isinstance(response, AesKey):
+            self.aes_key = unwrap_aes_key(key, response.encrypted_aes_key)
+        return response
+
+    def reconnect(self, name: str, key: RsaKey) -> Response | ConnectionClosed:
+        response = self.request(Reconnect(self.client_id, name))
+        if isinstance(response, ReconnectApproved):
+            self.aes_key = unwrap_aes_key(key, response.encrypted_aes_key)
+        return response
+
+    def new_client(self, name: str, key: RsaKey) -> bytes:
+        """Register and send the key; the AES key is kept. Returns the client id."""
+        assert isinstance(self.register(name), Registered)
+        assert isinstance(self.send_public_key(name, key), AesKey)
+        return self.client_id
+
+    def send_file(
+        self, file_name: str, data: bytes | Path, *, key: bytes | None = None
+    ) -> Response | ConnectionClosed:
+        """Encrypt (streaming) and send one file; returns 2103 (or whatever came)."""
+        aes_key = key or self.aes_key
+        assert aes_key is not None
+        size = data.stat().st_size if isinstance(data, Path) else len(data)
+        self.send(SendFile(self.client_id, encrypted_size(size), file_name))
+        encryptor = CbcEncryptor(aes_key)
+        for chunk in _chunks(data):
+            self.send(FileChunk(encryptor.update(chunk)))
+        self.send(FileChunk(encryptor.finalize()))
+        self.send(FileEnd())
+        return self.receive()
+
+    def backup(self, file_name: str, data: bytes) -> FileReceived:
+        """Send a file, check the CRC, confirm with 1104; returns the 2103."""
+        received = self.send_file(file_name, data)
+        assert isinstance(received, FileReceived), received
+        assert received.cksum == Cksum(data).value
+        assert isinstance(self.request(CrcOk(self.client_id, file_name)), Acknowledged)
+        return received
+
+    def crc_ok(self, file_name: str) -> Response | ConnectionClosed:
+        return self.request(CrcOk(self.client_id, file_name))
+
+    def crc_retry(self, file_name: str) -> None:
+        self.send(CrcRetry(self.client_id, file_name))
+
+    def crc_give_up(self, file_name: str) -> Response | ConnectionClosed:
+        return self.request(CrcGiveUp(self.client_id, file_name))
+
+
+def _chunks(data: bytes | Path) -> Any:
+    if isinstance(data, Path):
+        with data.open("rb") as stream:
+            while chunk := stream.read(CHUNK):
+                yield chunk
+    else:
+        for start in range(0, len(data), CHUNK):
+            yield data[start : start + CHUNK]
+
+
+def raw_exchange(address: tuple[str, int], data: bytes, timeout: float = 10.0) -> bytes:
+    """Send raw bytes, half-close, and return all the server sends until it closes (bounded)."""
+    deadline = time.monotonic() + timeout
+    received = b""
+    with socket.create_connection(address, timeout=timeout) as sock:
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the server may have closed already
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            received += chunk
+    return received
+
+
+def read_until_closed(sock: socket.socket, timeout: float = 10.0) -> bytes:
+    """All bytes the server sends until it closes the connection (bounded by `timeout`)."""
+    sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    received = b""
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        received += chunk
+    return received
