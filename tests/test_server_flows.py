@@ -7,6 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers.client import TestClient
+from helpers.db import client_row, file_rows
+from helpers.keys import rsa_key
+from helpers.server_process import ServerProcess
+
 from backupproto.cksum import Cksum
 from backupproto.crypto import public_key_der
 from backupproto.events import (
@@ -21,10 +26,6 @@ from backupproto.events import (
     SendPublicKey,
     ServerError,
 )
-from helpers.client import TestClient
-from helpers.db import client_row, file_rows
-from helpers.keys import rsa_key
-from helpers.server_process import ServerProcess
 
 
 def gnu_cksum(path: Path) -> int:

@@ -12,8 +12,8 @@ from backupproto.crypto import CbcEncryptor, RsaKey, encrypted_size, public_key_
 from backupproto.engine import ClientConnection
 from backupproto.events import (
     NEED_DATA,
-    AesKey,
     Acknowledged,
+    AesKey,
     ConnectionClosed,
     CrcGiveUp,
     CrcOk,
