@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run a batch backup; return the exit status."""
     args = build_parser().parse_args(argv)
     if args.retries < 0:
-        print("error: --retries must be 0 or more", file=sys.stderr)
+        print("Fatal: --retries must be 0 or more", file=sys.stderr)
         return EXIT_CONFIG
     reporter = ConsoleReporter(sys.stdout, sys.stderr, terminal=sys.stderr.isatty(), quiet=args.quiet)
     try:
@@ -95,13 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         results = client.backup_many(info.files)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"Fatal: {error}", file=sys.stderr)
         return EXIT_CONFIG
     except FatalError as error:
         print(f"Fatal: {error}", file=sys.stderr)
         return EXIT_FATAL
     except ClientError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"Fatal: {error}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -223,8 +223,14 @@ def read_identity(path: Path) -> Identity:
 
 
 def read_private_key_file(path: Path) -> RsaKey:
-    """Read priv.key (base64 of the PKCS#8 DER, on one or more lines)."""
-    return _read_key_lines(path, _read_lines(path), first=1)
+    """Read priv.key: base64 of the PKCS#8 (or PKCS#1) DER on one or more lines, or PEM."""
+    lines = _read_lines(path)
+    if lines and lines[0].strip().startswith("-----BEGIN"):
+        try:
+            return import_private_key("\n".join(lines))
+        except CryptoError as error:
+            raise ConfigError(path, 1, f"private key: {error.detail}") from None
+    return _read_key_lines(path, lines, first=1)
 
 
 def _read_key_lines(path: Path, lines: list[str], first: int) -> RsaKey:

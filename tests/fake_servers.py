@@ -4,23 +4,16 @@ backupproto.engine.ServerConnection, each misbehaving in one way the protocol kn
 `FakeServer` is a correct in-memory server (real RSA/AES/cksum); subclasses override one hook:
 `CorruptCrcServer` (2103 carries a wrong cksum), `ErrorServer` (2107 to everything),
 `FlakyServer` (2107 to the first N requests), `DenyReconnectServer` (2106 to every 1102),
-`HangUpServer` (closes without answering), `SilentServer` (never answers). `start_reference_server`
-runs the real reference server as a subprocess (when the shared conftest fixture is absent).
+`HangUpServer` (closes without answering), `SilentServer` (never answers).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 import socket
-import subprocess
-import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from backupproto.cksum import Cksum
@@ -297,42 +290,3 @@ class SilentServer(FakeServer):
                 sock.settimeout(0.05)
                 if sock.recv(65536) == b"":
                     return
-
-
-# --- the real reference server as a subprocess ----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunningServer:
-    """Where a reference server listens (the fields of the shared `reference_server` fixture)."""
-
-    host: str
-    port: int
-    data_dir: Path
-
-
-@contextlib.contextmanager
-def start_reference_server(data_dir: Path, *extra: str) -> Iterator[RunningServer]:
-    """`python -m reference_server --port 0 --data-dir DIR`, until the block ends."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "reference_server", "--port", "0", "--data-dir", str(data_dir), *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.fullmatch(r"listening on (\S+):(\d+)\s*", line)
-        if not match:
-            raise RuntimeError(f"reference server did not start: {line!r}")
-        yield RunningServer(match[1], int(match[2]), data_dir)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
