@@ -11,7 +11,7 @@ from enum import IntEnum
 
 
 class RequestCode(IntEnum):
-    """Request codes of version 3 (spec section 5)."""
+    """Request codes of version 3 (spec section 4)."""
 
     REGISTER = 1100
     SEND_PUBLIC_KEY = 1101
@@ -23,7 +23,7 @@ class RequestCode(IntEnum):
 
 
 class ResponseCode(IntEnum):
-    """Response codes of version 3 (spec section 6)."""
+    """Response codes of version 3 (spec section 5)."""
 
     REGISTERED = 2100
     REGISTRATION_FAILED = 2101
