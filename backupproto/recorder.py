@@ -178,7 +178,7 @@ class _Decryption:
         self.session = session
         self.out_dir = out_dir
         self.client_dir = client_dir
-        self._key: crypto.RsaKey | None = None
+        self._keys: list[crypto.RsaKey] | None = None
         self._key_error: str | None = None
         self._public_keys: list[bytes] = []
 
@@ -202,34 +202,40 @@ class _Decryption:
                 else:
                     self._decrypt(message, aes_key)
 
-    def _private_key(self) -> crypto.RsaKey | None:
-        if self._key is not None or self._key_error is not None:
-            return self._key
+    def _private_keys(self) -> list[crypto.RsaKey]:
+        if self._keys is not None:
+            return self._keys
         if self.client_dir is None:
             self._key_error = "recorded without --client-dir: the client's private key is unknown"
-            return None
+            self._keys = []
+            return self._keys
         deadline = time.monotonic() + KEY_WAIT_SECONDS
         while True:
-            key, error = _read_client_key(self.client_dir, self._public_keys)
-            if key is not None or time.monotonic() >= deadline:
+            keys, error = _read_client_keys(self.client_dir, self._public_keys)
+            if keys or time.monotonic() >= deadline:
                 break
             time.sleep(0.05)
-        self._key, self._key_error = key, error
-        return key
+        self._keys, self._key_error = keys, error
+        return keys
 
     def _unwrap(self, fields: dict[str, Any]) -> tuple[bytes | None, str]:
-        key = self._private_key()
-        if key is None:
+        keys = self._private_keys()
+        if not keys:
             return None, self._key_error or "no private key"
-        try:
-            aes_key = crypto.unwrap_aes_key(key, bytes.fromhex(fields["encrypted_aes_key"]))
-        except CryptoError as error:
-            return None, f"the client's private key does not unwrap the AES key: {error}"
-        der = base64.b64encode(crypto.export_private_key(key)).decode("ascii")
-        client_id = fields["client_id"]
-        if all(c.client_id != client_id for c in self.session.clients):
-            self.session.clients.append(ClientKey(client_id, der, _name_of(self.session, client_id)))
-        return aes_key, ""
+        wrapped = bytes.fromhex(fields["encrypted_aes_key"])
+        errors = []
+        for key in keys:
+            try:
+                aes_key = crypto.unwrap_aes_key(key, wrapped)
+            except CryptoError as error:
+                errors.append(str(error))
+                continue
+            der = base64.b64encode(crypto.export_private_key(key)).decode("ascii")
+            client_id = fields["client_id"]
+            if all(c.client_id != client_id for c in self.session.clients):
+                self.session.clients.append(ClientKey(client_id, der, _name_of(self.session, client_id)))
+            return aes_key, ""
+        return None, "no private key in --client-dir unwraps the AES key: " + "; ".join(errors)
 
     def _decrypt(self, message: Message, aes_key: bytes) -> None:
         content = message.content
@@ -276,35 +282,46 @@ def _name_of(session: Session, client_id: str) -> str | None:
     return None
 
 
-def _read_client_key(folder: Path, public_keys: list[bytes]) -> tuple[crypto.RsaKey | None, str | None]:
-    """The key in priv.key (or me.info from line 3); it must match the 1101's public key if one passed."""
-    candidates: list[str] = []
+def _read_client_keys(folder: Path, public_keys: list[bytes]) -> tuple[list[crypto.RsaKey], str | None]:
+    """The private keys in priv.key / me.info of `folder` and of its direct sub-folders (one client
+    folder each); if a 1101 passed, only the key that belongs to its public key."""
+    keys: list[crypto.RsaKey] = []
     errors: list[str] = []
-    priv = folder / "priv.key"
-    me = folder / "me.info"
-    try:
-        candidates.append(priv.read_text(encoding="ascii"))
-    except (OSError, UnicodeDecodeError) as error:
-        errors.append(f"{priv}: {error}")
-    try:
-        lines = me.read_text(encoding="ascii").splitlines()
-        if len(lines) >= 3:
-            candidates.append("".join(lines[2:]))
-        else:
-            errors.append(f"{me}: no private key line")
-    except (OSError, UnicodeDecodeError) as error:
-        errors.append(f"{me}: {error}")
-    for text in candidates:
+    folders = [folder, *sorted(p for p in folder.iterdir() if p.is_dir())] if folder.is_dir() else [folder]
+    for place in folders:
+        for text, origin in _key_texts(place, errors):
+            try:
+                key = crypto.import_private_key(text)
+            except BackupProtoError as error:
+                errors.append(f"{origin}: {error}")
+                continue
+            if public_keys and crypto.public_key_der(key) not in public_keys:
+                errors.append(f"{origin}: not the key of the public key sent in 1101")
+                continue
+            if all(key != known for known in keys):
+                keys.append(key)
+    return keys, None if keys else "no usable private key in --client-dir: " + "; ".join(errors)
+
+
+def _key_texts(place: Path, errors: list[str]) -> list[tuple[str, Path]]:
+    """The base64 private key texts of one client folder: priv.key, and me.info from line 3."""
+    texts: list[tuple[str, Path]] = []
+    priv, me = place / "priv.key", place / "me.info"
+    if priv.exists():
         try:
-            key = crypto.import_private_key(text)
-        except BackupProtoError as error:
-            errors.append(str(error))
-            continue
-        if public_keys and crypto.public_key_der(key) not in public_keys:
-            errors.append(f"the private key in {folder} does not belong to the public key sent in 1101")
-            continue
-        return key, None
-    return None, "no usable private key in --client-dir: " + "; ".join(errors)
+            texts.append((priv.read_text(encoding="ascii"), priv))
+        except (OSError, UnicodeDecodeError) as error:
+            errors.append(f"{priv}: {error}")
+    if me.exists():
+        try:
+            lines = me.read_text(encoding="ascii").splitlines()
+            if len(lines) >= 3:
+                texts.append(("".join(lines[2:]), me))
+        except (OSError, UnicodeDecodeError) as error:
+            errors.append(f"{me}: {error}")
+    if not texts:
+        errors.append(f"{place}: no priv.key or me.info")
+    return texts
 
 
 # --- the proxy -----------------------------------------------------------------------------

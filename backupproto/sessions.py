@@ -12,7 +12,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
@@ -158,6 +158,30 @@ class Session:
                     "lets the recorder keep the plaintext)"
                 )
         return reasons
+
+
+def join(name: str, parts: list[Session], description: str = "") -> Session:
+    """One session of several recorded ones, played one after the other (connections renumbered)."""
+    messages: list[Message] = []
+    clients: list[ClientKey] = []
+    connection = 0
+    offset = 0.0
+    for part in parts:
+        numbers: dict[int, int] = {}
+        for message in part.messages:
+            if message.connection not in numbers:
+                numbers[message.connection] = connection
+                connection += 1
+            copy = replace(
+                message, index=len(messages), connection=numbers[message.connection], t=offset + message.t
+            )
+            messages.append(copy)
+        offset = messages[-1].t if messages else offset
+        for client in part.clients:
+            if all(known.client_id != client.client_id for known in clients):
+                clients.append(client)
+    recorded = dict(parts[0].recorded) if parts else {}
+    return Session(name=name, messages=messages, description=description, clients=clients, recorded=recorded)
 
 
 # --- decoding for the file -----------------------------------------------------------------
