@@ -1,0 +1,224 @@
+"""Building blocks of the cases: names, keys, registration, key exchange, file transfer, probes."""
+
+from __future__ import annotations
+
+import functools
+import random
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from Crypto.Cipher import PKCS1_OAEP
+from Crypto.Hash import SHA1
+from Crypto.PublicKey.RSA import RsaKey
+
+from backupproto.cksum import Cksum
+from backupproto.crypto import encrypted_size, generate_private_key, public_key_der
+from backupproto.errors import CryptoError
+from backupproto.events import (
+    Acknowledged,
+    AesKey,
+    CrcOk,
+    FileReceived,
+    ReconnectApproved,
+    Register,
+    Registered,
+    SendPublicKey,
+)
+
+from .case import CaseContext, Wire
+from .diagnose import explain_crc
+
+ZERO_ID = bytes(16)
+
+
+def unique_name(tag: str = "c") -> str:
+    """A client or file name no earlier run used: ``cf-<tag>-<random hex>``."""
+    return f"cf-{tag}-{uuid.uuid4().hex[:16]}"
+
+
+@functools.cache
+def client_key() -> RsaKey:
+    """One RSA-1024 e=17 key for every client of the run (the server does not care)."""
+    return generate_private_key()
+
+
+def unwrap_sha1(wire: Wire, key: RsaKey, wrapped: bytes, what: str) -> bytes:
+    """The AES key, unwrapped with OAEP SHA-1 as spec 7.2 requires the server to wrap it."""
+    if len(wrapped) != key.size_in_bytes():
+        wire.fail(
+            f"{what}: encrypted_aes_key of {key.size_in_bytes()} bytes (the RSA-1024 modulus size, spec 5)",
+            f"{len(wrapped)} bytes",
+        )
+    try:
+        aes_key: bytes = PKCS1_OAEP.new(key, hashAlgo=SHA1).decrypt(wrapped)
+    except ValueError:
+        hint = "it does not decrypt with RSA-OAEP SHA-1/MGF1-SHA-1"
+        from backupproto.crypto import unwrap_aes_key
+
+        try:
+            unwrap_aes_key(key, wrapped)
+            hint += (
+                "; it does decrypt with OAEP SHA-256: the server wraps with SHA-256 (spec 7.2: MUST SHA-1)"
+            )
+        except CryptoError:
+            hint += " nor with SHA-256 (wrong key, wrong padding scheme, or garbage)"
+        wire.fail(f"{what}: an AES key wrapped with RSA-OAEP SHA-1 to our public key (spec 7.2)", hint)
+    if len(aes_key) != 16:
+        wire.fail(
+            f"{what}: a 16-byte AES-128 key inside the OAEP wrapping (spec 7.2)", f"{len(aes_key)} bytes"
+        )
+    return aes_key
+
+
+def register(wire: Wire, name: str | None = None) -> tuple[bytes, str]:
+    """1100 -> 2100; returns (client_id, name)."""
+    name = name or unique_name()
+    reply = wire.request(Register(ZERO_ID, name), Registered)
+    if reply.client_id == ZERO_ID:
+        wire.fail("2100 REGISTERED with a fresh client id (spec 4.1)", "an all-zero client_id")
+    return reply.client_id, name
+
+
+def send_key(wire: Wire, client_id: bytes, name: str) -> bytes:
+    """1101 -> 2102; returns the unwrapped AES key."""
+    key = client_key()
+    reply = wire.request(SendPublicKey(client_id, name, public_key_der(key)), AesKey)
+    return unwrap_sha1(wire, key, reply.encrypted_aes_key, "2102 AES_KEY")
+
+
+@dataclass
+class Session:
+    """A keyed connection: the wire, the client's id and name, the session's AES key."""
+
+    wire: Wire
+    client_id: bytes
+    name: str
+    aes_key: bytes
+
+
+def keyed_session(context: CaseContext, label: str | None = None) -> Session:
+    """A new connection that registered a new client and exchanged keys (state KEYED)."""
+    wire = context.connect(label)
+    client_id, name = register(wire)
+    return Session(wire, client_id, name, send_key(wire, client_id, name))
+
+
+def reconnect_key(wire: Wire, reply: ReconnectApproved) -> bytes:
+    """The AES key of a 2105."""
+    return unwrap_sha1(wire, client_key(), reply.encrypted_aes_key, "2105 RECONNECT_APPROVED")
+
+
+def payload(size: int, seed: int) -> bytes:
+    """`size` deterministic pseudo-random bytes."""
+    return random.Random(seed).randbytes(size)
+
+
+def payload_chunks(size: int, seed: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """`size` pseudo-random bytes in chunks (constant memory)."""
+    rng = random.Random(seed)
+    left = size
+    while left > 0:
+        piece = min(chunk, left)
+        yield rng.randbytes(piece)
+        left -= piece
+
+
+def gnu_cksum(chunks: Iterator[bytes] | list[bytes]) -> int:
+    """The CRC printed by the real ``cksum`` binary for the concatenated chunks (streamed to it)."""
+    try:
+        process = subprocess.Popen(["cksum"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    except FileNotFoundError:  # pragma: no cover - every POSIX system has cksum
+        summer = Cksum()
+        for chunk in chunks:
+            summer.update(chunk)
+        return summer.value
+    assert process.stdin is not None and process.stdout is not None
+    for chunk in chunks:
+        process.stdin.write(chunk)
+    process.stdin.close()
+    output = process.stdout.read().decode("ascii")
+    process.wait(30)
+    return int(output.split()[0])
+
+
+def check_file_received(
+    session: Session,
+    reply: FileReceived,
+    file_name: str,
+    plain_size: int,
+    expected_crc: int,
+    plaintext: bytes | None,
+) -> None:
+    """2103's fields against the request: content_size (encrypted), file_name, cksum (GNU cksum)."""
+    wire = session.wire
+    content_size = encrypted_size(plain_size)
+    if reply.content_size != content_size:
+        hint = ""
+        if reply.content_size == plain_size:
+            hint = "it equals the PLAINTEXT size: content_size must repeat the encrypted size of the 1103"
+        wire.fail(
+            f"2103 FILE_RECEIVED with content_size {content_size} (the 1103's, the encrypted size; spec 5.4)",
+            f"content_size {reply.content_size} (plaintext: {plain_size} bytes)",
+            hint=hint,
+        )
+    if reply.file_name != file_name:
+        wire.fail(
+            f"2103 FILE_RECEIVED with file_name {file_name!r} (spec 5.4)", f"file_name {reply.file_name!r}"
+        )
+    if reply.cksum != expected_crc:
+        hint = explain_crc(reply.cksum, plaintext, session.aes_key) if plaintext is not None else ""
+        wire.fail(
+            f"2103 cksum {expected_crc} (0x{expected_crc:08x}): GNU `cksum` of the "
+            f"{plain_size}-byte plaintext (spec 6)",
+            f"cksum {reply.cksum} (0x{reply.cksum:08x})",
+            hint=hint or "the value matches none of the known wrong algorithms",
+        )
+
+
+def send_and_check(session: Session, file_name: str, plaintext: bytes) -> FileReceived:
+    """1103 of `plaintext` -> 2103, checked against GNU cksum."""
+    crc = gnu_cksum([plaintext])
+    session.wire.send_file(session.client_id, file_name, plaintext, session.aes_key)
+    reply = session.wire.expect(FileReceived, client_id=session.client_id, waiting_for="2103 FILE_RECEIVED")
+    check_file_received(session, reply, file_name, len(plaintext), crc, plaintext)
+    return reply
+
+
+def confirm(session: Session, file_name: str) -> None:
+    """1104 -> 2104."""
+    session.wire.request(CrcOk(session.client_id, file_name), Acknowledged)
+
+
+def probe(context: CaseContext, after: str) -> None:
+    """A fresh client registers: the server still serves after `after` (spec 9.1)."""
+    try:
+        socket.create_connection(tuple(context.target), timeout=context.timeout_s).close()
+    except OSError as error:
+        context.fail(
+            f"a fresh client can connect and register after {after} (spec 9.1: a failure on one "
+            "connection MUST NOT affect other connections, and the server keeps listening)",
+            f"connect failed: {error}",
+            hint="the server seems to have died or stopped listening",
+        )
+    wire = context.connect("sanity probe")
+    name = unique_name("probe")
+    try:
+        wire.send(Register(ZERO_ID, name))
+        received = wire.receive(waiting_for="2100 REGISTERED for a fresh client (sanity probe)")
+    except Exception as error:
+        if type(error).__name__ == "Closed":
+            wire.fail(
+                f"a fresh client can still register after {after} (spec 9.1: a failure on one connection "
+                "MUST NOT affect other connections)",
+                "the server closed the probe's connection without a response",
+            )
+        raise
+    if not isinstance(received.event, Registered):
+        wire.fail(
+            f"a fresh client can still register after {after} (spec 9.1)",
+            f"{type(received.event).__name__} ({int(received.event.code)})",
+        )
+    wire.close()
