@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -25,6 +26,8 @@ FORMAT: Final = "backupproto-session"
 FORMAT_VERSION: Final = 1
 INLINE_LIMIT: Final = 64 * 1024
 """Content up to this size is kept inside the session file (base64); larger goes to a side file."""
+NAME_PATTERN: Final = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+"""Session names: they become conformance case ids (15-replay-NAME)."""
 DEFAULT_VARIABLES: Final = ("client_id", "encrypted_aes_key", "content", "name")
 """What a replayer treats as variable unless a session says otherwise (spec/sessions.md 4)."""
 
@@ -533,13 +536,15 @@ def from_json(document: Any, base_dir: Path | None = None) -> Session:
             f"format_version {version} is not supported", where="session", expected=str(FORMAT_VERSION)
         )
     name = _require(document, "name", str, "session")
+    if not NAME_PATTERN.match(name):
+        raise SessionError(f"name {name!r}", where="name", expected="lower-case words joined by '-' (a case id)")
     variables = document.get("variables", list(DEFAULT_VARIABLES))
     unknown = set(variables) - set(DEFAULT_VARIABLES)
     if unknown:
         raise SessionError(f"unknown variables {sorted(unknown)}", where="variables")
     level = document.get("level", "MUST")
-    if level not in ("MUST", "SHOULD", "MAY"):
-        raise SessionError(f"level {level!r}", where="level", expected="MUST, SHOULD or MAY")
+    if level not in ("MUST", "SHOULD", "INFO"):
+        raise SessionError(f"level {level!r}", where="level", expected="MUST, SHOULD or INFO")
     clients = []
     for number, item in enumerate(document.get("clients", [])):
         where = f"clients[{number}]"
