@@ -75,8 +75,19 @@ class Channel:
         except OSError as error:
             self._explain_write_failure(error)
 
-    def receive(self) -> Response:
-        """The next response; raises on 2107, on a closed connection, a timeout or bad bytes."""
+    def receive(self, timeout: float | None = None) -> Response:
+        """The next response; raises on 2107, on a closed connection, a timeout or bad bytes.
+
+        `timeout` replaces the read timeout for this wait (a large file's 2103 comes late)."""
+        if timeout is not None:
+            self.sock.settimeout(timeout)
+        try:
+            return self._receive(timeout or self.read_timeout)
+        finally:
+            if timeout is not None:
+                self.sock.settimeout(self.read_timeout)
+
+    def _receive(self, timeout: float) -> Response:
         connection = self.connection
         while True:
             try:
@@ -89,14 +100,14 @@ class Channel:
                 return event
             if event is not NEED_DATA:
                 raise ProtocolFailure(f"the server closed the connection instead of answering ({event})")
-            connection.receive_data(self._recv())
+            connection.receive_data(self._recv(timeout))
 
-    def _recv(self) -> bytes:
+    def _recv(self, timeout: float) -> bytes:
         try:
             return self.sock.recv(RECEIVE_SIZE)
         except TimeoutError:
             raise ConnectionFailed(
-                f"no response from {self.server} within {self.read_timeout:g} s (read timeout)"
+                f"no response from {self.server} within {timeout:g} s (read timeout)"
             ) from None
         except OSError as error:
             raise ConnectionFailed(f"connection to {self.server} lost: {_reason(error)}") from None

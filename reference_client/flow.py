@@ -74,6 +74,8 @@ CHUNK_SIZE: Final = 1 << 20
 MAX_SENDS: Final = 3
 """Sends of one file in total (the first and two resends after 1105), then 1106."""
 SERVER_ERROR_LINE: Final = "server responded with an error"
+SERVER_FLUSH_RATE: Final = 20 * (1 << 20)
+"""Bytes per second a server is assumed to flush a received file at before its 2103 (spec 2.4)."""
 
 
 class _KeyOfferRefused(RetryableError):
@@ -303,7 +305,8 @@ class BackupClient:
                 return refused
             assert sent is not None
             self._step = f"waiting for the CRC of {file_name} (2103)"
-            server_crc = _check(channel.receive(), FileReceived).cksum
+            wait = self.read_timeout + sent.size / SERVER_FLUSH_RATE
+            server_crc = _check(channel.receive(timeout=wait), FileReceived).cksum
             self._step = f"settling the CRC of {file_name}"
             if not sent.changed and server_crc == sent.crc:
                 _check(channel.request(CrcOk(session.client_id, file_name)), Acknowledged)
