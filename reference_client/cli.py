@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from backupproto.errors import BackupProtoError
+
 from .config import TRANSFER_INFO, load_transfer_info
 from .errors import ClientError, ConfigError, FatalError
 from .flow import BackupClient
@@ -103,6 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClientError as error:
         print(f"Fatal: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    except BackupProtoError as error:  # a bug of this client: say so plainly
+        print(f"Fatal: internal error of backup-client: {error}", file=sys.stderr)
+        return EXIT_FATAL
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

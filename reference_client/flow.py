@@ -198,7 +198,13 @@ class BackupClient:
         if self._identity_loaded:
             return
         me_info = self.state_dir / ME_INFO
-        if me_info.exists():
+        if not me_info.exists():
+            # registering writes me.info: find out now, not after the server took the name
+            if not self.state_dir.is_dir() or not os.access(self.state_dir, os.W_OK | os.X_OK):
+                raise ConfigError(
+                    self.state_dir, None, f"folder is not writable; {ME_INFO} must be saved here"
+                )
+        else:
             identity = read_identity(me_info)
             if identity.name != self.name:
                 self.reporter.warning(
@@ -269,7 +275,14 @@ class BackupClient:
             )
         registered = _check(response, Registered)
         identity = Identity(self.name, registered.client_id, generate_private_key())
-        write_identity(self.state_dir, identity)
+        try:
+            write_identity(self.state_dir, identity)
+        except OSError as error:
+            raise FatalError(
+                f"registered as {self.name!r} (client id {registered.client_id.hex()}) but cannot save "
+                f"{self.state_dir / ME_INFO}: {error.strerror or error}. Free space or fix permissions; the "
+                "name stays taken on the server, so use another name afterwards"
+            ) from None
         self._identity = identity
         self._register_next = False
         self.reporter.info(f"registered as {self.name!r} (client id {identity.client_id.hex()})")

@@ -361,3 +361,12 @@ def test_file_that_changes_while_read_is_resent(tmp_path: Path) -> None:
     assert result.ok and result.sends == 2
     assert stored.content == b"a" * 3000 + b"more"
     assert recorder.count("growing.log: the file changed while it was read") == 1
+
+
+def test_state_folder_that_cannot_hold_me_info_is_refused_before_connecting(
+    tmp_path: Path, data: Path
+) -> None:
+    with FakeServer() as server:
+        with pytest.raises(ConfigError, match=r"not a writable folder; me\.info must be saved here"):
+            make_client(server, tmp_path / "no-such-folder").backup(data)
+        assert server.connections == 0
