@@ -132,7 +132,7 @@ def test_malformed_traffic_is_recorded_raw_with_the_error(
     exchange(recorder.address, sent)
     [path] = recorder.wait_for(1)
     session = load(path)
-    first = session.messages[0]
+    first = next(m for m in session.messages if m.direction is Direction.REQUEST)
     assert first.decoded is not None and first.decoded["fields"] == {"name": "bob"}
     errors = [m.error["kind"] for m in session.messages if m.error and m.direction is Direction.REQUEST]
     assert errors, "the garbage after the 1100 is noted as malformed"
