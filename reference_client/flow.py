@@ -202,7 +202,7 @@ class BackupClient:
             # registering writes me.info: find out now, not after the server took the name
             if not self.state_dir.is_dir() or not os.access(self.state_dir, os.W_OK | os.X_OK):
                 raise ConfigError(
-                    self.state_dir, None, f"folder is not writable; {ME_INFO} must be saved here"
+                    self.state_dir, None, f"not a writable folder; {ME_INFO} must be saved here"
                 )
         else:
             identity = read_identity(me_info)
