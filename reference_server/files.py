@@ -19,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
 import re
+import threading
 import uuid
 from pathlib import Path
 from typing import Final
@@ -31,6 +33,10 @@ from .errors import StorageError
 from .store import Store
 
 TEMP_DIR: Final = ".tmp"
+QUEUE_CHUNKS: Final = 16
+"""Plaintext chunks waiting for the writer thread, at most (16 x 256 KiB = 4 MiB)."""
+FLUSH_EVERY: Final = 32 * 1024 * 1024
+"""Bytes written between two fdatasync calls of a large upload."""
 _CLIENT_DIR: Final = re.compile(r"[0-9a-f]{32}")
 
 log = logging.getLogger(__name__)
@@ -123,8 +129,41 @@ class FileStore:
         return done
 
 
+class _Writer(threading.Thread):
+    """Writes plaintext chunks to the temp file so that disk writes overlap decryption.
+
+    The queue is bounded (`QUEUE_CHUNKS` chunks of at most one recv each), so memory stays
+    constant; every `FLUSH_EVERY` bytes it starts writeback (fdatasync) so that the final
+    fsync does not have to push the whole file at once.
+    """
+
+    def __init__(self, fd: int, temp: Path) -> None:
+        super().__init__(name=f"writer {temp.name}", daemon=True)
+        self.fd = fd
+        self.temp = temp
+        self.queue: queue.Queue[bytes | None] = queue.Queue(QUEUE_CHUNKS)
+        self.error: StorageError | None = None
+        self.cancelled = False
+
+    def run(self) -> None:
+        unflushed = 0
+        while (chunk := self.queue.get()) is not None:
+            if self.error is not None or self.cancelled:
+                continue  # keep draining so that the producer never blocks
+            try:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(self.fd, view) :]
+                unflushed += len(chunk)
+                if unflushed >= FLUSH_EVERY:
+                    _flush(self.fd)
+                    unflushed = 0
+            except OSError as error:
+                self.error = StorageError(f"cannot write {self.temp}: {error}")
+
+
 class Upload:
-    """One file arriving: decrypt and CRC each chunk into a temp file; then commit or abort."""
+    """One file arriving: decrypt and CRC each chunk, write it to a temp file; then commit or abort."""
 
     def __init__(self, final: Path, path_name: str, temp_dir: Path, aes_key: bytes) -> None:
         self.final = final
@@ -138,33 +177,43 @@ class Upload:
             raise StorageError(f"cannot create {self.temp}: {error}") from None
         self._decryptor = CbcDecryptor(aes_key)
         self._cksum = Cksum()
+        self._writer: _Writer | None = _Writer(self._fd, self.temp)
+        self._writer.start()
 
     @property
     def size(self) -> int:
-        """Plaintext bytes written so far."""
+        """Plaintext bytes received so far."""
         return self._cksum.length
 
     def _write(self, plain: bytes) -> None:
-        assert self._fd is not None
-        self._cksum.update(plain)
-        view = memoryview(plain)
-        while view:
-            try:
-                written = os.write(self._fd, view)
-            except OSError as error:
-                raise StorageError(f"cannot write {self.temp}: {error}") from None
-            view = view[written:]
+        writer = self._writer
+        assert writer is not None
+        if writer.error is not None:
+            raise writer.error
+        if plain:
+            self._cksum.update(plain)
+            writer.queue.put(plain)
+
+    def _stop_writer(self, cancel: bool) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancelled = cancel
+            writer.queue.put(None)
+            writer.join()
+            if writer.error is not None and not cancel:
+                raise writer.error
 
     def write(self, ciphertext: bytes) -> None:
-        """Decrypt a chunk of content and write the plaintext."""
+        """Decrypt a chunk of content and queue the plaintext for writing."""
         self._write(self._decryptor.update(ciphertext))
 
     def finish(self) -> int:
-        """Check the padding, write the last block, fsync, close; return the cksum of the plaintext.
+        """Check the padding, write the rest, fsync, close; return the cksum of the plaintext.
 
         Raises CryptoError (bad padding) or StorageError; the temp file stays until commit/abort.
         """
         self._write(self._decryptor.finalize())
+        self._stop_writer(cancel=False)
         assert self._fd is not None
         try:
             os.fsync(self._fd)
@@ -187,6 +236,7 @@ class Upload:
 
     def abort(self) -> None:
         """Drop the temp file (safe to call at any time, also after commit)."""
+        self._stop_writer(cancel=True)
         self._close()
         try:
             self.temp.unlink(missing_ok=True)
@@ -197,6 +247,14 @@ class Upload:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
+
+
+def _flush(fd: int) -> None:
+    """Push written data to disk (fdatasync where the platform has it)."""
+    if hasattr(os, "fdatasync"):
+        os.fdatasync(fd)
+    else:  # pragma: no cover - macOS, Windows
+        os.fsync(fd)
 
 
 def _fsync_dir(folder: Path) -> None:
