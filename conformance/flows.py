@@ -222,3 +222,16 @@ def probe(context: CaseContext, after: str) -> None:
             f"{type(received.event).__name__} ({int(received.event.code)})",
         )
     wire.close()
+
+
+def expect_refused(
+    context: CaseContext, wire: Wire, because: str, *, allow_silent_close: bool = False
+) -> None:
+    """2107 then close (spec 9.1), then a fresh client can still register (the sanity probe)."""
+    wire.expect_error_and_close(allow_silent_close=allow_silent_close, because=because)
+    probe(context, after=because)
+
+
+def raw_name(text: bytes) -> bytes:
+    """A 255-byte name field holding exactly `text` then NUL padding (no checks: for bad names)."""
+    return text.ljust(255, b"\x00")[:255]

@@ -185,6 +185,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     state = item.config.stash[_STATE]
     if report.when == "call" or (report.when == "setup" and not report.passed):
         _judge(state, info.id, report)
+        error = call.excinfo.value if call.excinfo is not None else None
+        if (
+            report.failed
+            and report.when == "call"
+            and not isinstance(error, pytest.fail.Exception | AssertionError)
+        ):
+            report.conformance_outcome = "error"  # type: ignore[attr-defined]
+            report.longrepr = f"the suite itself failed (not a verdict on the server): {report.longreprtext}"
         state.results.record(info, report)
 
 

@@ -33,7 +33,8 @@ def _headline(message: str) -> str:
     """The most telling line of a failure message: 'actual:' and 'diagnosis:' if present."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     picked = [line for line in lines if line.startswith(("actual:", "diagnosis:"))]
-    text = " | ".join(picked) if picked else (lines[0] if lines else "")
+    raised = [line[1:].strip() for line in lines if line.startswith("E ")]
+    text = " | ".join(picked) if picked else raised[-1] if raised else (lines[0] if lines else "")
     return text if len(text) <= 300 else text[:297] + "..."
 
 

@@ -1,0 +1,55 @@
+"""Read-only look at a server's data folder: server.db (spec 11.2) and the stored files (spec 11.1)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from .case import CaseContext
+
+DB_NAME = "server.db"
+
+
+def _db(context: CaseContext, data_dir: Path) -> Path:
+    path = data_dir / DB_NAME
+    if not path.is_file():
+        context.fail(f"{path} (spec 11: the database server.db beside the server)", "no such file")
+    return path
+
+
+def query(context: CaseContext, data_dir: Path, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    """Rows of a read-only query on server.db (spec 11.2 table and column names)."""
+    path = _db(context, data_dir)
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
+            return list(db.execute(sql, params))
+    except sqlite3.Error as error:
+        context.fail(f"server.db with the tables of spec 11.2 (query: {sql})", f"sqlite error: {error}")
+
+
+def file_row(
+    context: CaseContext, data_dir: Path, client_id: bytes, file_name: str
+) -> tuple[str, int] | None:
+    """(PathName, Verified) of a file, or None."""
+    rows = query(
+        context,
+        data_dir,
+        "SELECT PathName, Verified FROM files WHERE ID = ? AND FileName = ?",
+        (client_id, file_name),
+    )
+    return (str(rows[0][0]), int(rows[0][1])) if rows else None
+
+
+def stored_content(context: CaseContext, data_dir: Path, client_id: bytes, file_name: str) -> bytes:
+    """The bytes stored for a file (via files.PathName, relative to the storage root)."""
+    row = file_row(context, data_dir, client_id, file_name)
+    if row is None:
+        context.fail(
+            f"a files row for ID {client_id.hex()} and FileName {file_name!r} (spec 11.2)",
+            "no such row in server.db",
+        )
+    path = data_dir / row[0]
+    if not path.is_file():
+        context.fail(f"the stored file {path} (files.PathName {row[0]!r}, spec 11.1)", "no such file")
+    return path.read_bytes()
