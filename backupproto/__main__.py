@@ -15,6 +15,7 @@ from typing import Protocol, cast
 SUBCOMMANDS: dict[str, str] = {
     "cksum": "backupproto.cli_cksum",
     "record": "backupproto.cli_record",
+    "replay-server": "conformance.replay",
 }
 """Subcommand name -> module implementing it."""
 
