@@ -422,6 +422,8 @@ class Recorder:
                 "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "client_dir": self.client_dir is not None,
             }
+            if recorder.failure is not None:
+                recorded["failure"] = recorder.failure
             try:
                 session = recorder.finish(self.out_dir, self.client_dir, recorded)
                 path = self.out_dir / f"{name}.json"

@@ -537,7 +537,9 @@ def from_json(document: Any, base_dir: Path | None = None) -> Session:
         )
     name = _require(document, "name", str, "session")
     if not NAME_PATTERN.match(name):
-        raise SessionError(f"name {name!r}", where="name", expected="lower-case words joined by '-' (a case id)")
+        raise SessionError(
+            f"name {name!r}", where="name", expected="lower-case words joined by '-' (a case id)"
+        )
     variables = document.get("variables", list(DEFAULT_VARIABLES))
     unknown = set(variables) - set(DEFAULT_VARIABLES)
     if unknown:
