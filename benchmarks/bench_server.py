@@ -1,13 +1,15 @@
 """Reference server throughput: one big file backed up over loopback, vs raw AES-128-CBC decryption.
 
-Run: python benchmarks/bench_server.py [--size-mib 1024] [--chunk-kib 1024] [--keep]
+Run: python benchmarks/bench_server.py [--size-mib 1024] [--chunk-kib 1024] [--repeat 3] [--dir DIR]
 
-Starts `python -m reference_server --port 0` on a temporary data folder, registers, exchanges
-keys, encrypts the file with the session key into a temp file (not timed), then times one
-1103: from the first byte sent to the 2103 received (the server decrypts, CRCs, writes,
-fsyncs and renames before it answers). The baseline is pycryptodome's AES-128-CBC decrypt
-of the same ciphertext in the same chunks, in this process, timing the decrypt calls only.
-Also printed: the server's peak RSS (VmHWM from /proc/PID/status) before and after.
+Starts `python -m reference_server --port 0` on a temporary data folder, registers,
+exchanges keys, encrypts the file with the session key into a temp file (not timed), then
+times 1103s: from the first byte sent to the 2103 received (the server decrypts, CRCs,
+writes, fsyncs and renames before it answers), each followed by a 1104. The baseline is
+pycryptodome's AES-128-CBC decrypt of the same ciphertext in the same chunks, in this
+process, timing the decrypt calls only. Best of --repeat for both, alternating, so that
+load from other processes affects both alike. Also printed: the server's peak RSS (VmHWM
+from /proc/PID/status) idle and after the transfers.
 Goals: >= 60% of the raw AES speed; peak RSS < 64 MiB.
 """
 
@@ -39,7 +41,9 @@ from backupproto.crypto import (
 from backupproto.engine import ClientConnection
 from backupproto.events import (
     NEED_DATA,
+    Acknowledged,
     AesKey,
+    CrcOk,
     FileChunk,
     FileEnd,
     FileReceived,
@@ -133,10 +137,33 @@ def raw_aes_seconds(path: Path, key: bytes, chunk: int) -> float:
     return spent
 
 
+def send_file(
+    client: Client, client_id: bytes, path: Path, content_size: int, chunk: int, expected_crc: int
+) -> tuple[float, float]:
+    """One 1103 timed from its first byte to the 2103, then 1104; (total, sending) seconds."""
+    started = time.perf_counter()
+    client.send(SendFile(client_id, content_size, "big.bin"))
+    with path.open("rb", buffering=0) as reader:
+        while data := reader.read(chunk):
+            client.send(FileChunk(data))
+    client.send(FileEnd())
+    sent = time.perf_counter()
+    received = client.receive()
+    elapsed = time.perf_counter() - started
+    assert isinstance(received, FileReceived), received
+    assert received.cksum == expected_crc, "cksum mismatch"
+    client.send(CrcOk(client_id, "big.bin"))
+    assert isinstance(client.receive(), Acknowledged)
+    return elapsed, sent - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mib", type=int, default=1024, help="plaintext size in MiB (default 1024)")
     parser.add_argument("--chunk-kib", type=int, default=1024, help="client send chunk in KiB (default 1024)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="transfers and AES runs; best of each (default 3)"
+    )
     parser.add_argument(
         "--dir", type=Path, default=None, help="where to put the temp files (default: TMPDIR)"
     )
@@ -165,33 +192,30 @@ def main() -> None:
             content_size = encrypted_size(size)
             assert cipher_path.stat().st_size == content_size
 
-            started = time.perf_counter()
-            client.send(SendFile(registered.client_id, content_size, "big.bin"))
-            with cipher_path.open("rb", buffering=0) as reader:
-                while data := reader.read(chunk):
-                    client.send(FileChunk(data))
-            client.send(FileEnd())
-            sent = time.perf_counter()
-            received = client.receive()
-            elapsed = time.perf_counter() - started
-            assert isinstance(received, FileReceived), received
-            assert received.cksum == expected_crc, "cksum mismatch"
+            runs: list[tuple[float, float]] = []
+            aes_runs: list[float] = []
+            for _ in range(options.repeat):
+                runs.append(
+                    send_file(client, registered.client_id, cipher_path, content_size, chunk, expected_crc)
+                )
+                aes_runs.append(raw_aes_seconds(cipher_path, aes_key, chunk))
             rss_peak = vm_hwm_kib(process.pid)
             client.sock.close()
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(60)
-        aes_seconds = raw_aes_seconds(cipher_path, aes_key, chunk)
 
+    elapsed, sent = min(runs)
+    aes_seconds = min(aes_runs)
     server_rate = content_size / elapsed / 1e6
     aes_rate = content_size / aes_seconds / 1e6
     print(
-        f"file: {options.size_mib} MiB plaintext, {content_size} bytes encrypted, "
+        f"best of {options.repeat}: file {options.size_mib} MiB plaintext, {content_size} bytes encrypted, "
         f"client chunk {options.chunk_kib} KiB"
     )
     print(
         f"server (send -> 2103, incl. fsync): {elapsed:.2f} s = {server_rate:.0f} MB/s "
-        f"(last byte sent after {sent - started:.2f} s)"
+        f"(last byte sent after {sent:.2f} s)"
     )
     print(f"raw AES-128-CBC decrypt (pycryptodome, same data): {aes_seconds:.2f} s = {aes_rate:.0f} MB/s")
     print(f"ratio server / raw AES: {server_rate / aes_rate:.0%} (goal >= 60%)")
