@@ -37,6 +37,11 @@ class SessionError(BackupProtoError):
 
     def __init__(self, message: str, *, where: str | None = None, expected: str | None = None) -> None:
         super().__init__(ErrorKind.UNEXPECTED_MESSAGE, message, field=where, expected=expected)
+        text = f"{where}: {message}" if where else message
+        self.args = (text + (f"; expected {expected}" if expected else ""),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class Direction(StrEnum):
