@@ -78,10 +78,6 @@ SERVER_FLUSH_RATE: Final = 20 * (1 << 20)
 """Bytes per second a server is assumed to flush a received file at before its 2103 (spec 2.4)."""
 
 
-class _KeyOfferRefused(RetryableError):
-    """2107 to the saved key offered after 2106: register on a new connection (not an error)."""
-
-
 @dataclass(frozen=True)
 class _Session:
     client_id: bytes
@@ -132,7 +128,6 @@ class BackupClient:
         self.clock, self.sleep = clock, sleep
         self._identity: Identity | None = None
         self._identity_loaded = False
-        self._register_next = False
         self._step = "connecting"
 
     # --- public API -------------------------------------------------------------------------
@@ -170,8 +165,6 @@ class BackupClient:
                     if channel is not None:
                         channel.close()
                     channel = session = None
-                    if isinstance(error, _KeyOfferRefused):
-                        continue  # not an error (spec 8.4): register on a new connection
                     failures += 1
                     self.reporter.warning(f"{SERVER_ERROR_LINE}: {error}")
                     if failures > self.retries:
@@ -235,7 +228,7 @@ class BackupClient:
     def _open_session(self, channel: Channel) -> _Session:
         """Steps 3-4 of spec 8.4: reconnect with me.info, or register; end KEYED."""
         identity = self._identity
-        if identity is None or self._register_next:
+        if identity is None:
             return self._register(channel, denied=identity)
         self._step = f"reconnecting as {identity.name!r}"
         response = channel.request(Reconnect(identity.client_id, identity.name))
@@ -247,21 +240,16 @@ class BackupClient:
             f"the server does not know client {identity.client_id.hex()} named {identity.name!r} "
             "with a public key (2106, reconnect denied)"
         )
-        # A registration interrupted between 2100 and 2102 leaves the id without a key: offer it.
-        try:
-            session = self._send_public_key(channel, identity)
-        except ServerRespondedWithError:
-            self.reporter.warning(f"registering anew as {self.name!r}")
-            self._register_next = True
-            raise _KeyOfferRefused("the server refused the saved public key (2107)") from None
-        self.reporter.info(f"completed the registration of {identity.name!r} with the saved key")
-        return session
+        return self._register(channel, denied=identity)
 
     def _register(self, channel: Channel, denied: Identity | None = None) -> _Session:
         self._step = f"registering as {self.name!r}"
         response = channel.request(Register(bytes(16), self.name))
         if isinstance(response, RegistrationFailed):
-            if denied:
+            if denied is not None:
+                resumed = self._resume_registration(channel, denied)
+                if resumed is not None:
+                    return resumed
                 advice = (
                     f"the server does not know the client of {self.state_dir / ME_INFO} "
                     f"(id {denied.client_id.hex()}, 2106) and "
@@ -284,9 +272,19 @@ class BackupClient:
                 "name stays taken on the server, so use another name afterwards"
             ) from None
         self._identity = identity
-        self._register_next = False
         self.reporter.info(f"registered as {self.name!r} (client id {identity.client_id.hex()})")
         return self._send_public_key(channel, identity)
+
+    def _resume_registration(self, channel: Channel, identity: Identity) -> _Session | None:
+        """After 2106 and 2101: a registration cut off between 2100 and 2102 left our id without a
+        key, so 1102 is denied and the name is taken by ourselves; offering the saved key completes it
+        (spec 8.4). None if the server refuses (2107: the name belongs to another client)."""
+        try:
+            session = self._send_public_key(channel, identity)
+        except ServerRespondedWithError:
+            return None
+        self.reporter.info(f"completed the registration of {identity.name!r} with the saved key")
+        return session
 
     def _send_public_key(self, channel: Channel, identity: Identity) -> _Session:
         self._step = f"sending the public key of {identity.name!r}"
