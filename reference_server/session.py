@@ -249,7 +249,8 @@ class Session:
         aes_key = new_aes_key()
         wrapped = wrap_aes_key(public_key, aes_key)
         field = request.public_key.ljust(V3_SCHEMAS.dialect.public_key_size, b"\x00")
-        self.store.set_keys(client_id, aes_key, field)
+        if self.store.set_keys(client_id, aes_key, field) is None:
+            raise RequestRefused("the client already has a public key; keys are set once")
         self.aes_key = aes_key
         self._log(request, "2102 AES_KEY")
         return AesKey(client_id, wrapped)

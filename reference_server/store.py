@@ -155,10 +155,15 @@ class Store:
             self._names[name] = client_id
             return record
 
-    def set_keys(self, client_id: bytes, aes_key: bytes, public_key: bytes | None = None) -> ClientRecord:
-        """Store a session's fresh AES key (and, for 1101, the public key); refresh LastSeen."""
+    def set_keys(
+        self, client_id: bytes, aes_key: bytes, public_key: bytes | None = None
+    ) -> ClientRecord | None:
+        """Store a session's fresh AES key and refresh LastSeen. With `public_key` (1101): store it
+        too, but only if the client has none yet; else change nothing and return None."""
         with self._lock:
             record = self._clients[client_id]
+            if public_key is not None and record.public_key is not None:
+                return None
             now = utc_now()
             key = record.public_key if public_key is None else public_key
             self._write(
