@@ -158,10 +158,17 @@ def test_path_names_refused(case_context: CaseContext) -> None:
         session.wire.send_file(session.client_id, raw_name(name.encode()), payload(10, 1), session.aes_key)
         try:
             expect_refused(case_context, session.wire, f"file name {name!r} (invalid_file_name)")
-        finally:
+        except BaseException:
             written += _escaped_files(case_context, tag, tmp)
-    if written:
-        case_context.fail("no file written outside the client's folder", f"found {written}")
+            if not written:
+                raise
+        written += _escaped_files(case_context, tag, tmp)
+        if written:
+            case_context.fail(
+                f"file name {name!r} refused with 2107, nothing written outside the client's folder",
+                f"the server wrote {[str(path) for path in written]} (removed now)",
+                hint="the file name was used as a path, as given (spec 13.13: path traversal)",
+            )
 
 
 def _escaped_files(case_context: CaseContext, tag: str, tmp: str) -> list[Path]:

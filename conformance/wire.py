@@ -255,7 +255,9 @@ class Wire:
         self._buffer.clear()
         return data
 
-    def receive(self, timeout_s: float | None = None, *, waiting_for: str = "a response") -> Received:
+    def receive(
+        self, timeout_s: float | None = None, *, waiting_for: str = "a response", silence_hint: str = ""
+    ) -> Received:
         """Read one response; fail with a precise diagnosis if it is malformed. Raises `Closed`."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
         try:
@@ -271,7 +273,7 @@ class Wire:
             self.fail(
                 waiting_for,
                 f"{len(timeout_error.data)} bytes within {timeout:g} s (nothing more arrived)",
-                hint="the server did not answer in time (--timeout-s sets this wait)",
+                hint=silence_hint or "the server did not answer in time (--timeout-s sets this wait)",
             )
         raw = SCHEMAS.response_header.parse(head)
         version, code, size = raw.version, raw.code, raw.payload_size
@@ -373,7 +375,15 @@ class Wire:
         try:
             received = self.receive(waiting_for=what)
         except Closed:
-            self.fail(names, "the server closed the connection without a response")
+            answered = sum(1 for entry in self._entries if entry.arrow == "<-")
+            hint = ""
+            if answered:
+                hint = (
+                    f"the server closed the connection after {answered} response(s): it seems to serve one "
+                    "request per connection (spec 2.1, 2.3: a connection carries any number of exchanges), "
+                    "or it refused this request without sending 2107"
+                )
+            self.fail(names, "the server closed the connection without a response", hint=hint)
         event = received.event
         if not isinstance(event, expected):
             hint = ""

@@ -50,6 +50,7 @@ from backupproto.events import (
     ServerError,
 )
 from backupproto.schemas import NameField, Schemas
+from backupproto.states import State
 
 FAULTS = {
     "none": "a correct server",
@@ -272,6 +273,12 @@ class Session:
         os.replace(file["path"] + ".part", file["path"])
         crc = file["zlib"] if self.fault == "zlib-crc" else file["crc"].value
         reply = FileReceived(event.client_id, event.content_size, event.file_name, crc)
+        if self.fault == "path-as-given":  # the name cannot pass the strict encoder: raw field bytes
+            self.conn.conversation.response_sent(reply, State.VERIFYING)
+            raw = event.file_name.encode("latin-1").ljust(255, b"\x00")
+            fields = {**event_fields(reply), "file_name": raw}
+            self.sock.sendall(self.conn.schemas.build_response(reply.code, fields))
+            return True
         wrong = {"content_size": file["crc"].length} if self.fault == "plaintext-size" else None
         return self._send(reply, wrong=wrong)
 
