@@ -22,8 +22,8 @@ def test_ruff_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_mypy_strict_on_the_library() -> None:
-    result = run(sys.executable, "-m", "mypy", "backupproto")
+def test_mypy_strict_on_library_server_and_client() -> None:
+    result = run(sys.executable, "-m", "mypy")  # the packages of [tool.mypy] in pyproject.toml
     assert result.returncode == 0, result.stdout + result.stderr
 
 
