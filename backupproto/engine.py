@@ -64,14 +64,22 @@ class _Connection:
         """The conversation's state (spec 8.1)."""
         return self.conversation.state
 
+    @property
+    def at_message_boundary(self) -> bool:
+        """True when no byte of a next message has arrived: the peer is idle, not stalled."""
+        return not self._buffer
+
     def receive_data(self, data: bytes) -> None:
         """Feed bytes received from the peer; ``b""`` means the peer closed its side."""
-        if data:
-            if self._closed_by_peer:
-                raise LocalProtocolError(ErrorKind.CONNECTION_CLOSED, "data fed after the end of stream")
-            self._buffer += data
-        else:
+        if not data:
             self._closed_by_peer = True
+            return
+        if self._closed_by_peer:
+            raise LocalProtocolError(ErrorKind.CONNECTION_CLOSED, "data fed after the end of stream")
+        self._store(data)
+
+    def _store(self, data: bytes) -> None:
+        self._buffer += data
 
     def _fail(self, error: ProtocolError) -> ProtocolError:
         self._error = error
@@ -105,6 +113,19 @@ class ServerConnection(_Connection):
         self.max_content_size = limit if max_content_size is None else min(max_content_size, limit)
         self._header: Any = None
         self._content_left: int | None = None
+        self._direct: bytes | None = None
+        """Received file content handed on as it came, without copying through the buffer."""
+
+    @property
+    def at_message_boundary(self) -> bool:
+        """True when no byte of a next request has arrived (and no file content is due)."""
+        return not self._buffer and not self.receiving_content
+
+    def _store(self, data: bytes) -> None:
+        if self._content_left and self._direct is None and not self._buffer:
+            self._direct = data if isinstance(data, bytes) else bytes(data)
+        else:
+            self._buffer += data
 
     @property
     def receiving_content(self) -> bool:
@@ -135,9 +156,14 @@ class ServerConnection(_Connection):
             assert request is not None
             self.conversation.request_sent(request)
             return FileEnd()
-        if not self._buffer:
+        if self._direct is not None:
+            chunk, self._direct = self._direct, None
+            if len(chunk) > left:
+                self._buffer[0:0] = chunk[left:]
+                chunk = chunk[:left]
+        elif not self._buffer:
             return self._incomplete(left, "the file content")
-        if len(self._buffer) <= left:
+        elif len(self._buffer) <= left:
             chunk = bytes(self._buffer)
             self._buffer.clear()
         else:
@@ -196,7 +222,7 @@ class ServerConnection(_Connection):
             raise LocalProtocolError(ErrorKind.CONNECTION_CLOSED, "the conversation is over")
         if isinstance(event, ServerError):
             self.conversation.response_sent(event, State.CLOSED)
-            self._content_left = None
+            self._content_left = self._direct = None
             self._error = None
         else:
             if self._error is not None:

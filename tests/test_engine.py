@@ -370,3 +370,29 @@ def test_client_garbage_raises_only_remote_protocol_error(code: RequestCode, dat
         drain(client)
     except RemoteProtocolError:
         pass
+
+
+def test_content_is_handed_on_without_copies_and_boundaries_are_known() -> None:
+    server = server_in(State.KEYED)
+    assert server.at_message_boundary
+    header = request_bytes(SendFile(CID, 48, FILE))[: 23 + 259]
+    server.receive_data(header[:5])
+    assert not server.at_message_boundary  # a header has started: stalled, not idle
+    server.receive_data(header[5:])
+    assert isinstance(server.next_event(), SendFile)
+    assert not server.at_message_boundary  # content is due
+    first = bytes(range(32))
+    server.receive_data(first)
+    event = server.next_event()
+    assert isinstance(event, FileChunk) and event.data is first
+    # the rest of the content and the start of the next request arrive together
+    verdict = request_bytes(CrcOk(CID, FILE))
+    server.receive_data(b"\xee" * 16 + verdict[:10])
+    assert server.next_event() == FileChunk(b"\xee" * 16)
+    assert isinstance(server.next_event(), FileEnd)
+    server.send(FileReceived(CID, 48, FILE, 1))
+    assert not server.at_message_boundary
+    server.receive_data(verdict[10:])
+    assert server.next_event() == CrcOk(CID, FILE)
+    server.send(Acknowledged(CID))
+    assert server.at_message_boundary
