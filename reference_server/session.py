@@ -72,7 +72,6 @@ class Session:
         self.written_version: str | None = None
         """The version of the file this connection wrote last (1104 verifies only that one)."""
         self.interrupted = False
-        self._partial = False  # bytes of a message have arrived that no event completed yet
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -120,7 +119,6 @@ class Session:
                 if isinstance(event, FileChunk):
                     self._on_chunk(event.data)
                     continue
-                self._partial = False
                 if isinstance(event, FileEnd):
                     response: Response | None = self._on_file_end()
                 else:
@@ -142,7 +140,7 @@ class Session:
 
     def _receive(self) -> bool:
         """Feed the engine what the socket has; False if the connection is done."""
-        started = self._partial or self.engine.receiving_content
+        started = not self.engine.at_message_boundary
         timeout = self.config.read_timeout if started else self.config.idle_timeout
         self.sock.settimeout(timeout)
         try:
@@ -159,8 +157,6 @@ class Session:
         if self.interrupted:
             log.info("%s: closed by server shutdown", self.peer)
             return False
-        if data:
-            self._partial = True
         self.engine.receive_data(data)
         return True
 
