@@ -161,7 +161,7 @@ class CaseContext:
 
     def fail(self, expected: str, actual: str, *, hint: str = "") -> NoReturn:
         """Fail the case: requirement, expected, actual, then every conversation so far."""
-        pytest.fail(self.failure_text(expected, actual, hint=hint), pytrace=False)
+        raise pytest.fail.Exception(self.failure_text(expected, actual, hint=hint), pytrace=False) from None
 
     def failure_text(self, expected: str, actual: str, *, hint: str = "", received: bytes = b"") -> str:
         """The text of a failure (see `fail`)."""

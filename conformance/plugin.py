@@ -189,6 +189,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if (
             report.failed
             and report.when == "call"
+            and error is not None
             and not isinstance(error, pytest.fail.Exception | AssertionError)
         ):
             report.conformance_outcome = "error"  # type: ignore[attr-defined]

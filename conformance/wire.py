@@ -376,8 +376,8 @@ class Wire:
             received = self.receive(waiting_for=what)
         except Closed:
             answered = sum(1 for entry in self._entries if entry.arrow == "<-")
-            hint = ""
-            if answered:
+            hint = self._death_hint()
+            if answered and not hint:
                 hint = (
                     f"the server closed the connection after {answered} response(s): it seems to serve one "
                     "request per connection (spec 2.1, 2.3: a connection carries any number of exchanges), "
@@ -446,10 +446,21 @@ class Wire:
         except Closed:
             if allow_silent_close:
                 return
-            self.fail(wanted, "the server closed the connection without sending 2107")
+            self.fail(
+                wanted, "the server closed the connection without sending 2107", hint=self._death_hint()
+            )
         if not isinstance(received.event, ServerError):
             self.fail(wanted, describe_event(received.event))
         self.expect_closed(after="2107 SERVER_ERROR")
+
+    def _death_hint(self) -> str:
+        """After a close: a hint if the server no longer accepts connections at all."""
+        time.sleep(0.2)  # a dying process closes its connections before its listening socket
+        try:
+            socket.create_connection(tuple(self.context.target), timeout=self.timeout_s).close()
+        except OSError as error:
+            return f"the server seems to have died on this request: a new connection fails ({error})"
+        return ""
 
     def close(self) -> None:
         """Close the socket (idempotent)."""

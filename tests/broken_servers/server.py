@@ -70,6 +70,7 @@ FAULTS = {
     "missing-client-id": "2104 and 2106 are sent without their client_id",
     "payload-size-zero": "2100 says payload_size 0 and sends the 16-byte id anyway",
     "chunked-cbc": "content decrypted in independent 4096-byte CBC chunks (IV 0 each)",
+    "replace-key": "a second 1101 replaces the client's public key (a SHOULD violation)",
 }
 
 
@@ -198,7 +199,8 @@ class Session:
             return self._send(Registered(client_id))
         if isinstance(event, SendPublicKey):
             record = registry.by_id.get(event.client_id)
-            if record is None or record[0] != event.name or record[1] is not None:
+            has_key = record is not None and record[1] is not None and self.fault != "replace-key"
+            if record is None or record[0] != event.name or has_key:
                 return self._send(ServerError())
             try:
                 key = import_public_key(
