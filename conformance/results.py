@@ -51,7 +51,7 @@ def _skip_reason(report: pytest.TestReport) -> str:
 
 
 class Results:
-    """Case results in run order (one row per case id)."""
+    """Case results in run order (one row per collected item, keyed by node id)."""
 
     def __init__(self) -> None:
         self.rows: dict[str, CaseResult] = {}
@@ -72,7 +72,7 @@ class Results:
             message = ""
         else:
             message = report.longreprtext
-        self.rows[info.id] = CaseResult(
+        self.rows[report.nodeid] = CaseResult(
             info.id,
             str(info.level),
             info.section,
