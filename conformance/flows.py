@@ -195,7 +195,9 @@ def confirm(session: Session, file_name: str) -> None:
 def probe(context: CaseContext, after: str) -> None:
     """A fresh client registers: the server still serves after `after` (spec 9.1)."""
     try:
-        socket.create_connection(tuple(context.target), timeout=context.timeout_s).close()
+        socket.create_connection(
+            (context.target.host, context.target.port), timeout=context.timeout_s
+        ).close()
     except OSError as error:
         context.fail(
             f"a fresh client can connect and register after {after} (spec 9.1: a failure on one "

@@ -177,7 +177,7 @@ def _list_cases(config: pytest.Config, items: list[pytest.Item]) -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
+    outcome: Any = yield
     report: pytest.TestReport = outcome.get_result()
     info = case_of(item)
     if info is None:
@@ -205,7 +205,7 @@ def _judge(state: _State, case_id: str, report: pytest.TestReport) -> None:
     if entry is not None and report.when == "call":
         if report.failed and entry.matches(message):
             report.outcome = "skipped"
-            report.wasxfail = f"expected failure (/{entry.pattern}/ in {state.expected.source})"  # type: ignore[attr-defined]
+            report.wasxfail = f"expected failure (/{entry.pattern}/ in {state.expected.source})"
             report.conformance_outcome = "expected-failure"  # type: ignore[attr-defined]
             return
         if report.failed:
@@ -226,7 +226,7 @@ def _judge(state: _State, case_id: str, report: pytest.TestReport) -> None:
     if report.failed and report.when == "call" and lenient:
         report.outcome = "skipped"
         first = message.strip().splitlines()[0] if message.strip() else ""
-        report.wasxfail = f"{info.level} {SHOULD_NOTE}: {first}"  # type: ignore[attr-defined]
+        report.wasxfail = f"{info.level} {SHOULD_NOTE}: {first}"
         report.conformance_outcome = "warning" if info.level == "SHOULD" else "info"  # type: ignore[attr-defined]
 
 

@@ -83,7 +83,9 @@ def test_fuzz_malformed(case_context: CaseContext, fuzz_examples: int, conforman
         count[0] += 1
         context = CaseContext(case_context.info, case_context.target, case_context.timeout_s)
         try:
-            socket.create_connection(tuple(context.target), timeout=context.timeout_s).close()
+            socket.create_connection(
+                (context.target.host, context.target.port), timeout=context.timeout_s
+            ).close()
         except OSError as error:
             context.fail(
                 "the server keeps listening after every fuzzed frame (spec 9.1)",

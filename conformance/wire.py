@@ -96,7 +96,7 @@ class Wire:
         self.send_error: OSError | None = None
         try:
             self.sock: socket.socket | None = socket.create_connection(
-                tuple(context.target), timeout=self.timeout_s
+                (context.target.host, context.target.port), timeout=self.timeout_s
             )
         except OSError as error:
             self.sock = None
@@ -285,8 +285,8 @@ class Wire:
             data = short.data
             name = code_name(code, request=False)
             self._record("<-", f"{name} with {len(data)} of {size} bytes", head + data)
-            closed = isinstance(short, Closed)
-            ended = "then the connection closed" if closed else f"then {timeout:g} s of silence"
+            was_closed = isinstance(short, Closed)
+            ended = "then the connection closed" if was_closed else f"then {timeout:g} s of silence"
             self.fail(
                 f"{waiting_for}: {size} payload bytes as payload_size announces",
                 f"{len(data)} payload bytes, {ended}",
@@ -457,7 +457,9 @@ class Wire:
         """After a close: a hint if the server no longer accepts connections at all."""
         time.sleep(0.2)  # a dying process closes its connections before its listening socket
         try:
-            socket.create_connection(tuple(self.context.target), timeout=self.timeout_s).close()
+            socket.create_connection(
+                (self.context.target.host, self.context.target.port), timeout=self.timeout_s
+            ).close()
         except OSError as error:
             return f"the server seems to have died on this request: a new connection fails ({error})"
         return ""
