@@ -21,6 +21,13 @@ from .results import SHOULD_NOTE, CaseResult, Results
 from .summary import write_json_report, write_summary
 
 _STATE = pytest.StashKey["_State"]()
+_ACTIVE: list[pytest.Config] = []
+
+
+def active_config() -> pytest.Config | None:
+    """The configuration of the pytest run in progress (None outside one); test modules that
+    make their cases at import time (one per recorded session) read their options here."""
+    return _ACTIVE[-1] if _ACTIVE else None
 SANITY_FIRST, SANITY_LAST = "0-sanity-first", "0-sanity-last"
 
 
@@ -103,6 +110,12 @@ def pytest_configure(config: pytest.Config) -> None:
     for section in range(21):
         config.addinivalue_line("markers", f"section_{section}: conformance cases of spec section {section}")
     config.stash[_STATE] = _State(config)
+    _ACTIVE.append(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if config in _ACTIVE:
+        _ACTIVE.remove(config)
 
 
 @pytest.hookimpl(tryfirst=True)

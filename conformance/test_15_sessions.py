@@ -8,7 +8,6 @@ given with ``--sessions DIR``. Each replays its client half against the target w
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 
 from backupproto.sessions import NAME_PATTERN, SessionError, load
 from conformance.case import MUST, CaseContext, Level, case
+from conformance.plugin import active_config
 from conformance.replay import NotReplayable, ReplayMismatch, replay_against_server
 
 CORPUS = Path(__file__).parent / "sessions"
@@ -27,24 +27,9 @@ REQUIREMENT = (
 )
 
 
-def _running_config() -> pytest.Config | None:
-    """The pytest config of the collection that imports this module (None outside pytest).
-
-    The collector (`pytest.Module`) that imports a test module is on the call stack; the
-    ``--sessions`` option must be known while collecting, because each session is a case.
-    """
-    frame = sys._getframe(1)
-    while frame is not None:
-        config = getattr(frame.f_locals.get("self"), "config", None)
-        if isinstance(config, pytest.Config):
-            return config
-        frame = frame.f_back  # type: ignore[assignment]
-    return None
-
-
 def _session_files() -> list[Path]:
     files = sorted(CORPUS.glob("*.json"))
-    config = _running_config()
+    config = active_config()
     extra = config.getoption("sessions", None) if config is not None else None
     if extra:
         folder = Path(extra)
