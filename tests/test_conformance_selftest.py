@@ -169,3 +169,18 @@ def test_requirements_are_quoted_from_the_spec() -> None:
     mine = {case_id: info for case_id, info in CASES.items() if not case_id.startswith("15")}
     missing = [case_id for case_id, info in mine.items() if info.requirement not in spec]
     assert missing == []
+
+
+def test_sessions_folder_adds_replay_cases(reference_server: Any, tmp_path: Path) -> None:
+    """`--sessions DIR`: each session file there becomes a case `15-replay-NAME` of the run."""
+    folder = tmp_path / "extra"
+    folder.mkdir()
+    session = json.loads((ROOT / "conformance" / "sessions" / "reconnect.json").read_text())
+    session["name"] = "extra-reconnect"
+    (folder / "extra-reconnect.json").write_text(json.dumps(session))
+    target = f"{reference_server.host}:{reference_server.port}"
+    code, report, output = run_suite(target, tmp_path, "--sessions", str(folder), "-k", "15-replay")
+    rows = outcomes(report)
+    assert rows["15-replay-extra-reconnect"]["outcome"] == "passed", output[-2000:]
+    assert rows["15-replay-reconnect"]["outcome"] == "passed"
+    assert code == 0
