@@ -65,7 +65,8 @@ def _big_key_der() -> bytes:
 def _send_key_field(wire: Wire, client_id: bytes, name: str, field: bytes) -> None:
     """1101 with a raw 160-byte public_key field."""
     header = V3_SCHEMAS.build_request_header(client_id, SendPublicKey.code, 415)
-    body = V3_SCHEMAS.requests[SendPublicKey.code].subcons[0].build(name) + field
+    # the schema pads a shorter field and sends a 160-byte one as it is, unchecked
+    body = V3_SCHEMAS.build_request_payload(SendPublicKey.code, {"name": name, "public_key": field})
     wire.send_bytes(header + body)
 
 
