@@ -18,7 +18,7 @@ is under way: 2107 and close; also bounds each send), so a slow or hostile clien
 one thread and nothing else. A connection above the limit is accepted and closed at once
 without reading from it (spec 10); clients treat that like a 2107 and retry later.
 
-Memory: a file passes in pieces of at most 256 KiB (one recv): decrypted
+Memory: a file passes in pieces of at most 1 MiB (one recv): decrypted
 (`backupproto.crypto.CbcDecryptor`), CRC'd (`backupproto.cksum.Cksum`) and queued for the
 writer, so a 4 GiB file costs the same memory as a 16-byte one (at most ~4 MiB of queued
 plaintext per upload).

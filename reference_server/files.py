@@ -33,8 +33,8 @@ from .errors import StorageError
 from .store import Store
 
 TEMP_DIR: Final = ".tmp"
-QUEUE_CHUNKS: Final = 16
-"""Plaintext chunks waiting for the writer thread, at most (16 x 256 KiB = 4 MiB)."""
+QUEUE_CHUNKS: Final = 4
+"""Plaintext chunks waiting for the writer thread, at most (4 x 1 MiB = 4 MiB)."""
 FLUSH_EVERY: Final = 32 * 1024 * 1024
 """Bytes written between two fdatasync calls of a large upload."""
 _CLIENT_DIR: Final = re.compile(r"[0-9a-f]{32}")

@@ -47,7 +47,7 @@ from .errors import ReferenceServerError, RequestRefused
 from .files import FileStore, Upload
 from .store import Store
 
-RECV_SIZE: Final = 256 * 1024
+RECV_SIZE: Final = 1024 * 1024
 """Bytes asked of each recv(): the most content held in memory per connection, about."""
 LINGER_SECONDS: Final = 2.0
 LINGER_BYTES: Final = 64 * 1024
