@@ -396,3 +396,23 @@ def test_content_is_handed_on_without_copies_and_boundaries_are_known() -> None:
     assert server.next_event() == CrcOk(CID, FILE)
     server.send(Acknowledged(CID))
     assert server.at_message_boundary
+
+
+@pytest.mark.slow
+@settings(max_examples=20_000, deadline=None)
+@given(st.sampled_from(STATES), st.lists(st.binary(min_size=1, max_size=300), max_size=6), st.booleans())
+def test_long_fuzz_server_raises_only_remote_protocol_error(
+    state: State, pieces: list[bytes], close: bool
+) -> None:
+    """The long run (--run-slow): garbage in any state and in any split never escapes as another error."""
+    server = server_in(state)
+    try:
+        for piece in pieces:
+            server.receive_data(piece)
+            drain(server)
+        if close:
+            server.receive_data(b"")
+            drain(server)
+    except RemoteProtocolError as error:
+        assert error.kind in set(ErrorKind)
+        assert server.send(ServerError()) == bytes.fromhex("033b0800000000")
