@@ -11,7 +11,7 @@ the accepting thread, plus one writer thread per upload in progress. The work is
 I/O (socket, file writes, fsync, SQLite) and AES/CRC in C code that releases the GIL, so
 threads are the simplest correct choice; an event loop would have to push every file
 write, fsync and database commit to a thread pool anyway. The session thread decrypts and
-CRCs while the upload's writer thread writes the plaintext (a bounded queue of 16 chunks),
+CRCs while the upload's writer thread writes the plaintext (a bounded queue of 4 chunks),
 so disk writes overlap decryption on a second core. Each connection has its own timeouts
 (``--idle-timeout`` before a request: close silently; ``--read-timeout`` while a message
 is under way: 2107 and close; also bounds each send), so a slow or hostile client holds
