@@ -30,6 +30,7 @@ from backupproto.events import (
 
 from .case import CaseContext, Wire
 from .diagnose import explain_crc
+from .wire import Closed
 
 ZERO_ID = bytes(16)
 
@@ -192,32 +193,36 @@ def confirm(session: Session, file_name: str) -> None:
     session.wire.request(CrcOk(session.client_id, file_name), Acknowledged)
 
 
-def probe(context: CaseContext, after: str) -> None:
-    """A fresh client registers: the server still serves after `after` (spec 9.1)."""
+def check_listening(context: CaseContext, requirement: str, after: str, hint: str) -> None:
+    """Fail unless a new TCP connection to the target is accepted."""
     try:
         socket.create_connection(
             (context.target.host, context.target.port), timeout=context.timeout_s
         ).close()
     except OSError as error:
-        context.fail(
-            f"a fresh client can connect and register after {after} (spec 9.1: a failure on one "
-            "connection MUST NOT affect other connections, and the server keeps listening)",
-            f"connect failed: {error}",
-            hint="the server seems to have died or stopped listening",
-        )
+        context.fail(requirement, f"connect failed after {after}: {error}", hint=hint)
+
+
+def probe(context: CaseContext, after: str) -> None:
+    """A fresh client registers: the server still serves after `after` (spec 9.1)."""
+    check_listening(
+        context,
+        f"a fresh client can connect and register after {after} (spec 9.1: a failure on one "
+        "connection MUST NOT affect other connections, and the server keeps listening)",
+        after,
+        hint="the server seems to have died or stopped listening",
+    )
     wire = context.connect("sanity probe")
     name = unique_name("probe")
     try:
         wire.send(Register(ZERO_ID, name))
         received = wire.receive(waiting_for="2100 REGISTERED for a fresh client (sanity probe)")
-    except Exception as error:
-        if type(error).__name__ == "Closed":
-            wire.fail(
-                f"a fresh client can still register after {after} (spec 9.1: a failure on one connection "
-                "MUST NOT affect other connections)",
-                "the server closed the probe's connection without a response",
-            )
-        raise
+    except Closed:
+        wire.fail(
+            f"a fresh client can still register after {after} (spec 9.1: a failure on one connection "
+            "MUST NOT affect other connections)",
+            "the server closed the probe's connection without a response",
+        )
     if not isinstance(received.event, Registered):
         wire.fail(
             f"a fresh client can still register after {after} (spec 9.1)",

@@ -8,7 +8,6 @@ no example database; --seed makes the generated frames repeat.
 
 from __future__ import annotations
 
-import socket
 import time
 
 from hypothesis import HealthCheck, Phase, given, seed, settings
@@ -19,7 +18,7 @@ from backupproto.dialect import RequestCode
 from backupproto.events import FileReceived, ServerError
 from backupproto.schemas import V3_SCHEMAS
 from conformance.case import MUST, CaseContext, Closed, case, hex_preview
-from conformance.flows import Session, confirm, gnu_cksum, probe, register, send_key
+from conformance.flows import Session, check_listening, confirm, gnu_cksum, probe, register, send_key
 
 BUDGET_S = 40.0
 PROBE_EVERY = 25
@@ -82,16 +81,12 @@ def test_fuzz_malformed(case_context: CaseContext, fuzz_examples: int, conforman
             return
         count[0] += 1
         context = CaseContext(case_context.info, case_context.target, case_context.timeout_s)
-        try:
-            socket.create_connection(
-                (context.target.host, context.target.port), timeout=context.timeout_s
-            ).close()
-        except OSError as error:
-            context.fail(
-                "the server keeps listening after every fuzzed frame (spec 9.1)",
-                f"connect failed after {count[0] - 1} frames: {error}",
-                hint=f"the frame sent just before: {hex_preview(previous[-1]) if previous else '(none)'}",
-            )
+        check_listening(
+            context,
+            "the server keeps listening after every fuzzed frame (spec 9.1)",
+            f"{count[0] - 1} frames",
+            hint=f"the frame sent just before: {hex_preview(previous[-1]) if previous else '(none)'}",
+        )
         previous[:] = [frame]
         try:
             wire = context.connect("fuzz")

@@ -146,23 +146,13 @@ def _chunks(data: bytes | Path) -> Any:
 
 def raw_exchange(address: tuple[str, int], data: bytes, timeout: float = 10.0) -> bytes:
     """Send raw bytes, half-close, and return all the server sends until it closes (bounded)."""
-    deadline = time.monotonic() + timeout
-    received = b""
     with socket.create_connection(address, timeout=timeout) as sock:
         try:
             sock.sendall(data)
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass  # the server may have closed already
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except ConnectionResetError:
-                break
-            if not chunk:
-                break
-            received += chunk
-    return received
+        return read_until_closed(sock, timeout)
 
 
 def read_until_closed(sock: socket.socket, timeout: float = 10.0) -> bytes:
