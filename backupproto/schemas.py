@@ -407,10 +407,10 @@ class Schemas:
                 offset=base + min(len(data), expected),
                 expected=f"{expected} bytes",
             )
-        offsets = _field_offsets(schema)
         try:
             return _fields(schema.parse(data))
         except _FieldFault as fault:
+            offsets = _field_offsets(schema)  # only on the error path
             raise MalformedMessage(
                 fault.kind,
                 fault.message,
@@ -570,14 +570,8 @@ def _exact_payload(data: bytes, header_size: int, payload_size: int) -> bytes:
     return bytes(data[header_size:])
 
 
-_OFFSETS_CACHE: dict[int, dict[str, int]] = {}
-
-
 def _field_offsets(schema: Any) -> dict[str, int]:
     """Offsets of the fixed-size fields at the start of a Struct, by name."""
-    cached = _OFFSETS_CACHE.get(id(schema))
-    if cached is not None:
-        return cached
     offsets: dict[str, int] = {}
     position = 0
     for sub in schema.subcons:
@@ -586,7 +580,6 @@ def _field_offsets(schema: Any) -> dict[str, int]:
             position += sub.sizeof()
         except SizeofError:
             break
-    _OFFSETS_CACHE[id(schema)] = offsets
     return offsets
 
 
