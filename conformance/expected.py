@@ -1,4 +1,4 @@
-"""The ``--expected-failures`` file: known deviations, each a case id and a pattern its failure must match.
+"""The ``--bp-expected-failures`` file: known deviations, each a case id and a pattern its failure must match.
 
 Text format, one entry per line, ``#`` starts a comment::
 
@@ -55,7 +55,7 @@ def load_expected_failures(path: str) -> ExpectedFailures:
         except json.JSONDecodeError as error:
             raise pytest.UsageError(f"--bp-expected-failures {path}: not JSON: {error}") from None
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            raise pytest.UsageError(f'--expected-failures {path}: expected {{"CASE-ID": "PATTERN", ...}}')
+            raise pytest.UsageError(f'--bp-expected-failures {path}: expected {{"CASE-ID": "PATTERN", ...}}')
         pairs = [(0, key, value) for key, value in data.items()]
     else:
         for number, line in enumerate(text.splitlines(), 1):

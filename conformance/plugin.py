@@ -9,7 +9,7 @@ the cases run in order against one server (sanity first and last).
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import random
 import shutil
 import tempfile
@@ -137,8 +137,10 @@ def pytest_collection_modifyitems(
     if _uses_xdist(config):
         raise pytest.UsageError(XDIST_REFUSED)
     for module in ("hypothesis",):
-        if importlib.util.find_spec(module) is None:
-            raise pytest.UsageError(MISSING_EXTRA.format(module=module))
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise pytest.UsageError(MISSING_EXTRA.format(module=module)) from None
     unknown = sorted(set(state.settings.expected.entries) - set(CASES))
     if unknown:
         raise pytest.UsageError(

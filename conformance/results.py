@@ -9,7 +9,7 @@ import pytest
 
 from .case import CaseInfo
 
-SHOULD_NOTE = "failure, reported as a warning (--strict makes it count)"
+SHOULD_NOTE = "failure, reported as a warning (--bp-strict makes it count)"
 
 OUTCOMES = (
     "passed",
@@ -22,7 +22,7 @@ OUTCOMES = (
     "unexpected-pass",
 )
 """warning: a SHOULD case failed; info: an INFO case noted a behaviour; expected-failure: a
-case listed in --expected-failures failed as listed; unexpected-pass: a listed case passed."""
+case listed in --bp-expected-failures failed as listed; unexpected-pass: a listed case passed."""
 
 FATAL = frozenset({"failed", "error", "unexpected-pass"})
 
@@ -128,7 +128,7 @@ class Results:
         )
 
     def verdict(self) -> str:
-        """``CONFORMANT`` unless a MUST case (or, with --strict, a SHOULD case) failed."""
+        """``CONFORMANT`` unless a MUST case (or, with --bp-strict, a SHOULD case) failed."""
         if not self.rows:
             return "NOT CONFORMANT"
         for row in self.rows.values():

@@ -23,7 +23,7 @@ _NOTEWORTHY = (
     ("failed", "FAILED"),
     ("error", "ERROR (the case could not run)"),
     ("unexpected-pass", "LISTED AS EXPECTED FAILURE BUT PASSED"),
-    ("expected-failure", "known deviations (--expected-failures)"),
+    ("expected-failure", "known deviations (--bp-expected-failures)"),
     ("warning", "SHOULD warnings"),
     ("info", "informational"),
     ("skipped", "skipped"),

@@ -293,7 +293,7 @@ class Wire:
             self.fail(
                 waiting_for,
                 f"{len(timeout_error.data)} bytes within {timeout:g} s (nothing more arrived)",
-                hint=silence_hint or "the server did not answer in time (--timeout-s sets this wait)",
+                hint=silence_hint or "the server did not answer in time (--bp-timeout-s sets this wait)",
             )
         raw = SCHEMAS.response_header.parse(head)
         version, code, size = raw.version, raw.code, raw.payload_size
