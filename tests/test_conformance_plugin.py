@@ -64,7 +64,8 @@ def test_markers_are_not_registered_in_other_projects(other_project: Path) -> No
     code, output = run_pytest("--markers", cwd=other_project)
     assert code == 0, output
     assert "section_4" not in output and "must:" not in output
-    (other_project / "test_marked.py").write_text("import pytest\n\n@pytest.mark.must\ndef test_x():\n    pass\n")
+    marked = "import pytest\n\n@pytest.mark.must\ndef test_x():\n    pass\n"
+    (other_project / "test_marked.py").write_text(marked)
     code, output = run_pytest(cwd=other_project)
     assert code != 0 and "'must' not found in `markers`" in output
 
@@ -189,7 +190,8 @@ def test_sessions_are_read_per_run_not_per_import(tmp_path: Path) -> None:
             print("RUN", name, sorted(i.split("[")[-1] for i in ids.ids if "extra]" in i))
         """
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "-c", script]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
     runs = [line for line in done.stdout.splitlines() if line.startswith("RUN")]
     assert runs == [
         "RUN first-extra ['15-replay-first-extra]']",

@@ -46,7 +46,8 @@ CAUGHT_BY: dict[str, dict[str, str]] = {
 def run_suite(target: str, tmp_path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
     """`pytest conformance --bp-target ...` in a subprocess; (exit code, JSON report, output)."""
     report = tmp_path / f"report-{len(list(tmp_path.glob('report-*')))}.json"
-    command = [sys.executable, "-m", "pytest", "conformance", "--bp-target", target, "--bp-report", str(report)]
+    command = [sys.executable, "-m", "pytest", "conformance", "--bp-target", target]
+    command += ["--bp-report", str(report)]
     command += ["-p", "no:cacheprovider", "-q", "--bp-timeout-s", "3", *args]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=SUITE_TIMEOUT_S)
     output = done.stdout + done.stderr
