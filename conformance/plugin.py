@@ -53,6 +53,8 @@ class _State:
         self.total_cases = 0
         self.server: Any = None
         self.hypothesis_tmp: Path | None = None
+        self.usage_errors: list[str] = []
+        """Usage mistakes found while collecting (raised once collection is over)."""
         self.started = time.monotonic()
 
 
@@ -136,6 +138,8 @@ def pytest_collection_modifyitems(
     state = _state(config)
     if _uses_xdist(config):
         raise pytest.UsageError(XDIST_REFUSED)
+    if state.usage_errors:
+        raise pytest.UsageError(state.usage_errors[0])
     for module in ("hypothesis",):
         try:
             importlib.import_module(module)
@@ -303,7 +307,7 @@ def _judge(state: _State, info: CaseInfo, report: pytest.TestReport) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = _state(config)
-    if not state.active or state.settings.list_only or config.option.collectonly:
+    if not state.active or state.settings.list_only or config.option.collectonly or not state.results.rows:
         return
     write_summary(terminalreporter, state.results, _run_facts(state))
 
@@ -422,9 +426,16 @@ def large_file_mib(request: pytest.FixtureRequest) -> int:
     return _state(request.config).settings.large_file_mib
 
 
+def usage_error(config: pytest.Config, text: str) -> None:
+    """Report a usage mistake found while collecting (inside collection, a raised
+    `pytest.UsageError` would become a collection error): the run stops with exit code 4 and
+    this line once collection is over."""
+    _state(config).usage_errors.append(text)
+
+
 def sessions_folder(config: pytest.Config) -> Path | None:
     """--bp-sessions of this run (for `pytest_generate_tests` of the session cases)."""
     return _state(config).settings.sessions
 
 
-__all__ = ["CaseResult", "sessions_folder"]
+__all__ = ["CaseResult", "sessions_folder", "usage_error"]

@@ -18,7 +18,7 @@ import pytest
 
 from backupproto.sessions import NAME_PATTERN, SessionError, load
 from conformance.case import MUST, CaseContext, CaseInfo, Level, declare
-from conformance.plugin import sessions_folder
+from conformance.plugin import sessions_folder, usage_error
 from conformance.replay import NotReplayable, ReplayMismatch, replay_against_server
 
 CORPUS = Path(__file__).parent / "sessions"
@@ -38,17 +38,20 @@ class SessionCase:
     problem: str | None
 
 
-def session_cases(extra: Path | None) -> list[SessionCase]:
-    """The corpus' sessions, then those of `extra`; two files of one name are a usage error."""
+def session_cases(extra: Path | None) -> tuple[list[SessionCase], list[str]]:
+    """The corpus' sessions, then those of `extra` (the first of two of one name); the clashes."""
     files = sorted(CORPUS.glob("*.json")) + (sorted(extra.glob("*.json")) if extra else [])
     made: dict[str, SessionCase] = {}
+    clashes = []
     for path in files:
         made_case = _session_case(path)
         known = made.get(made_case.info.id)
         if known is not None:
-            raise pytest.UsageError(f"two sessions make case {made_case.info.id}: {known.path} and {path}")
+            case_id = made_case.info.id
+            clashes.append(f"--bp-sessions: two sessions make case {case_id}: {known.path} and {path}")
+            continue
         made[made_case.info.id] = made_case
-    return list(made.values())
+    return list(made.values()), clashes
 
 
 def _session_case(path: Path) -> SessionCase:
@@ -65,7 +68,9 @@ def _session_case(path: Path) -> SessionCase:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.definition.name != test_15_replay.__name__:
         return
-    cases = session_cases(sessions_folder(metafunc.config))
+    cases, clashes = session_cases(sessions_folder(metafunc.config))
+    for clash in clashes:
+        usage_error(metafunc.config, clash)
     metafunc.parametrize(
         ("case_info", "session"),
         [(made.info, made) for made in cases],

@@ -96,12 +96,17 @@ def _expected_file(tmp_path: Path) -> str:
         (["--bp-target", "127.0.0.1:99999"], "--bp-target '127.0.0.1:99999': expected HOST:PORT"),
         (["--bp-sessions", "no/such/folder"], "--bp-sessions 'no/such/folder': not a folder"),
         (["--bp-expected-failures", "EXPECTED"], "unknown case ids: 4.99-no-such-case"),
+        (["--bp-sessions", "CLASH"], "two sessions make case 15-replay-reconnect"),
     ],
 )
 def test_usage_errors_exit_4_with_one_line_and_no_verdict(
     args: list[str], message: str, tmp_path: Path
 ) -> None:
-    args = [_expected_file(tmp_path) if arg == "EXPECTED" else arg for arg in args]
+    clash = tmp_path / "clash"
+    clash.mkdir()
+    (clash / "reconnect.json").write_text((ROOT / "conformance" / "sessions" / "reconnect.json").read_text())
+    given = {"EXPECTED": _expected_file(tmp_path), "CLASH": str(clash)}
+    args = [given.get(arg, arg) for arg in args]
     code, output = run_pytest(SUITE, "--bp-target", UNUSED_TARGET, *args)
     assert code == pytest.ExitCode.USAGE_ERROR, output[-2000:]
     errors = [line for line in output.splitlines() if line.startswith("ERROR:")]
