@@ -128,9 +128,10 @@ class Results:
         )
 
     def verdict(self) -> str:
-        """``CONFORMANT`` unless a MUST case (or, with --bp-strict, a SHOULD case) failed."""
+        """``CONFORMANT`` unless a MUST case (or, with --bp-strict, a SHOULD case) failed;
+        ``NO VERDICT`` when no case ran."""
         if not self.rows:
-            return "NOT CONFORMANT"
+            return "NO VERDICT"
         for row in self.rows.values():
             if row.outcome in ("failed", "error"):
                 return "NOT CONFORMANT"

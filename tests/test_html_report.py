@@ -209,3 +209,8 @@ def test_report_renders_in_headless_chromium(width: int, height: int, tmp_path: 
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy(png, Path(keep) / f"html-report-{width}.png")
+
+
+def test_a_run_without_cases_has_no_verdict() -> None:
+    page = render_html(Results(), {**FACTS, "cases_collected": 83})
+    assert "NO VERDICT" in page and "CONFORMANT" not in page
