@@ -28,7 +28,7 @@ h2 { font-size: 1.15rem; margin: 1.5rem 0 .5rem; }
 section, details { background: #fff; border: 1px solid var(--line); border-radius: 6px;
   padding: .75rem 1rem; margin: .5rem 0; }
 .verdict { font-size: 1.6rem; font-weight: 700; }
-.CONFORMANT { color: var(--ok); } .NOT-CONFORMANT { color: var(--bad); }
+.verdict.ok { color: var(--ok); } .verdict.bad { color: var(--bad); }
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .1rem 1rem; margin: .5rem 0 0; }
 dl.facts dt { color: var(--muted); } dl.facts dd { margin: 0; overflow-wrap: anywhere; }
 .cause { border-left: 4px solid var(--bad); }
@@ -83,9 +83,10 @@ def _facts(results: Results, facts: dict[str, Any]) -> str:
         ("duration", f"{facts.get('duration_s')} s"),
     ]
     rows = "".join(f"<dt>{_e(name)}</dt><dd>{_e(value)}</dd>" for name, value in items)
+    tone = {"CONFORMANT": "ok", "NOT CONFORMANT": "bad"}.get(verdict, "none")
     return (
-        f'<section><h1>backupproto conformance report</h1><div class="verdict '
-        f'{verdict.replace(" ", "-")}">{_e(verdict)}</div><dl class="facts">{rows}</dl></section>'
+        f'<section><h1>backupproto conformance report</h1><div class="verdict {tone}">{_e(verdict)}</div>'
+        f'<dl class="facts">{rows}</dl></section>'
     )
 
 
