@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import itertools
 import mmap
 import os
@@ -245,6 +246,22 @@ def test_small_windows_join_like_one_read(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert summer.value == _reference_cksum(data[2 * GRANULARITY :])
+
+
+def test_unmappable_files_are_read_instead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = os.urandom(5 * GRANULARITY + 3)
+    (tmp_path / "f").write_bytes(data)
+
+    def cannot_map(*args: object, **kwargs: object) -> mmap.mmap:
+        raise OSError(errno.ENODEV, "No such device")
+
+    monkeypatch.setattr(cli_cksum.mmap, "mmap", cannot_map)
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        summer = sum_range(fd, GRANULARITY, len(data))
+    finally:
+        os.close(fd)
+    assert summer.value == _reference_cksum(data[GRANULARITY:])
 
 
 @needs_gnu
