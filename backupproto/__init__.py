@@ -24,3 +24,6 @@ __all__ = [
     "RequestCode",
     "ResponseCode",
 ]
+
+__version__ = "0.1.0"
+"""The package version, its single source (pyproject.toml reads it from here)."""
