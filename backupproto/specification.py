@@ -10,7 +10,7 @@ from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-SPEC_DOCUMENTS = ("protocol.md", "sessions.md", "sessions.schema.json")
+SPEC_DOCUMENTS = ("protocol.md", "dialects.md", "sessions.md", "sessions.schema.json")
 """The documents of the spec folder (besides the ``vectors/`` folder)."""
 
 
