@@ -75,11 +75,11 @@ TRANSFER_CASES = [
     # (id, transfer.info text or None for a missing file, expected line, message fragment)
     ("missing file", None, None, "file not found"),
     ("empty file", "", 1, "missing server address"),
-    ("no colon", "localhost\nalice\na.txt\n", 1, "is not host:port"),
+    ("no colon", "localhost\nalice\na.txt\n", 1, "is not HOST:PORT"),
     ("port not a number", "127.0.0.1:http\nalice\na.txt\n", 1, "port 'http'"),
     ("port zero", "127.0.0.1:0\nalice\na.txt\n", 1, "from 1 to 65535"),
     ("port too big", "127.0.0.1:65536\nalice\na.txt\n", 1, "from 1 to 65535"),
-    ("no host", ":1234\nalice\na.txt\n", 1, "is not host:port"),
+    ("no host", ":1234\nalice\na.txt\n", 1, "the host before"),
     ("missing name line", "127.0.0.1:1234\n", 2, "missing client name"),
     ("empty name", "127.0.0.1:1234\n   \na.txt\n", 2, "the client name is empty"),
     (
