@@ -301,12 +301,12 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         except ValueError as error:
             raise pytest.UsageError(str(error)) from None
         return
-    from .server_process import ServerProcess
+    from backupproto.io.server_process import ServerProcess
 
     state = config.stash[_STATE]
     data = Path(config.getoption("data_dir") or tmp_path_factory.mktemp("reference-server") / "data")
     data.mkdir(parents=True, exist_ok=True)
-    state.server = ServerProcess(data)
+    state.server = ServerProcess.start(data)
     assert state.server.target is not None
     try:
         yield state.server.target

@@ -38,7 +38,7 @@ from backupproto.events import (
 from backupproto.recorder import Recorder
 from backupproto.schemas import V3_SCHEMAS
 from backupproto.sessions import Session, join, load, save
-from conformance.server_process import ServerProcess
+from backupproto.io.server_process import ServerProcess
 
 HERE = Path(__file__).parent
 Address = tuple[str, int]
@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bp-corpus-") as temporary:
         work = Path(temporary)
         (work / "data").mkdir()
-        server = ServerProcess(work / "data")
+        server = ServerProcess.start(work / "data")
         try:
             assert server.target is not None
             for name in args.flows or FLOWS:
