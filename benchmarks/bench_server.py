@@ -18,9 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +37,6 @@ from backupproto.crypto import (
 )
 from backupproto.engine import ClientConnection
 from backupproto.events import (
-    NEED_DATA,
     Acknowledged,
     AesKey,
     CrcOk,
@@ -53,32 +49,14 @@ from backupproto.events import (
     SendFile,
     SendPublicKey,
 )
+from backupproto.io.channel import EngineChannel
+from backupproto.io.server_process import ServerProcess
 
 MIB = 1 << 20
 
 
-def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reference_server",
-            "--port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-            "--log-level",
-            "WARNING",
-        ],
-        stdout=subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().decode()
-    match = re.fullmatch(r"listening on (\S+):(\d+)\n", line)
-    if match is None:
-        process.kill()
-        raise SystemExit(f"server did not start: {line!r}")
-    return process, (match[1], int(match[2]))
+def start_server(data_dir: Path) -> ServerProcess:
+    return ServerProcess.start(data_dir, "--log-level", "WARNING", timeout=60)
 
 
 def vm_hwm_kib(pid: int) -> int:
@@ -89,16 +67,16 @@ def vm_hwm_kib(pid: int) -> int:
 
 
 class Client:
+    """A blocking client: the one channel around a `ClientConnection`."""
+
     def __init__(self, address: tuple[str, int]) -> None:
-        self.sock = socket.create_connection(address, timeout=600)
-        self.conn = ClientConnection()
+        self.channel = EngineChannel.connect(address, ClientConnection(), connect_timeout=60, timeout=600)
 
     def send(self, event: object) -> None:
-        self.sock.sendall(self.conn.send(event))  # type: ignore[arg-type]
+        self.channel.send(event)
 
     def receive(self) -> Response:
-        while (event := self.conn.next_event()) is NEED_DATA:
-            self.conn.receive_data(self.sock.recv(65536))
+        event = self.channel.next_event()
         assert isinstance(event, Response), event
         return event
 
@@ -175,11 +153,11 @@ def main() -> None:
         root = Path(temp)
         plain, cipher_path = root / "plain.bin", root / "cipher.bin"
         expected_crc = write_plaintext(plain, size)
-        process, address = start_server(root / "server")
+        server = start_server(root / "server")
         try:
-            rss_idle = vm_hwm_kib(process.pid)
+            rss_idle = vm_hwm_kib(server.process.pid)
             key = generate_private_key()
-            client = Client(address)
+            client = Client(server.address)
             client.send(Register(bytes(16), "bench"))
             registered = client.receive()
             assert isinstance(registered, Registered)
@@ -199,11 +177,10 @@ def main() -> None:
                     send_file(client, registered.client_id, cipher_path, content_size, chunk, expected_crc)
                 )
                 aes_runs.append(raw_aes_seconds(cipher_path, aes_key, chunk))
-            rss_peak = vm_hwm_kib(process.pid)
-            client.sock.close()
+            rss_peak = vm_hwm_kib(server.process.pid)
+            client.channel.close()
         finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(60)
+            server.stop(timeout=60)
 
     elapsed, sent = min(runs)
     aes_seconds = min(aes_runs)
