@@ -44,7 +44,10 @@ class Channel:
         """Connect; ConnectionFailed if the server cannot be reached within `connect_timeout`."""
         try:
             channel = EngineChannel.connect(
-                (server.host, server.port), ClientConnection(), connect_timeout=connect_timeout, timeout=read_timeout
+                (server.host, server.port),
+                ClientConnection(),
+                connect_timeout=connect_timeout,
+                timeout=read_timeout,
             )
         except ChannelTimeout:
             raise ConnectionFailed(
@@ -90,7 +93,9 @@ class Channel:
         except RemoteProtocolError as error:
             raise ProtocolFailure(f"the server broke the protocol: {error}") from None
         except ChannelTimeout:
-            raise ConnectionFailed(f"no response from {self.server} within {wait:g} s (read timeout)") from None
+            raise ConnectionFailed(
+                f"no response from {self.server} within {wait:g} s (read timeout)"
+            ) from None
         except ConnectionLost as error:
             raise ConnectionFailed(f"connection to {self.server} lost: {error.reason}") from None
         if isinstance(event, ServerError):

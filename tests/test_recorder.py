@@ -19,8 +19,8 @@ import pytest
 from helpers.server_process import ServerProcess
 
 from backupproto import crypto
-from backupproto.recorder import ConnectionRecorder, Recorder
-from backupproto.sessions import Direction, Session, load
+from backupproto.sessions import Direction, Session
+from conformance.recording import ConnectionRecorder, Recorder, load, plaintext_chunks
 
 REGISTER_BOB = bytes(16) + b"\x03\x4c\x04\xff\x00\x00\x00" + b"bob".ljust(255, b"\x00")
 
@@ -172,7 +172,7 @@ def test_client_dir_gives_plaintext_and_key(
     assert file_message.content is not None
     plain = file_message.content.plaintext
     assert plain is not None and plain.file is not None and plain.size == len(content)
-    assert b"".join(plain.chunks()) == content
+    assert b"".join(plaintext_chunks(plain)) == content
     assert plain.sha256 == hashlib.sha256(content).hexdigest()
     assert file_message.content.size == crypto.encrypted_size(len(content))
     [client_key] = session.clients

@@ -15,9 +15,9 @@ import pytest
 from helpers.server_process import ServerProcess
 
 from backupproto.dialect import ResponseCode
-from backupproto.recorder import Recorder
 from backupproto.schemas import V3_SCHEMAS
-from backupproto.sessions import Direction, End, Session, Splitter, Start, join, load, save
+from backupproto.sessions import Direction, End, Session, Splitter, Start, join
+from conformance.recording import Recorder, load, plaintext_chunks, save
 from conformance.replay import NotReplayable, ReplayMismatch, ReplayServer, replay_against_server
 
 CORPUS = Path(__file__).parent.parent / "conformance" / "sessions"
@@ -216,7 +216,7 @@ def test_server_with_a_wrong_cksum_fails_at_the_2103(reference_server: ServerPro
 def recorded_plaintext(session: Session) -> bytes:
     content = next(m.content for m in session.messages if m.code == 1103)
     assert content is not None and content.plaintext is not None
-    return b"".join(content.plaintext.chunks())
+    return b"".join(plaintext_chunks(content.plaintext))
 
 
 def test_replay_server_checks_the_reference_client(tmp_path: Path) -> None:

@@ -52,6 +52,19 @@ class Engine(Receiver, Protocol):
     def send(self, event: Any) -> bytes: ...
 
 
+class _BytesOnly:
+    """The receiver of a channel used byte by byte (`receive_bytes` / `send_bytes`: relays)."""
+
+    def receive_data(self, data: bytes) -> None:
+        """Ignore the bytes: the caller handles them."""
+
+    def next_event(self) -> Any:
+        return NEED_DATA
+
+
+BYTES_ONLY: Final = _BytesOnly()
+"""Receiver for channels that only move bytes."""
+
 R = TypeVar("R", bound=Receiver)
 E = TypeVar("E", bound=Engine)
 
@@ -177,4 +190,3 @@ class EngineChannel(Channel[E]):
     def send(self, event: Any) -> None:
         """Build `event` with the engine and send its bytes."""
         self.send_bytes(self.receiver.send(event))
-

@@ -7,6 +7,7 @@ server and the test doubles do. Standard error goes to a log file beside the dat
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import threading
@@ -58,11 +59,22 @@ class ServerProcess:
         not listen within `timeout` (the process is stopped then)."""
         data_dir.mkdir(parents=True, exist_ok=True)
         program = tuple(command or reference_server_command())
-        argv = [*program, *(["--port", str(port)] if port is not None else []), "--data-dir", str(data_dir), *extra]
+        argv = [
+            *program,
+            *(["--port", str(port)] if port is not None else []),
+            "--data-dir",
+            str(data_dir),
+            *extra,
+        ]
         log_path = data_dir.parent / f"{data_dir.name}.server-{time.monotonic_ns()}.log"
         with open(log_path, "w") as log:
             process = subprocess.Popen(
-                argv, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True, cwd=data_dir.parent
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                cwd=data_dir.parent,
             )
         lines: list[str] = []
         found: list[Address] = []
@@ -123,10 +135,8 @@ def _read_stdout(
             lines.append(line.rstrip("\n"))
             del lines[:-KEPT_LINES]
             if not found and LISTENING in line:
-                try:
+                with contextlib.suppress(AddressError):
                     found.append(parse_address(line.split(LISTENING, 1)[1]))
-                except AddressError:
-                    pass
                 ready.set()
     finally:
         ready.set()
