@@ -203,7 +203,7 @@ def test_record_subcommand(reference_server: ServerProcess, tmp_path: Path) -> N
         [
             sys.executable,
             "-m",
-            "backupproto",
+            "conformance",
             "record",
             "--listen",
             "127.0.0.1:0",
@@ -239,7 +239,7 @@ def test_record_subcommand_refuses_a_bad_address() -> None:
         [
             sys.executable,
             "-m",
-            "backupproto",
+            "conformance",
             "record",
             "--listen",
             "nowhere",

@@ -254,7 +254,7 @@ def test_replay_server_subcommand(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "backupproto",
+            "conformance",
             "replay-server",
             "--session",
             str(session_path),

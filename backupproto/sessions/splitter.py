@@ -6,11 +6,13 @@ header) leaves it as `Body` pieces, so a file of any size passes in constant mem
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from ..dialect import RequestCode, ResponseCode
 from ..errors import BackupProtoError, ErrorKind, MalformedMessage
+from ..events import NEED_DATA, _NeedData
 from ..schemas import V3_SCHEMAS, Schemas
 from .model import Direction, SessionError
 
@@ -107,6 +109,7 @@ class Splitter:
         self._want: int | None = None
         self._payload_size = 0
         self._ended = False
+        self._ready: deque[Piece] = deque()
 
     @property
     def _header_size(self) -> int:
@@ -141,6 +144,14 @@ class Splitter:
             if len(self._buffer) == want:
                 pieces.extend(self._framed())
         return pieces
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes (``b""``: the stream ended); pieces wait for `next_event` (a channel's receiver)."""
+        self._ready.extend(self.feed(data) if data else self.end())
+
+    def next_event(self) -> Piece | _NeedData:
+        """The next piece fed through `receive_data`, or NEED_DATA."""
+        return self._ready.popleft() if self._ready else NEED_DATA
 
     def end(self) -> list[Piece]:
         """The stream ended; closes a message left open (with a `truncated` error)."""

@@ -16,8 +16,6 @@ from backupproto.address import Address, AddressError, parse_address
 
 from .proxy import Recorder
 
-HELP = "record client/server conversations through a transparent proxy, one session file per connection"
-
 
 def _address(text: str) -> Address:
     try:
