@@ -19,6 +19,7 @@ import pytest
 from helpers.server_process import ServerProcess
 
 from backupproto import crypto
+from backupproto.io.channel import BYTES_ONLY, Channel
 from backupproto.sessions import Direction, Session
 from conformance.recording import ConnectionRecorder, Recorder, load, plaintext_chunks
 
@@ -39,37 +40,29 @@ class ScriptPeer:
     def _serve(self) -> None:
         self.listener.settimeout(10)
         sock, _ = self.listener.accept()
-        sock.settimeout(10)
-        got = bytearray()
-        rng = random.Random(7)
-        position = 0
-        while position < len(self.reply):
-            step = rng.randint(1, 40000)
-            sock.sendall(self.reply[position : position + step])
-            position += step
-        sock.shutdown(socket.SHUT_WR)
-        while data := sock.recv(65536):
-            got += data
-        self.received.append(bytes(got))
-        sock.close()
+        with Channel(sock, BYTES_ONLY, timeout=10) as channel:
+            rng = random.Random(7)
+            position = 0
+            while position < len(self.reply):
+                step = rng.randint(1, 40000)
+                channel.send_bytes(self.reply[position : position + step])
+                position += step
+            channel.shutdown_write()
+            self.received.append(channel.receive_all())
         self.listener.close()
 
 
 def exchange(address: tuple[str, int], sent: bytes) -> bytes:
     """Send `sent` in uneven pieces, half-close, return everything received."""
-    sock = socket.create_connection(address, timeout=10)
-    rng = random.Random(3)
-    position = 0
-    while position < len(sent):
-        step = rng.randint(1, 30000)
-        sock.sendall(sent[position : position + step])
-        position += step
-    sock.shutdown(socket.SHUT_WR)
-    got = bytearray()
-    while data := sock.recv(65536):
-        got += data
-    sock.close()
-    return bytes(got)
+    with Channel.connect(address, BYTES_ONLY, connect_timeout=10, timeout=10) as channel:
+        rng = random.Random(3)
+        position = 0
+        while position < len(sent):
+            step = rng.randint(1, 30000)
+            channel.send_bytes(sent[position : position + step])
+            position += step
+        channel.shutdown_write()
+        return channel.receive_all()
 
 
 @pytest.fixture

@@ -137,6 +137,29 @@ class Channel(Generic[R]):
             self.on_receive(data)
         return data
 
+    def receive_all(self, timeout: float | None = None) -> bytes:
+        """Everything the peer sends until it closes (a reset ends it too); `timeout` bounds the
+        whole wait (`ChannelTimeout`, with what arrived in `received`). The bytes bypass the receiver."""
+        wait = self.timeout if timeout is None else timeout
+        deadline = None if wait is None else time.monotonic() + wait
+        received = bytearray()
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            not_closed = ChannelTimeout("the peer did not close the connection", wait, bytes(received))
+            if left is not None and left <= 0:
+                raise not_closed
+            try:
+                data = self.receive_bytes(left)
+            except ConnectionLost as lost:
+                if isinstance(lost.error, ConnectionResetError):
+                    return bytes(received)
+                raise
+            except ChannelTimeout:
+                raise not_closed from None
+            if not data:
+                return bytes(received)
+            received += data
+
     def feed_end(self) -> None:
         """Tell the receiver that the stream ended (after a reset, say), once."""
         if not self.peer_closed:
