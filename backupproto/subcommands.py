@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol, cast
 
@@ -33,14 +33,11 @@ class SubcommandModule(Protocol):
 class _LazyVersion(argparse.Action):
     """``--version``: prints the installed distribution's version, looked up only when asked."""
 
-    def __init__(
-        self, option_strings: Sequence[str], dest: str, version: Callable[[], str], **kw: Any
-    ) -> None:
-        super().__init__(option_strings, dest, nargs=0, help="print the version and exit", **kw)
-        self.version = version
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit", **kwargs)
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> NoReturn:
-        print(f"{parser.prog} {self.version()}")
+        print(f"{parser.prog} {installed_version()}")
         parser.exit()
 
 
@@ -59,7 +56,7 @@ def build_parser(
 ) -> argparse.ArgumentParser:
     """The parser: one sub-parser per subcommand; only the one named in `argv` is imported and completed."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--version", action=_LazyVersion, version=installed_version)
+    parser.add_argument("--version", action=_LazyVersion)
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)
     for name, spec in table.items():
