@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Callable
 from typing import Any, Final, Generic, Protocol, Self, TypeVar
 
 from backupproto.address import Address
@@ -78,8 +77,6 @@ class Channel(Generic[R]):
         self.timeout = timeout
         self.peer_closed = False
         """True once the peer's end of stream was fed to the receiver."""
-        self.on_receive: Callable[[bytes], None] | None = None
-        """Called with every chunk read (transcripts, recording)."""
         sock.settimeout(timeout)
 
     @classmethod
@@ -133,8 +130,6 @@ class Channel(Generic[R]):
         finally:
             if timeout is not None:
                 self.sock.settimeout(self.timeout)
-        if self.on_receive is not None:
-            self.on_receive(data)
         return data
 
     def receive_all(self, timeout: float | None = None) -> bytes:
@@ -183,7 +178,10 @@ class Channel(Generic[R]):
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise ChannelTimeout("no complete message arrived", wait)
-            data = self.receive_bytes(left)
+            try:
+                data = self.receive_bytes(left)
+            except ChannelTimeout:
+                raise ChannelTimeout("no complete message arrived", wait) from None
             if data:
                 self.receiver.receive_data(data)
             else:
