@@ -10,12 +10,10 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, NoReturn, Protocol, cast
+from typing import Any, NamedTuple, NoReturn, Protocol, cast
 
 
-@dataclass(frozen=True)
-class Subcommand:
+class Subcommand(NamedTuple):
     """Where a subcommand lives and what it does (its help line)."""
 
     module: str
@@ -42,7 +40,10 @@ class _LazyVersion(argparse.Action):
 
 
 def installed_version(distribution: str = "backupproto") -> str:
-    """The version of an installed distribution ("unknown" when it is not installed)."""
+    """``backupproto.__version__`` if the package declares it, else the installed distribution's version."""
+    declared = getattr(importlib.import_module("backupproto"), "__version__", None)
+    if isinstance(declared, str):
+        return declared
     from importlib import metadata
 
     try:
