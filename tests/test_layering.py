@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,33 @@ def test_the_check_sees_relative_and_nested_imports(tmp_path: Path) -> None:
         "backupproto/sub/bad.py:4 imports socket",
         "backupproto/sub/bad.py:6 imports conformance.replay",
     ]
+
+
+def test_a_subcommand_loads_only_its_own_modules() -> None:
+    """``python -m backupproto cksum`` imports neither the other subcommands nor the protocol modules."""
+    script = (
+        "import runpy, sys\n"
+        "sys.argv = ['backupproto', 'cksum', '/dev/null']\n"
+        "try:\n"
+        "    runpy.run_module('backupproto', run_name='__main__', alter_sys=True)\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('MODULES', *sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('backupproto', 'conformance', 'construct', 'Crypto')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    loaded = done.stdout.splitlines()[-1].split()[1:]
+    assert "backupproto.cli_cksum" in loaded
+    assert [name for name in loaded if name not in LIGHT] == []
+
+
+LIGHT = (
+    "backupproto",
+    "backupproto.__main__",
+    "backupproto.subcommands",
+    "backupproto.cli_cksum",
+    "backupproto.cksum",
+)
+"""What the cksum subcommand may load (the other engineer's cksum modules excepted)."""
