@@ -233,3 +233,9 @@ def _content(item: Any, where: str, base_dir: Path | None) -> Content:
             raise SessionError("plaintext needs 'base64' or 'file'", where=pwhere)
         content.plaintext = plaintext
     return content
+
+
+__all__ = [
+    "from_json",
+    "to_json",
+]

@@ -167,3 +167,20 @@ def join(name: str, parts: list[Session], description: str = "") -> Session:
                 clients.append(client)
     recorded = dict(parts[0].recorded) if parts else {}
     return Session(name=name, messages=messages, description=description, clients=clients, recorded=recorded)
+
+
+__all__ = [
+    "DEFAULT_VARIABLES",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "INLINE_LIMIT",
+    "NAME_PATTERN",
+    "ClientKey",
+    "Content",
+    "Direction",
+    "Message",
+    "Plaintext",
+    "Session",
+    "SessionError",
+    "join",
+]

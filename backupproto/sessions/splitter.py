@@ -243,3 +243,16 @@ def split_all(direction: Direction, data: bytes, schemas: Schemas = V3_SCHEMAS) 
     """All pieces of a whole stream (convenience for tests and small tools)."""
     splitter = Splitter(direction, schemas)
     return splitter.feed(data) + splitter.end()
+
+
+__all__ = [
+    "Body",
+    "End",
+    "Piece",
+    "Splitter",
+    "Start",
+    "decode_request_start",
+    "decode_response",
+    "error_record",
+    "split_all",
+]
