@@ -5,10 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from backupproto.io.channel import Channel, ChannelTimeout, ConnectionLost
-from backupproto.sessions import Body, Direction, End, Splitter, Start
+from backupproto.sessions import Body, Direction, End, Message, Splitter, Start
+
+from .content import content_chunks
+from .report import ReplayMismatch
 
 BODY_KEEP = 64 * 1024
 """Bytes of an unexpected body kept for the report."""
@@ -56,6 +59,54 @@ class Peer:
             self.channel.send_bytes(data)
         except (ChannelTimeout, ConnectionLost) as error:
             self.send_failed = str(error)
+
+    def send_as_recorded(self, message: Message) -> bool:
+        """Play a close, or a message that did not decode, exactly as recorded (with its body);
+        False when the message must be rebuilt for this run instead."""
+        if message.close:
+            self.shutdown_write()
+            return True
+        if message.decoded is not None:
+            return False
+        self.send(message.raw)
+        if message.content is not None:
+            for chunk in content_chunks(message.content, None, False, f"message {message.index}"):
+                self.send(chunk)
+        return True
+
+    def receive_like(
+        self,
+        session: str,
+        message: Message,
+        expected: Any,
+        role: str,
+        on_body: Callable[[bytes], None] | None = None,
+    ) -> dict[str, Any] | None:
+        """Receive where `message` was recorded from the `role` ("server" or "client") and check the
+        envelope: a close where one was recorded, a message where one was, an undecodable one byte
+        for byte. The decoded message to compare field by field, or None when all is checked;
+        `ReplayMismatch` (showing `expected`) otherwise."""
+        kind = "response" if role == "server" else "request"
+
+        def fail(reason: str, actual: Any) -> NoReturn:
+            raise ReplayMismatch(session, message.index, reason, expected, actual)
+
+        received = self.receive(on_body)
+        if received is None:
+            fail(f"no {kind} within {self.timeout:g} s", "nothing")
+        if message.close:
+            if not received.closed:
+                fail(f"the {role} did not close the connection", received.describe())
+            return None
+        if received.closed or received.start is None:
+            why = f" (sending had failed: {self.send_failed})" if self.send_failed else ""
+            fail(f"the {role} closed the connection" + why, received.describe())
+        actual = received.start.decoded
+        if message.decoded is None or actual is None:
+            if message.decoded is None and received.start.raw == message.raw:
+                return None
+            fail(f"the {kind} differs", received.describe())
+        return actual
 
     def shutdown_write(self) -> None:
         """Half-close our side."""

@@ -147,23 +147,12 @@ class ReplayServer:
     def _expect(self, peer: Peer, message: Message) -> None:
         expected: Any = "the client closes the connection" if message.close else message.decoded
         sink = _PlainSink(peer.aes_key)
-        received = peer.receive(on_body=sink.update)
-        if received is None:
-            self._fail(message, f"no request within {self.timeout:g} s", expected, "nothing")
-        assert received is not None
-        if message.close:
-            if not received.closed:
-                self._fail(message, "the client did not close the connection", expected, received.describe())
+        actual = peer.receive_like(
+            self.session.name, message, expected or message.raw.hex(), "client", on_body=sink.update
+        )
+        if actual is None:
             return
-        if received.closed or received.start is None:
-            self._fail(message, "the client closed the connection", expected, received.describe())
-        assert received.start is not None
-        actual = received.start.decoded
-        if message.decoded is None or actual is None:
-            if message.decoded is None and received.start.raw == message.raw:
-                return
-            self._fail(message, "the request differs", expected or message.raw.hex(), received.describe())
-        assert message.decoded is not None and actual is not None
+        assert message.decoded is not None
         want, got = message.decoded, actual
         if got["code"] != want["code"]:
             self._fail(message, f"request code {got['code']} instead of {want['code']}", want, got)
@@ -201,13 +190,10 @@ class ReplayServer:
                 self._fail(message, "the file's plaintext differs from the recorded one", want, got)
 
     def _answer(self, peer: Peer, message: Message) -> None:
-        if message.close:
-            peer.shutdown_write()
+        if peer.send_as_recorded(message):
             return
         decoded = message.decoded
-        if decoded is None:
-            peer.send(message.raw)
-            return
+        assert decoded is not None
         code = ResponseCode(decoded["code"])
         fields = dict(decoded["fields"])
         if "client_id" in fields:
