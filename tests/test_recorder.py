@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.server_process import ServerProcess
 
 from backupproto import crypto
 from backupproto.io.channel import BYTES_ONLY, Channel
+from backupproto.io.server_process import ServerProcess
 from backupproto.sessions import Direction, Session
 from conformance.recording import ConnectionRecorder, Recorder, load, plaintext_chunks
 

@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers.server_process import ServerProcess
 
 from backupproto.dialect import ResponseCode
 from backupproto.io.channel import BYTES_ONLY, Channel, ChannelTimeout, ConnectionLost
+from backupproto.io.server_process import ServerProcess
 from backupproto.schemas import V3_SCHEMAS
 from backupproto.sessions import Direction, End, Session, Splitter, Start, join
 from conformance.recording import Recorder, load, plaintext_chunks, save

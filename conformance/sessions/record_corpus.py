@@ -1,6 +1,6 @@
 """Regenerate the shipped session corpus: ``python -m conformance.sessions.record_corpus [--out DIR]``.
 
-Starts the reference server, puts the recording proxy (`backupproto.recorder.Recorder`) in
+Starts the reference server, puts the recording proxy (`conformance.recording.Recorder`) in
 front of it, and drives each flow of the spec through it: the reference client for the flows
 it produces, a small scripted client built on `backupproto` (ClientConnection for valid
 traffic, the schemas' build helpers for malformed bytes) for the rest. The connections of
