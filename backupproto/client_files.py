@@ -13,8 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from .crypto import RsaKey, export_private_key, import_private_key, public_key_der
 from .dialect import V3, Dialect
@@ -37,8 +36,7 @@ class ClientFileError(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(NamedTuple):
     """Who a client is on the server: the contents of me.info."""
 
     name: str

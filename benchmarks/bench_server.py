@@ -27,14 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from Crypto.Cipher import AES
 
+from backupproto import crypto
 from backupproto.cksum import Cksum
-from backupproto.crypto import (
-    CbcEncryptor,
-    encrypted_size,
-    generate_private_key,
-    public_key_der,
-    unwrap_aes_key,
-)
 from backupproto.engine import ClientConnection
 from backupproto.events import (
     Acknowledged,
@@ -96,7 +90,7 @@ def write_plaintext(path: Path, size: int) -> int:
 
 
 def encrypt_file(source: Path, target: Path, key: bytes) -> None:
-    encryptor = CbcEncryptor(key)
+    encryptor = crypto.CbcEncryptor(key)
     with source.open("rb") as reader, target.open("wb") as writer:
         while chunk := reader.read(8 * MIB):
             writer.write(encryptor.update(chunk))
@@ -156,18 +150,18 @@ def main() -> None:
         server = start_server(root / "server")
         try:
             rss_idle = vm_hwm_kib(server.process.pid)
-            key = generate_private_key()
+            key = crypto.generate_private_key()
             client = Client(server.address)
             client.send(Register(bytes(16), "bench"))
             registered = client.receive()
             assert isinstance(registered, Registered)
-            client.send(SendPublicKey(registered.client_id, "bench", public_key_der(key)))
+            client.send(SendPublicKey(registered.client_id, "bench", crypto.public_key_der(key)))
             keyed = client.receive()
             assert isinstance(keyed, AesKey)
-            aes_key = unwrap_aes_key(key, keyed.encrypted_aes_key)
+            aes_key = crypto.unwrap_aes_key(key, keyed.encrypted_aes_key)
             encrypt_file(plain, cipher_path, aes_key)
             plain.unlink()
-            content_size = encrypted_size(size)
+            content_size = crypto.encrypted_size(size)
             assert cipher_path.stat().st_size == content_size
 
             runs: list[tuple[float, float]] = []

@@ -61,12 +61,6 @@ class Channel:
         """Close the socket (idempotent)."""
         self.channel.close()
 
-    def __enter__(self) -> Channel:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
     def request(self, event: Request) -> Response:
         """Send a request and wait for its response (2107 raises)."""
         self.send(event)
