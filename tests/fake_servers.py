@@ -44,6 +44,7 @@ from backupproto.events import (
     ServerError,
 )
 from backupproto.io.channel import ChannelTimeout, EngineChannel
+from backupproto.io.listener import ThreadedListener
 
 SOCKET_TIMEOUT = 10.0
 KEEP_CONTENT_UP_TO = 4 << 20
@@ -86,52 +87,34 @@ class FakeServer:
         self.clients: dict[bytes, FakeClient] = {}
         self.files: dict[tuple[bytes, str], StoredFile] = {}
         self.log: list[tuple[int, int]] = []
-        self.connections = 0
         self.max_content_size = max_content_size
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.1)
-        self._threads: list[threading.Thread] = []
+        self._listener = ThreadedListener(("127.0.0.1", 0), self._serve)
         self.errors: list[BaseException] = []
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self._listener.getsockname()[:2]
-        return host, port
+        return self._listener.address
+
+    @property
+    def connections(self) -> int:
+        """Connections accepted so far."""
+        return self._listener.connections
 
     def __enter__(self) -> FakeServer:
-        thread = threading.Thread(target=self._accept_loop, daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        self._listener.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
-        for thread in list(self._threads):
-            thread.join(timeout=5)
-        self._listener.close()
+        self._listener.close(timeout=5)
 
     def codes(self, connection: int | None = None) -> list[int]:
         """The request codes received (on one connection, or all)."""
         return [code for index, code in self.log if connection is None or index == connection]
-
-    def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                sock, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with self._lock:
-                self.connections += 1
-                index = self.connections
-            thread = threading.Thread(target=self._serve, args=(sock, index), daemon=True)
-            thread.start()
-            self._threads.append(thread)
 
     def _serve(self, sock: socket.socket, index: int) -> None:
         engine = ServerConnection(max_content_size=self.max_content_size)

@@ -16,6 +16,7 @@ import pytest
 
 from backupproto.dialect import ResponseCode
 from backupproto.io.channel import BYTES_ONLY, Channel, ChannelTimeout, ConnectionLost
+from backupproto.io.listener import ThreadedListener
 from backupproto.io.server_process import ServerProcess
 from backupproto.schemas import V3_SCHEMAS
 from backupproto.sessions import Direction, End, Session, Splitter, Start, join
@@ -98,20 +99,10 @@ class BrokenServer:
     def __init__(self, answer: Callable[[Start], bytes], *, close_after_error: bool = True) -> None:
         self.answer = answer
         self.close_after_error = close_after_error
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = self.listener.getsockname()[:2]
-        self.stop = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.listener = ThreadedListener(("127.0.0.1", 0), self._connection).start()
+        self.address = self.listener.address
 
-    def _serve(self) -> None:
-        while not self.stop.is_set():
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._connection, args=(sock,), daemon=True).start()
-
-    def _connection(self, sock: socket.socket) -> None:
+    def _connection(self, sock: socket.socket, number: int) -> None:
         last: Start | None = None
         with Channel(sock, Splitter(Direction.REQUEST), timeout=10) as channel:
             while True:
@@ -130,7 +121,6 @@ class BrokenServer:
                         return
 
     def close(self) -> None:
-        self.stop.set()
         self.listener.close()
 
 

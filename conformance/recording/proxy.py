@@ -17,6 +17,7 @@ from typing import Any
 from backupproto.address import Address
 from backupproto.errors import BackupProtoError
 from backupproto.io.channel import BYTES_ONLY, Channel, ChannelTimeout, ConnectionLost
+from backupproto.io.listener import ThreadedListener
 from backupproto.sessions import Direction
 
 from .connection import ConnectionRecorder
@@ -44,44 +45,25 @@ class Recorder:
         self.name_prefix = name_prefix
         self.connect_timeout = connect_timeout
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._listener = socket.create_server(listen)
-        self.address = Address(*self._listener.getsockname()[:2])
-        self._count = 0
-        self._lock = threading.Lock()
-        self._written_changed = threading.Condition(self._lock)
-        self._threads: list[threading.Thread] = []
-        self._stopping = threading.Event()
+        self._listener = ThreadedListener(listen, self._relay)
+        self.address = self._listener.address
+        self._written_changed = threading.Condition()
         self.written: list[Path] = []
         """Session files written so far, in the order their connections ended."""
         self.failures: list[str] = []
 
     def serve_forever(self) -> None:
         """Accept and relay connections until `stop()`."""
-        while not self._stopping.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                break
-            with self._lock:
-                self._count += 1
-                number = self._count
-            thread = threading.Thread(target=self._relay, args=(client, number), daemon=True)
-            self._threads.append(thread)
-            thread.start()
+        self._listener.serve_forever()
 
     def start(self) -> Recorder:
         """Serve in a background thread."""
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        self._listener.start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop accepting and wait for the open connections to end and be written."""
-        self._stopping.set()
-        with contextlib.suppress(OSError):
-            self._listener.close()
-        deadline = time.monotonic() + timeout
-        for thread in list(self._threads):
-            thread.join(max(0.0, deadline - time.monotonic()))
+        self._listener.close(timeout)
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[Path]:
         """Wait (at most `timeout`) until `count` session files were written; the files so far."""
