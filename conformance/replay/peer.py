@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,7 +48,7 @@ class Peer:
         self.send_failed: str | None = None
 
     @classmethod
-    def over(cls, sock: Any, incoming: Direction, timeout: float) -> Peer:
+    def over(cls, sock: socket.socket, incoming: Direction, timeout: float) -> Peer:
         """A peer on an accepted socket."""
         return cls(Channel(sock, Splitter(incoming), timeout=timeout), timeout)
 
