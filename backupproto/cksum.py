@@ -4,7 +4,7 @@ The CRC runs over the data, then over the data length as little-endian bytes of 
 count (no bytes for length 0), and the result is complemented. `fastcrc` does the work:
 its ``cksum(data, initial=prev)`` continues a previous result, so chunks chain cheaply, and
 `Cksum.extend` joins the sums of consecutive parts computed separately. Pure computation: reading
-files is the job of the command line (`backupproto.cli_cksum`).
+files is the job of the command line (`backupproto.io.cli_cksum`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Run: python benchmarks/bench_cksum.py [--size-mib 2048] [--runs 5] [--repeat 3]
 cache by everything below.
 
 1. Whole process: GNU ``cksum FILE`` and ``python -m backupproto cksum FILE`` (and the
-   subcommand module alone, ``python -m backupproto.cli_cksum FILE``) as processes,
+   subcommand module alone, ``python -m backupproto.io.cli_cksum FILE``) as processes,
    alternating, `runs` rounds; median and best of each, and the speed ratio ours/GNU.
    Start-up: each command on an empty file, against ``python -c pass``.
 2. In process (best of `repeat`): the CLI's file summing, by worker count, and the plain read
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from backupproto.cksum import Cksum, _reference_cksum, cksum  # noqa: E402
-from backupproto.cli_cksum import cksum_path, sum_regular_file, sum_stream  # noqa: E402
+from backupproto.io.cli_cksum import cksum_path, sum_regular_file, sum_stream  # noqa: E402
 
 MIB = 1 << 20
 _REVERSED = bytes(int(f"{byte:08b}"[::-1], 2) for byte in range(256))
@@ -101,7 +101,7 @@ def whole_process(gnu: str, path: Path, runs: int) -> None:
     commands = {
         "GNU cksum": [gnu, str(path)],
         "python -m backupproto cksum": [python, "-m", "backupproto", "cksum", str(path)],
-        "python -m backupproto.cli_cksum": [python, "-m", "backupproto.cli_cksum", str(path)],
+        "python -m backupproto.io.cli_cksum": [python, "-m", "backupproto.io.cli_cksum", str(path)],
     }
     times = alternate(commands, runs)
     gnu_median = statistics.median(times["GNU cksum"])

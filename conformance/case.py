@@ -34,9 +34,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import pytest
+
+from backupproto.address import Address, AddressError, parse_address
 
 from .wire import Closed, Received, Wire
 
@@ -138,22 +140,16 @@ def case_of(obj: object) -> CaseInfo | None:
     return info if isinstance(info, CaseInfo) else None
 
 
-class Target(NamedTuple):
-    """Where the server under test listens."""
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+Target = Address
+"""Where the server under test listens."""
 
 
 def parse_target(text: str) -> Target:
     """``host:port`` to a `Target` (ValueError with the expected form otherwise)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{text!r}: expected HOST:PORT, for example 127.0.0.1:1234")
-    return Target(host.strip("[]"), int(port))
+    try:
+        return parse_address(text)
+    except AddressError as error:
+        raise ValueError(str(error)) from None
 
 
 @dataclass

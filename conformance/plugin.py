@@ -363,11 +363,11 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     if state.settings.target is not None:
         yield state.settings.target
         return
-    from .server_process import ServerProcess
+    from backupproto.io.server_process import ServerProcess
 
     data = state.settings.data_dir or tmp_path_factory.mktemp("reference-server") / "data"
     data.mkdir(parents=True, exist_ok=True)
-    state.server = ServerProcess(data)
+    state.server = ServerProcess.start(data)
     assert state.server.target is not None
     try:
         yield state.server.target

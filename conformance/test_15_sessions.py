@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from backupproto.sessions import NAME_PATTERN, SessionError, load
+from backupproto.sessions import NAME_PATTERN, SessionError
 from conformance.case import MUST, CaseContext, CaseInfo, Level, declare
 from conformance.plugin import sessions_folder, usage_error
+from conformance.recording import load
 from conformance.replay import NotReplayable, ReplayMismatch, replay_against_server
 
 CORPUS = Path(__file__).parent / "sessions"

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backupproto import cli_cksum
 from backupproto.cksum import Cksum, _reference_cksum, cksum
-from backupproto.cli_cksum import READ_SIZE, cksum_path, sum_range, sum_regular_file, sum_stream
+from backupproto.io import cli_cksum
+from backupproto.io.cli_cksum import READ_SIZE, cksum_path, sum_range, sum_regular_file, sum_stream
 
 GNU_CKSUM = shutil.which("cksum")
 needs_gnu = pytest.mark.skipif(GNU_CKSUM is None, reason="GNU cksum not installed")
@@ -293,7 +293,7 @@ def test_cli_large_file_takes_the_parallel_path_and_matches_gnu(
 
 PEAK_RSS_SCRIPT = """
 import sys
-from backupproto import cli_cksum
+from backupproto.io import cli_cksum
 cli_cksum.main(sys.argv[1:])
 status = open("/proc/self/status").read()
 print(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))

@@ -15,7 +15,6 @@ import pytest
 from fake_servers import CorruptCrcServer, DenyReconnectServer, ErrorServer, FakeClient, FakeServer
 
 from backupproto.crypto import generate_private_key
-from reference_client import channel
 from reference_client.cli import EXIT_CONFIG, EXIT_FATAL, EXIT_FILE_FAILED, EXIT_OK, main
 from reference_client.config import Identity, private_key_base64, write_identity
 
@@ -136,7 +135,7 @@ def test_connect_timeout_exits_3(
         timeouts.append(timeout)
         return real_create_connection(address, timeout=timeout)
 
-    monkeypatch.setattr(channel.socket, "create_connection", recording_create_connection)
+    monkeypatch.setattr(socket, "create_connection", recording_create_connection)
     with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
         fillers = []
         for _ in range(8):

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from backupproto.io.server_process import ServerProcess
 from conformance.case import CASES
-from conformance.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN = ROOT / "tests" / "broken_servers" / "server.py"
@@ -63,7 +63,8 @@ def outcomes(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def broken_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, ServerProcess]]:
     """(fault, server): tests/broken_servers/server.py --fault FAULT on a fresh data dir."""
     fault = str(request.param)
-    server = ServerProcess(tmp_path / "broken-data", command=[sys.executable, str(BROKEN), "--fault", fault])
+    command = [sys.executable, str(BROKEN), "--fault", fault]
+    server = ServerProcess.start(tmp_path / "broken-data", command=command)
     try:
         yield fault, server
     finally:

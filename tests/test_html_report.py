@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from backupproto.io.server_process import ServerProcess
 from conformance.html_report import render_html
 from conformance.results import CaseResult, Cause, Results
-from conformance.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN = ROOT / "tests" / "broken_servers" / "server.py"
@@ -186,7 +186,7 @@ def test_report_renders_in_headless_chromium(width: int, height: int, tmp_path: 
     if chromium is None:
         pytest.skip("needs Debian's chromium package (apt-get install chromium; .ci/run installs it)")
     fault = [sys.executable, str(BROKEN), "--fault", "zlib-crc"]
-    server = ServerProcess(tmp_path / "broken-data", command=fault)
+    server = ServerProcess.start(tmp_path / "broken-data", command=fault)
     page = tmp_path / "report.html"
     try:
         command = [sys.executable, "-m", "pytest", "conformance", "-q", "-p", "no:cacheprovider"]

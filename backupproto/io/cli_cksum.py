@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m backupproto.cli_cksum [FILE...]``: the subcommand without the dispatcher."""
+    """``python -m backupproto.io.cli_cksum [FILE...]``: the subcommand without the dispatcher."""
     parser = argparse.ArgumentParser(prog="cksum", description=HELP)
     add_arguments(parser)
     return run(parser.parse_args(argv))
