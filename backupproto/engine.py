@@ -6,8 +6,17 @@ client's. Neither touches a socket, a file or a clock: the caller feeds received
 the events it wants to send into bytes with `send`. A 1103's content is delivered and sent
 as `FileChunk` events, so a file of any size passes in constant memory.
 
+`next_event` returns `NEED_DATA` when more bytes must be fed, and (server side) `PAUSED`
+while a request awaits our own response: send the response, then ask again.
+
 Errors: what the peer did wrong raises `RemoteProtocolError` (a server answers it with
-`ServerError()` and closes); what the caller did wrong raises `LocalProtocolError`.
+`ServerError()` and closes); what the caller did wrong raises `LocalProtocolError`. `send`
+builds the bytes first and only then advances the state, so a message that cannot be built
+changes nothing. Either kind of error is latched: every later `next_event` raises it again,
+and the only message a server may still send is `ServerError()`.
+
+Bytes that pile up without being consumed (a peer talking while we owe it a response) are
+bounded by `max_buffer_size`; a 1103's content streams through and does not count.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from .dialect import V3, Dialect, RequestCode
 from .errors import ErrorKind, LocalProtocolError, ProtocolError, RemoteProtocolError
 from .events import (
     NEED_DATA,
+    PAUSED,
     REQUEST_EVENTS,
     RESPONSE_EVENTS,
     ConnectionClosed,
@@ -31,8 +41,9 @@ from .events import (
     SendFile,
     ServerError,
     _NeedData,
+    _Paused,
 )
-from .schemas import V3_SCHEMAS, Schemas
+from .schemas import V3_SCHEMAS, Schemas, build_struct
 from .states import State
 
 
@@ -49,12 +60,17 @@ def event_fields(event: Request | Response) -> dict[str, Any]:
     return values
 
 
+DEFAULT_MAX_BUFFER_SIZE = 65536
+"""Bytes a connection keeps unconsumed by default: far more than the largest message's header part."""
+
+
 class _Connection:
     """What both sides share: the input buffer, the conversation, the error latch."""
 
-    def __init__(self, dialect: Dialect) -> None:
+    def __init__(self, dialect: Dialect, max_buffer_size: int) -> None:
         self.schemas = schemas_for(dialect)
         self.conversation = Conversation()
+        self.max_buffer_size = max_buffer_size
         self._buffer = bytearray()
         self._closed_by_peer = False
         self._error: ProtocolError | None = None
@@ -76,14 +92,43 @@ class _Connection:
             return
         if self._closed_by_peer:
             raise LocalProtocolError(ErrorKind.CONNECTION_CLOSED, "data fed after the end of stream")
+        if self._error is not None:
+            return  # nothing more is read from a connection in error
         self._store(data)
+        if self._bounded() and len(self._buffer) > self.max_buffer_size:
+            self._fail(
+                RemoteProtocolError(
+                    ErrorKind.BUFFER_FULL,
+                    f"{len(self._buffer)} bytes received {self._bounded_while()}",
+                    expected=f"at most {self.max_buffer_size} bytes (max_buffer_size)",
+                )
+            )
+            self._buffer.clear()
+
+    def _bounded(self) -> bool:
+        """True when every byte in the buffer counts against `max_buffer_size`."""
+        return True
+
+    def _bounded_while(self) -> str:
+        return "that no response consumes"
 
     def _store(self, data: bytes) -> None:
         self._buffer += data
 
     def _fail(self, error: ProtocolError) -> ProtocolError:
-        self._error = error
+        """Latch `error` (the first one stays) and return it for raising."""
+        if self._error is None:
+            self._error = error
         return error
+
+    def _check_no_local_error(self, what: str) -> None:
+        if isinstance(self._error, LocalProtocolError):
+            raise LocalProtocolError(
+                ErrorKind.UNEXPECTED_MESSAGE,
+                f"{what} after an earlier local error ({self._error.detail})",
+                expected="nothing more on this connection" if isinstance(self, ClientConnection)
+                else "SERVER_ERROR (2107) only",
+            )
 
     def _take(self, size: int) -> bytes:
         chunk = bytes(self._buffer[:size])
@@ -107,8 +152,14 @@ class _Connection:
 class ServerConnection(_Connection):
     """The server's side of one connection."""
 
-    def __init__(self, dialect: Dialect = V3, *, max_content_size: int | None = None) -> None:
-        super().__init__(dialect)
+    def __init__(
+        self,
+        dialect: Dialect = V3,
+        *,
+        max_content_size: int | None = None,
+        max_buffer_size: int = DEFAULT_MAX_BUFFER_SIZE,
+    ) -> None:
+        super().__init__(dialect, max_buffer_size)
         limit = self.schemas.max_content_size
         self.max_content_size = limit if max_content_size is None else min(max_content_size, limit)
         self._header: Any = None
@@ -121,6 +172,16 @@ class ServerConnection(_Connection):
         """True when no byte of a next request has arrived (and no file content is due)."""
         return not self._buffer and not self.receiving_content
 
+    def _bounded(self) -> bool:
+        # Outside "paused" the caller is consuming: what waits is one incomplete message,
+        # or content that streams through. While paused nothing is consumed.
+        return self._content_left is None and self.conversation.pending is not None
+
+    def _bounded_while(self) -> str:
+        pending = self.conversation.pending
+        assert pending is not None
+        return f"while {pending.code.name} awaits our response"
+
     def _store(self, data: bytes) -> None:
         if self._content_left and self._direct is None and not self._buffer:
             self._direct = data if isinstance(data, bytes) else bytes(data)
@@ -132,8 +193,11 @@ class ServerConnection(_Connection):
         """True while a 1103's content is still arriving."""
         return self._content_left is not None
 
-    def next_event(self) -> Event | _NeedData:
-        """The next request, file chunk or end of the conversation, or NEED_DATA."""
+    def next_event(self) -> Event | _NeedData | _Paused:
+        """The next request, file chunk or end of the conversation; NEED_DATA; or PAUSED.
+
+        PAUSED: a request awaits our response; `send` it, then call again.
+        """
         if self._error is not None:
             raise self._error
         if self.conversation.state is State.CLOSED:
@@ -141,7 +205,7 @@ class ServerConnection(_Connection):
         if self._content_left is not None:
             return self._next_content()
         if self.conversation.pending is not None:
-            return NEED_DATA  # paused until the response is sent
+            return PAUSED
         try:
             return self._next_request()
         except RemoteProtocolError as error:
@@ -217,44 +281,67 @@ class ServerConnection(_Connection):
         self.conversation.check_header(header.code, header.client_id, RemoteProtocolError)
 
     def send(self, event: Response) -> bytes:
-        """The bytes of a response; `ServerError()` is allowed at any time and ends the conversation."""
+        """The bytes of a response; `ServerError()` is allowed at any time and ends the conversation.
+
+        The bytes are built before the state advances: a response that is not allowed now or
+        cannot be built raises `LocalProtocolError`, changes nothing, and is latched.
+        """
         if self.conversation.state is State.CLOSED:
             raise LocalProtocolError(ErrorKind.CONNECTION_CLOSED, "the conversation is over")
         if isinstance(event, ServerError):
+            data = self.schemas.build_response(event.code, {})
             self.conversation.response_sent(event, State.CLOSED)
             self._content_left = self._direct = None
             self._error = None
-        else:
-            if self._error is not None:
-                raise LocalProtocolError(
-                    ErrorKind.UNEXPECTED_MESSAGE,
-                    f"{event.code.name} after a protocol error",
-                    expected="SERVER_ERROR (2107)",
-                )
-            if self._content_left is not None:
-                raise LocalProtocolError(
-                    ErrorKind.UNEXPECTED_MESSAGE,
-                    f"{event.code.name} before the file content was received",
-                    expected="the end of the content first",
-                )
-            following = self.conversation.check_response(event, LocalProtocolError)
-            self.conversation.response_sent(event, following)
-        return self.schemas.build_response(event.code, event_fields(event))
+            return data
+        self._check_no_local_error(f"{event.code.name}")
+        try:
+            following = self._check_response(event)
+            data = self.schemas.build_response(event.code, event_fields(event))
+        except LocalProtocolError as error:
+            raise self._fail(error) from None
+        self.conversation.response_sent(event, following)
+        return data
+
+    def _check_response(self, event: Response) -> State:
+        if self._error is not None:
+            raise LocalProtocolError(
+                ErrorKind.UNEXPECTED_MESSAGE,
+                f"{event.code.name} after a protocol error",
+                expected="SERVER_ERROR (2107)",
+            )
+        if self._content_left is not None:
+            raise LocalProtocolError(
+                ErrorKind.UNEXPECTED_MESSAGE,
+                f"{event.code.name} before the file content was received",
+                expected="the end of the content first",
+            )
+        return self.conversation.check_response(event, LocalProtocolError)
 
 
 class ClientConnection(_Connection):
     """The client's side of one connection."""
 
-    def __init__(self, dialect: Dialect = V3) -> None:
-        super().__init__(dialect)
+    def __init__(self, dialect: Dialect = V3, *, max_buffer_size: int = DEFAULT_MAX_BUFFER_SIZE) -> None:
+        super().__init__(dialect, max_buffer_size)
         self._content_left: int | None = None
 
     def send(self, event: Request | FileChunk | FileEnd) -> bytes:
-        """The bytes of a request, of a piece of file content, or b"" at the content's end."""
+        """The bytes of a request, of a piece of file content, or b"" at the content's end.
+
+        Built before the state advances; a `LocalProtocolError` changes nothing and is latched.
+        """
         if self.conversation.state is State.CLOSED:
             raise LocalProtocolError(ErrorKind.CONNECTION_CLOSED, "the conversation is over")
-        if isinstance(event, FileChunk | FileEnd):
-            return self._send_content(event)
+        self._check_no_local_error(type(event).__name__)
+        try:
+            if isinstance(event, FileChunk | FileEnd):
+                return self._send_content(event)
+            return self._send_request(event)
+        except LocalProtocolError as error:
+            raise self._fail(error) from None
+
+    def _send_request(self, event: Request) -> bytes:
         if self._content_left is not None:
             raise LocalProtocolError(
                 ErrorKind.UNEXPECTED_MESSAGE,
@@ -265,7 +352,7 @@ class ClientConnection(_Connection):
         schemas = self.schemas
         if isinstance(event, SendFile):
             self._check_content_size(event.content_size)
-            prefix = bytes(schemas.send_file_prefix.build(event_fields(event)))
+            prefix = build_struct(schemas.send_file_prefix, event_fields(event), "SEND_FILE prefix")
             header = schemas.build_request_header(
                 event.client_id, event.code, len(prefix) + event.content_size
             )

@@ -25,6 +25,8 @@ class ErrorKind(StrEnum):
     BAD_PADDING = "bad_padding"
     UNEXPECTED_MESSAGE = "unexpected_message"
     CONNECTION_CLOSED = "connection_closed"
+    BUFFER_FULL = "buffer_full"
+    INVALID_FIELD = "invalid_field"
 
 
 class BackupProtoError(Exception):

@@ -21,7 +21,18 @@ class _NeedData:
 
 
 NEED_DATA: Final = _NeedData()
-"""Returned by `next_event()` when more bytes must arrive before the next event."""
+"""Returned by `next_event()` when more bytes must arrive before the next event (feed more)."""
+
+
+class _Paused:
+    """Sentinel type of `PAUSED`."""
+
+    def __repr__(self) -> str:
+        return "PAUSED"
+
+
+PAUSED: Final = _Paused()
+"""Returned by a server's `next_event()` while a request awaits our own response (send it first)."""
 
 
 @dataclass(frozen=True)

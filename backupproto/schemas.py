@@ -18,6 +18,7 @@ from typing import Any, Final
 from construct import (
     Adapter,
     Bytes,
+    ConstructError,
     GreedyBytes,
     Int8ul,
     Int16ul,
@@ -466,36 +467,36 @@ class Schemas:
         self, client_id: bytes, code: int, payload_size: int, version: int | None = None
     ) -> bytes:
         """Build a request header from any field values (also invalid ones, for test tools)."""
-        return bytes(
-            self.request_header.build(
-                {
-                    "client_id": client_id,
-                    "version": self.dialect.version if version is None else version,
-                    "code": code,
-                    "payload_size": payload_size,
-                }
-            )
+        return build_struct(
+            self.request_header,
+            {
+                "client_id": client_id,
+                "version": self.dialect.version if version is None else version,
+                "code": code,
+                "payload_size": payload_size,
+            },
+            "request header",
         )
 
     def build_response_header(self, code: int, payload_size: int, version: int | None = None) -> bytes:
         """Build a response header from any field values."""
-        return bytes(
-            self.response_header.build(
-                {
-                    "version": self.dialect.version if version is None else version,
-                    "code": code,
-                    "payload_size": payload_size,
-                }
-            )
+        return build_struct(
+            self.response_header,
+            {
+                "version": self.dialect.version if version is None else version,
+                "code": code,
+                "payload_size": payload_size,
+            },
+            "response header",
         )
 
     def build_request_payload(self, code: RequestCode, fields: Mapping[str, Any]) -> bytes:
         """Build a request payload (for 1103, `content` included); names are checked."""
-        return bytes(self.requests[code].build(dict(fields)))
+        return build_struct(self.requests[code], fields, f"{code.name} payload")
 
     def build_response_payload(self, code: ResponseCode, fields: Mapping[str, Any]) -> bytes:
         """Build a response payload; names are checked."""
-        return bytes(self.responses[code].build(dict(fields)))
+        return build_struct(self.responses[code], fields, f"{code.name} payload")
 
     def build_request(
         self, code: RequestCode, client_id: bytes, fields: Mapping[str, Any], version: int | None = None
@@ -510,6 +511,28 @@ class Schemas:
         """Build a whole response message with a payload_size that matches its payload."""
         payload = self.build_response_payload(code, fields)
         return self.build_response_header(code, len(payload), version) + payload
+
+
+def build_struct(schema: Any, values: Mapping[str, Any], what: str) -> bytes:
+    """Build `schema` from `values`; a value that does not fit raises `LocalProtocolError` naming it."""
+    try:
+        return bytes(schema.build(dict(values)))
+    except ConstructError as error:
+        field = str(error.path or "").rpartition("-> ")[2] or None
+        reason = str(error).rpartition("\n")[2]
+        raise LocalProtocolError(
+            ErrorKind.INVALID_FIELD,
+            f"cannot build the {what}: {reason}",
+            field=field,
+            expected="a value that fits the field",
+        ) from None
+    except KeyError as error:
+        raise LocalProtocolError(
+            ErrorKind.INVALID_FIELD,
+            f"cannot build the {what}: no value for {error.args[0]!r}",
+            field=str(error.args[0]),
+            expected="a value for every field",
+        ) from None
 
 
 def _fields(container: Any) -> Fields:
