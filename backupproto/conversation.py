@@ -16,6 +16,7 @@ from .events import (
     SendFile,
     ServerError,
 )
+from .schemas import V3_SCHEMAS, Schemas
 from .states import AFTER_RESPONSE, REQUESTS_ALLOWED, WITHOUT_RESPONSE, State
 
 
@@ -26,7 +27,8 @@ class Conversation:
     send, `RemoteProtocolError` for what we receive.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, schemas: Schemas = V3_SCHEMAS) -> None:
+        self.schemas = schemas
         self.state = State.CONNECTED
         self.pending: Request | None = None
         """The request that awaits its response, if any."""
@@ -42,7 +44,7 @@ class Conversation:
                 ErrorKind.UNEXPECTED_MESSAGE,
                 f"{_name(code)} sent while {_name(self.pending.code)} awaits its response",
                 field="code",
-                offset=17,
+                offset=self.schemas.offset(code, "code"),
                 expected="one request at a time",
             )
         allowed = REQUESTS_ALLOWED[self.state]
@@ -51,7 +53,7 @@ class Conversation:
                 ErrorKind.UNEXPECTED_MESSAGE,
                 f"{_name(code)} is not allowed in state {self.state}",
                 field="code",
-                offset=17,
+                offset=self.schemas.offset(code, "code"),
                 expected=_one_of(allowed),
             )
         bound = self.client_id
@@ -60,7 +62,7 @@ class Conversation:
                 ErrorKind.UNEXPECTED_MESSAGE,
                 f"client_id {client_id.hex()} differs from this connection's {bound.hex()}",
                 field="client_id",
-                offset=0,
+                offset=self.schemas.offset(code, "client_id"),
                 expected=bound.hex(),
             )
 
@@ -74,7 +76,7 @@ class Conversation:
                     ErrorKind.UNEXPECTED_MESSAGE,
                     f"{_name(request.code)} names {file_name!r} while {self.file.file_name!r} is open",
                     field="file_name",
-                    offset=23 + (4 if request.code is RequestCode.SEND_FILE else 0),
+                    offset=self.schemas.offset(request.code, "file_name"),
                     expected=repr(self.file.file_name),
                 )
 
@@ -99,7 +101,7 @@ class Conversation:
                 ErrorKind.UNEXPECTED_MESSAGE,
                 f"response {_name(response.code)} while no request awaits one{after}",
                 field="code",
-                offset=1,
+                offset=self.schemas.offset(response.code, "code"),
                 expected="no response",
             )
         following = AFTER_RESPONSE.get((pending.code, response.code))
@@ -109,7 +111,7 @@ class Conversation:
                 ErrorKind.UNEXPECTED_MESSAGE,
                 f"{_name(response.code)} does not answer {_name(pending.code)}",
                 field="code",
-                offset=1,
+                offset=self.schemas.offset(response.code, "code"),
                 expected=_one_of([*answers, ResponseCode.SERVER_ERROR]),
             )
         client_id = getattr(response, "client_id", None)
@@ -118,18 +120,18 @@ class Conversation:
                 ErrorKind.UNEXPECTED_MESSAGE,
                 f"{_name(response.code)} carries client_id {client_id.hex()}",
                 field="client_id",
-                offset=7,
+                offset=self.schemas.offset(response.code, "client_id"),
                 expected=f"the request's client_id {pending.client_id.hex()}",
             )
         if isinstance(response, FileReceived) and isinstance(pending, SendFile):
-            for field, offset in (("content_size", 23), ("file_name", 27)):
+            for field in ("content_size", "file_name"):
                 got, want = getattr(response, field), getattr(pending, field)
                 if got != want:
                     raise fault(
                         ErrorKind.UNEXPECTED_MESSAGE,
                         f"{_name(response.code)} has {field} {got!r}",
                         field=field,
-                        offset=offset,
+                        offset=self.schemas.offset(response.code, field),
                         expected=f"{want!r}, as in the request",
                     )
         return following

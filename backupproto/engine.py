@@ -43,7 +43,8 @@ from .events import (
     _NeedData,
     _Paused,
 )
-from .schemas import V3_SCHEMAS, Schemas, build_struct
+from .framing import buffered_payload_size
+from .schemas import V3_SCHEMAS, Schemas
 from .states import State
 
 
@@ -69,7 +70,7 @@ class _Connection:
 
     def __init__(self, dialect: Dialect, max_buffer_size: int) -> None:
         self.schemas = schemas_for(dialect)
-        self.conversation = Conversation()
+        self.conversation = Conversation(self.schemas)
         self.max_buffer_size = max_buffer_size
         self._buffer = bytearray()
         self._closed_by_peer = False
@@ -126,7 +127,8 @@ class _Connection:
             raise LocalProtocolError(
                 ErrorKind.UNEXPECTED_MESSAGE,
                 f"{what} after an earlier local error ({self._error.detail})",
-                expected="nothing more on this connection" if isinstance(self, ClientConnection)
+                expected="nothing more on this connection"
+                if isinstance(self, ClientConnection)
                 else "SERVER_ERROR (2107) only",
             )
 
@@ -248,7 +250,7 @@ class ServerConnection(_Connection):
             self._header = header
         header = self._header
         is_file = header.code is RequestCode.SEND_FILE
-        needed = schemas.send_file_prefix_size if is_file else header.payload_size
+        needed = buffered_payload_size(schemas, header.code, header.payload_size)
         if len(self._buffer) < header_size + needed:
             return self._incomplete(header_size + needed, f"a {header.code.name} request")
         del self._buffer[:header_size]
@@ -274,7 +276,7 @@ class ServerConnection(_Connection):
                 ErrorKind.PAYLOAD_TOO_LARGE,
                 f"payload_size {header.payload_size} exceeds this server's limit",
                 field="payload_size",
-                offset=19,
+                offset=self.schemas.offset(RequestCode.SEND_FILE, "payload_size"),
                 expected=f"at most {limit}",
             )
         # turn and identity are checked before the payload is read
@@ -352,13 +354,10 @@ class ClientConnection(_Connection):
         schemas = self.schemas
         if isinstance(event, SendFile):
             self._check_content_size(event.content_size)
-            prefix = build_struct(schemas.send_file_prefix, event_fields(event), "SEND_FILE prefix")
-            header = schemas.build_request_header(
-                event.client_id, event.code, len(prefix) + event.content_size
-            )
+            data = schemas.build_send_file_start(event.client_id, event_fields(event))
             self.conversation.file = event
             self._content_left = event.content_size
-            return header + prefix
+            return data
         data = schemas.build_request(event.code, event.client_id, event_fields(event))
         self.conversation.request_sent(event)
         return data

@@ -323,8 +323,59 @@ class Schemas:
         )
         self._request_rules = {code: self._request_rule(code) for code in RequestCode}
         self._response_rules = {code: self._response_rule(code) for code in ResponseCode}
+        self._request_offsets = {
+            code: self._message_offsets(self.request_header, schema) for code, schema in self.requests.items()
+        }
+        self._response_offsets = {
+            code: self._message_offsets(self.response_header, schema)
+            for code, schema in self.responses.items()
+        }
+        self._request_header_offsets = _field_offsets(self.request_header)
+        self._response_header_offsets = _field_offsets(self.response_header)
         self._compiled_request_header = self.request_header.compile()
         self._compiled_response_header = self.response_header.compile()
+
+    # -- field positions --------------------------------------------------------------------
+
+    @staticmethod
+    def _message_offsets(header: Any, payload: Any) -> dict[str, int]:
+        offsets = _field_offsets(header)
+        base = header.sizeof()
+        offsets.update({name: base + at for name, at in _field_offsets(payload).items()})
+        return offsets
+
+    def message_offsets(self, code: RequestCode | ResponseCode) -> dict[str, int]:
+        """Every field of a `code` message and its byte offset (header fields included)."""
+        if isinstance(code, RequestCode):
+            return dict(self._request_offsets[code])
+        return dict(self._response_offsets[code])
+
+    def offset(self, code: RequestCode | ResponseCode, field: str) -> int:
+        """Byte offset of `field` from the start of a `code` message (header fields included).
+
+        Derived from the construct declarations: `offset(RequestCode.SEND_FILE, "file_name")`
+        is 27 in 2023A. Raises KeyError for a field the message does not have.
+        """
+        try:
+            return self.message_offsets(code)[field]
+        except KeyError:
+            raise KeyError(f"{code.name} has no field {field!r}") from None
+
+    # -- codes ------------------------------------------------------------------------------
+
+    def request_role(self, wire_code: int) -> RequestCode | None:
+        """The request role a wire code stands for in this dialect, or None."""
+        try:
+            return RequestCode(wire_code)
+        except ValueError:
+            return None
+
+    def response_role(self, wire_code: int) -> ResponseCode | None:
+        """The response role a wire code stands for in this dialect, or None."""
+        try:
+            return ResponseCode(wire_code)
+        except ValueError:
+            return None
 
     # -- size rules -------------------------------------------------------------------------
 
@@ -357,17 +408,19 @@ class Schemas:
     def parse_request_header(self, data: bytes) -> RequestHeader:
         """Parse and validate a 23-byte request header (version, code, payload_size; spec 3.6)."""
         raw = self._parse_header(data, self.request_header_size, self._compiled_request_header)
-        self._check_version(raw["version"], 16)
-        code = _known(RequestCode, raw["code"], 17, "request")
-        _check_payload_size(raw["payload_size"], self.request_size_rule(code), code, 19)
+        self._check_version(raw["version"], self._request_header_offsets["version"])
+        code = _known(RequestCode, raw["code"], self._request_header_offsets["code"], "request")
+        size_at = self._request_header_offsets["payload_size"]
+        _check_payload_size(raw["payload_size"], self.request_size_rule(code), code, size_at)
         return RequestHeader(raw["client_id"], raw["version"], code, raw["payload_size"])
 
     def parse_response_header(self, data: bytes) -> ResponseHeader:
         """Parse and validate a 7-byte response header."""
         raw = self._parse_header(data, self.response_header_size, self._compiled_response_header)
-        self._check_version(raw["version"], 0)
-        code = _known(ResponseCode, raw["code"], 1, "response")
-        _check_payload_size(raw["payload_size"], self.response_size_rule(code), code, 3)
+        self._check_version(raw["version"], self._response_header_offsets["version"])
+        code = _known(ResponseCode, raw["code"], self._response_header_offsets["code"], "response")
+        size_at = self._response_header_offsets["payload_size"]
+        _check_payload_size(raw["payload_size"], self.response_size_rule(code), code, size_at)
         return ResponseHeader(raw["version"], code, raw["payload_size"])
 
     def _parse_header(self, data: bytes, size: int, compiled: Any) -> Fields:
@@ -429,7 +482,7 @@ class Schemas:
                 ErrorKind.BAD_CONTENT_SIZE,
                 f"content_size {size}",
                 field="content_size",
-                offset=base,
+                offset=base + _field_offsets(self.send_file_prefix)["content_size"],
                 expected=f"a non-zero multiple of {block} (encrypted size)",
             )
         if payload_size != self.send_file_prefix_size + size:
@@ -437,7 +490,7 @@ class Schemas:
                 ErrorKind.PAYLOAD_SIZE_MISMATCH,
                 f"payload_size {payload_size} with content_size {size}",
                 field="payload_size",
-                offset=base - 4,
+                offset=self._request_header_offsets["payload_size"],
                 expected=f"payload_size = {self.send_file_prefix_size} + content_size",
             )
         return prefix
@@ -497,6 +550,16 @@ class Schemas:
     def build_response_payload(self, code: ResponseCode, fields: Mapping[str, Any]) -> bytes:
         """Build a response payload; names are checked."""
         return build_struct(self.responses[code], fields, f"{code.name} payload")
+
+    def build_send_file_start(self, client_id: bytes, fields: Mapping[str, Any]) -> bytes:
+        """The start of a streamed 1103: header and prefix, payload_size = prefix + content_size.
+
+        The content itself follows as raw bytes. Values are not range-checked (test tools send
+        odd ones); names are.
+        """
+        prefix = build_struct(self.send_file_prefix, fields, "SEND_FILE prefix")
+        size = len(prefix) + fields["content_size"]
+        return self.build_request_header(client_id, RequestCode.SEND_FILE, size) + prefix
 
     def build_request(
         self, code: RequestCode, client_id: bytes, fields: Mapping[str, Any], version: int | None = None
