@@ -22,9 +22,11 @@ bounded by `max_buffer_size`; a 1103's content streams through and does not coun
 from __future__ import annotations
 
 from dataclasses import fields
+from functools import lru_cache
 from typing import Any
 
 from .conversation import Conversation
+from .crypto import encrypted_size
 from .dialect import V3, Dialect, RequestCode
 from .errors import ErrorKind, LocalProtocolError, ProtocolError, RemoteProtocolError
 from .events import (
@@ -44,20 +46,27 @@ from .events import (
     _Paused,
 )
 from .framing import buffered_payload_size
+from .packets import PacketReceiver, PacketSender
 from .schemas import V3_SCHEMAS, Schemas
 from .states import State
 
 
+@lru_cache(maxsize=16)
 def schemas_for(dialect: Dialect) -> Schemas:
-    """The schemas of a dialect (V3's are built once)."""
+    """The schemas of a dialect, built once per dialect."""
     return V3_SCHEMAS if dialect == V3 else Schemas(dialect)
 
 
 def event_fields(event: Request | Response) -> dict[str, Any]:
-    """The payload fields of an event, by schema field name (a request's client_id is a header field)."""
+    """The payload fields of an event, by schema field name (a request's client_id is a header field).
+
+    Fields of other dialects left at None (SendFile's orig_file_size outside 2024) are omitted.
+    """
     values = {field.name: getattr(event, field.name) for field in fields(event)}
     if isinstance(event, Request):
         del values["client_id"]
+    if isinstance(event, SendFile) and event.orig_file_size is None:
+        del values["orig_file_size"]
     return values
 
 
@@ -166,6 +175,8 @@ class ServerConnection(_Connection):
         self.max_content_size = limit if max_content_size is None else min(max_content_size, limit)
         self._header: Any = None
         self._content_left: int | None = None
+        self._packets: PacketReceiver | None = None
+        """The packets of a file in transit (packetised dialects), between its first and last packet."""
         self._direct: bytes | None = None
         """Received file content handed on as it came, without copying through the buffer."""
 
@@ -192,8 +203,8 @@ class ServerConnection(_Connection):
 
     @property
     def receiving_content(self) -> bool:
-        """True while a 1103's content is still arriving."""
-        return self._content_left is not None
+        """True while a 1103's content is still arriving (in a packetised dialect: any packet of it)."""
+        return self._content_left is not None or self._packets is not None
 
     def next_event(self) -> Event | _NeedData | _Paused:
         """The next request, file chunk or end of the conversation; NEED_DATA; or PAUSED.
@@ -204,11 +215,11 @@ class ServerConnection(_Connection):
             raise self._error
         if self.conversation.state is State.CLOSED:
             return ConnectionClosed()
-        if self._content_left is not None:
-            return self._next_content()
-        if self.conversation.pending is not None:
-            return PAUSED
         try:
+            if self._content_left is not None:
+                return self._next_content()
+            if self.conversation.pending is not None:
+                return PAUSED
             return self._next_request()
         except RemoteProtocolError as error:
             raise self._fail(error) from None
@@ -218,6 +229,10 @@ class ServerConnection(_Connection):
         assert left is not None
         if left == 0:
             self._content_left = None
+            if self._packets is not None:
+                if not self._packets.packet_done():
+                    return self._next_request()  # the next packet's start
+                self._packets = None
             request = self.conversation.file
             assert request is not None
             self.conversation.request_sent(request)
@@ -242,7 +257,7 @@ class ServerConnection(_Connection):
         header_size = schemas.request_header_size
         if self._header is None:
             if len(self._buffer) < header_size:
-                if self._closed_by_peer and not self._buffer:
+                if self._closed_by_peer and not self._buffer and self._packets is None:
                     return ConnectionClosed()
                 return self._incomplete(header_size, "a request header")
             header = schemas.parse_request_header(bytes(self._buffer[:header_size]))
@@ -256,20 +271,46 @@ class ServerConnection(_Connection):
         del self._buffer[:header_size]
         payload = self._take(needed)
         self._header = None
-        if is_file:
-            values = schemas.parse_send_file_prefix(payload, header.payload_size, header_size)
-        else:
+        if not is_file:
             values = schemas.parse_payload(schemas.requests[header.code], payload, header_size)
-        request = REQUEST_EVENTS[header.code](client_id=header.client_id, **values)
-        self.conversation.check_request(request, RemoteProtocolError)
-        if isinstance(request, SendFile):
-            self.conversation.file = request
-            self._content_left = request.content_size
-        else:
+            schemas.check_payload_client_id(header.code, header.client_id, values)
+            request = REQUEST_EVENTS[header.code](client_id=header.client_id, **values)
+            self.conversation.check_request(request, RemoteProtocolError)
             self.conversation.request_sent(request)
-        return request
+            return request
+        values = schemas.parse_send_file_prefix(payload, header.payload_size, header_size)
+        schemas.check_payload_client_id(header.code, header.client_id, values)
+        self._check_content_size(values["content_size"])
+        packet_content = header.payload_size - schemas.send_file_prefix_size
+        if self._packets is not None:  # a later packet of the file in transit
+            self._packets.next_packet(values, packet_content)
+            self._content_left = packet_content
+            return self._next_content()
+        file = SendFile(
+            header.client_id, values["content_size"], values["file_name"], values.get("orig_file_size")
+        )
+        self.conversation.check_request(file, RemoteProtocolError)
+        if schemas.dialect.packetised:
+            self._packets = PacketReceiver(schemas, values, packet_content)
+            self._content_left = packet_content
+        else:
+            self._content_left = file.content_size
+        self.conversation.file = file
+        return file
+
+    def _check_content_size(self, size: int) -> None:
+        if size > self.max_content_size:
+            raise RemoteProtocolError(
+                ErrorKind.PAYLOAD_TOO_LARGE,
+                f"content_size {size} exceeds this server's limit",
+                field="content_size",
+                offset=self.schemas.offset(RequestCode.SEND_FILE, "content_size"),
+                expected=f"at most {self.max_content_size}",
+            )
 
     def _check_header(self, header: Any) -> None:
+        if self._packets is not None and header.code is not RequestCode.SEND_FILE:
+            raise self._packets.interrupted(header.code)
         limit = self.schemas.send_file_prefix_size + self.max_content_size
         if header.code is RequestCode.SEND_FILE and header.payload_size > limit:
             raise RemoteProtocolError(
@@ -287,13 +328,18 @@ class ServerConnection(_Connection):
 
         The bytes are built before the state advances: a response that is not allowed now or
         cannot be built raises `LocalProtocolError`, changes nothing, and is latched.
+
+        In a dialect without a server-error code (2022C) `ServerError()` still ends the
+        conversation but its bytes are empty: the server signals the failure by closing.
         """
         if self.conversation.state is State.CLOSED:
             raise LocalProtocolError(ErrorKind.CONNECTION_CLOSED, "the conversation is over")
         if isinstance(event, ServerError):
-            data = self.schemas.build_response(event.code, {})
+            data = (
+                self.schemas.build_response(event.code, {}) if self.schemas.dialect.has_server_error else b""
+            )
             self.conversation.response_sent(event, State.CLOSED)
-            self._content_left = self._direct = None
+            self._content_left = self._direct = self._packets = None
             self._error = None
             return data
         self._check_no_local_error(f"{event.code.name}")
@@ -327,6 +373,7 @@ class ClientConnection(_Connection):
     def __init__(self, dialect: Dialect = V3, *, max_buffer_size: int = DEFAULT_MAX_BUFFER_SIZE) -> None:
         super().__init__(dialect, max_buffer_size)
         self._content_left: int | None = None
+        self._packets: PacketSender | None = None
 
     def send(self, event: Request | FileChunk | FileEnd) -> bytes:
         """The bytes of a request, of a piece of file content, or b"" at the content's end.
@@ -354,7 +401,14 @@ class ClientConnection(_Connection):
         schemas = self.schemas
         if isinstance(event, SendFile):
             self._check_content_size(event.content_size)
-            data = schemas.build_send_file_start(event.client_id, event_fields(event))
+            packet_size = schemas.dialect.packet_size
+            if packet_size is None:
+                data = schemas.build_send_file_start(event.client_id, event_fields(event))
+            else:
+                self._check_orig_file_size(event)
+                sender = PacketSender(schemas, event.client_id, event_fields(event), packet_size)
+                data = sender.start()
+                self._packets = sender
             self.conversation.file = event
             self._content_left = event.content_size
             return data
@@ -372,6 +426,16 @@ class ClientConnection(_Connection):
                 expected=f"a non-zero multiple of {block} up to {self.schemas.max_content_size}",
             )
 
+    def _check_orig_file_size(self, event: SendFile) -> None:
+        original = event.orig_file_size
+        if original is None or encrypted_size(original) != event.content_size:
+            raise LocalProtocolError(
+                ErrorKind.BAD_CONTENT_SIZE,
+                f"orig_file_size {original} with content_size {event.content_size}",
+                field="orig_file_size",
+                expected=f"the plaintext size, which {self.schemas.dialect.name} sends in every packet",
+            )
+
     def _send_content(self, event: FileChunk | FileEnd) -> bytes:
         left = self._content_left
         if left is None:
@@ -385,7 +449,7 @@ class ClientConnection(_Connection):
                     expected=f"at most {left} bytes",
                 )
             self._content_left = left - len(event.data)
-            return event.data
+            return event.data if self._packets is None else self._packets.content(event.data)
         if left:
             raise LocalProtocolError(
                 ErrorKind.PAYLOAD_SIZE_MISMATCH,
@@ -393,7 +457,7 @@ class ClientConnection(_Connection):
                 field="content",
                 expected="exactly content_size bytes",
             )
-        self._content_left = None
+        self._content_left = self._packets = None
         request = self.conversation.file
         assert request is not None
         self.conversation.request_sent(request)

@@ -26,6 +26,7 @@ class ErrorKind(StrEnum):
     UNEXPECTED_MESSAGE = "unexpected_message"
     CONNECTION_CLOSED = "connection_closed"
     BUFFER_FULL = "buffer_full"
+    BAD_PACKET = "bad_packet"
     INVALID_FIELD = "invalid_field"
 
 

@@ -28,7 +28,8 @@ from construct import (
     this,
 )
 
-from .dialect import V3, Dialect, RequestCode, ResponseCode
+from .crypto import encrypted_size
+from .dialect import PAYLOAD_CLIENT_ID, V3, Dialect, RequestCode, ResponseCode
 from .errors import ErrorKind, LocalProtocolError, MalformedMessage
 
 _PRINTABLE_LOW, _PRINTABLE_HIGH = 0x20, 0x7E
@@ -284,23 +285,32 @@ class Schemas:
             "code" / Int16ul,
             "payload_size" / Int32ul,
         )
-        self.send_file_prefix: Final = Struct("content_size" / Int32ul, "file_name" / file_name)
-        file_name_only = Struct("file_name" / file_name)
-        self.requests: Final[dict[RequestCode, Struct]] = {
+        field_types: dict[str, Any] = {
+            PAYLOAD_CLIENT_ID: client_id,
+            "content_size": Int32ul,
+            "orig_file_size": Int32ul,
+            "packet_number": Int16ul,
+            "total_packets": Int16ul,
+            "file_name": file_name,
+        }
+        self.send_file_prefix: Final = Struct(*(name / field_types[name] for name in d.send_file_fields))
+        content = GreedyBytes if d.packetised else Bytes(this.content_size)
+        verdict = Struct(*(name / field_types[name] for name in d.verdict_fields))
+        requests: dict[RequestCode, Struct] = {
             RequestCode.REGISTER: Struct("name" / name),
             RequestCode.SEND_PUBLIC_KEY: Struct(
                 "name" / name, "public_key" / PublicKeyField(d.public_key_size)
             ),
             RequestCode.RECONNECT: Struct("name" / name),
-            RequestCode.SEND_FILE: Struct(
-                *self.send_file_prefix.subcons, "content" / Bytes(this.content_size)
-            ),
-            RequestCode.CRC_OK: file_name_only,
-            RequestCode.CRC_RETRY: file_name_only,
-            RequestCode.CRC_GIVE_UP: file_name_only,
+            RequestCode.SEND_FILE: Struct(*self.send_file_prefix.subcons, "content" / content),
+            RequestCode.CRC_OK: verdict,
+            RequestCode.CRC_RETRY: verdict,
+            RequestCode.CRC_GIVE_UP: verdict,
         }
+        self.requests: Final = {role: requests[role] for role in d.requests}
+        """The payload of every request role the dialect has."""
         wrapped_key = Struct("client_id" / client_id, "encrypted_aes_key" / GreedyBytes)
-        self.responses: Final[dict[ResponseCode, Struct]] = {
+        responses: dict[ResponseCode, Struct] = {
             ResponseCode.REGISTERED: Struct("client_id" / client_id),
             ResponseCode.REGISTRATION_FAILED: Struct(),
             ResponseCode.AES_KEY: wrapped_key,
@@ -315,14 +325,16 @@ class Schemas:
             ResponseCode.RECONNECT_DENIED: Struct("client_id" / client_id),
             ResponseCode.SERVER_ERROR: Struct(),
         }
+        self.responses: Final = {role: responses[role] for role in d.responses}
+        """The payload of every response role the dialect has."""
         self.request_header_size: Final[int] = self.request_header.sizeof()
         self.response_header_size: Final[int] = self.response_header.sizeof()
         self.send_file_prefix_size: Final[int] = self.send_file_prefix.sizeof()
         self.max_content_size: Final[int] = _round_down(
             0xFFFFFFFF - self.send_file_prefix_size, d.aes_block_size
         )
-        self._request_rules = {code: self._request_rule(code) for code in RequestCode}
-        self._response_rules = {code: self._response_rule(code) for code in ResponseCode}
+        self._request_rules = {code: self._request_rule(code) for code in self.requests}
+        self._response_rules = {code: self._response_rule(code) for code in self.responses}
         self._request_offsets = {
             code: self._message_offsets(self.request_header, schema) for code, schema in self.requests.items()
         }
@@ -365,17 +377,28 @@ class Schemas:
 
     def request_role(self, wire_code: int) -> RequestCode | None:
         """The request role a wire code stands for in this dialect, or None."""
-        try:
-            return RequestCode(wire_code)
-        except ValueError:
-            return None
+        return self.dialect.request_role(wire_code)
 
     def response_role(self, wire_code: int) -> ResponseCode | None:
         """The response role a wire code stands for in this dialect, or None."""
-        try:
-            return ResponseCode(wire_code)
-        except ValueError:
-            return None
+        return self.dialect.response_role(wire_code)
+
+    def wire_code(self, code: int) -> int:
+        """The wire value of a role in this dialect; a plain int is taken as a wire value already."""
+        if isinstance(code, RequestCode):
+            found = self.dialect.requests.get(code)
+        elif isinstance(code, ResponseCode):
+            found = self.dialect.responses.get(code)
+        else:
+            return int(code)
+        if found is None:
+            raise LocalProtocolError(
+                ErrorKind.UNKNOWN_CODE,
+                f"dialect {self.dialect.name} has no {code.name}",
+                field="code",
+                expected=f"a message of dialect {self.dialect.name}",
+            )
+        return found
 
     # -- size rules -------------------------------------------------------------------------
 
@@ -390,6 +413,8 @@ class Schemas:
     def _request_rule(self, code: RequestCode) -> SizeRule:
         if code is RequestCode.SEND_FILE:
             prefix, block = self.send_file_prefix_size, self.dialect.aes_block_size
+            if self.dialect.packetised:  # a packet carries any part of the ciphertext
+                return SizeRule(prefix + 1, prefix + self.max_content_size)
             return SizeRule(prefix + block, prefix + self.max_content_size, block)
         size = self.requests[code].sizeof()
         return SizeRule(size, size)
@@ -409,7 +434,7 @@ class Schemas:
         """Parse and validate a 23-byte request header (version, code, payload_size; spec 3.6)."""
         raw = self._parse_header(data, self.request_header_size, self._compiled_request_header)
         self._check_version(raw["version"], self._request_header_offsets["version"])
-        code = _known(RequestCode, raw["code"], self._request_header_offsets["code"], "request")
+        code = self._known(raw["code"], self._request_header_offsets["code"], requests=True)
         size_at = self._request_header_offsets["payload_size"]
         _check_payload_size(raw["payload_size"], self.request_size_rule(code), code, size_at)
         return RequestHeader(raw["client_id"], raw["version"], code, raw["payload_size"])
@@ -418,7 +443,7 @@ class Schemas:
         """Parse and validate a 7-byte response header."""
         raw = self._parse_header(data, self.response_header_size, self._compiled_response_header)
         self._check_version(raw["version"], self._response_header_offsets["version"])
-        code = _known(ResponseCode, raw["code"], self._response_header_offsets["code"], "response")
+        code = self._known(raw["code"], self._response_header_offsets["code"], requests=False)
         size_at = self._response_header_offsets["payload_size"]
         _check_payload_size(raw["payload_size"], self.response_size_rule(code), code, size_at)
         return ResponseHeader(raw["version"], code, raw["payload_size"])
@@ -434,6 +459,20 @@ class Schemas:
             )
         # Safe to use the compiled parser: the length was checked above.
         return _fields(compiled.parse(data))
+
+    def _known(self, code: int, offset: int, *, requests: bool) -> Any:
+        d = self.dialect
+        role = d.request_role(code) if requests else d.response_role(code)
+        if role is None:
+            known = sorted((d.requests if requests else d.responses).values())
+            raise MalformedMessage(
+                ErrorKind.UNKNOWN_CODE,
+                f"unknown {'request' if requests else 'response'} code {code} in dialect {d.name}",
+                field="code",
+                offset=offset,
+                expected="one of " + ", ".join(map(str, known)),
+            )
+        return role
 
     def _check_version(self, version: int, offset: int) -> None:
         if version != self.dialect.version:
@@ -474,18 +513,26 @@ class Schemas:
             ) from None
 
     def parse_send_file_prefix(self, data: bytes, payload_size: int, base: int) -> Fields:
-        """Parse 1103's content_size and file_name and check them against payload_size."""
+        """Parse a send-file prefix and check it against payload_size (`base`: its offset).
+
+        In a packetised dialect content_size is the whole file's encrypted size and the
+        packet's own content is payload_size minus the prefix; packet_number and
+        total_packets are checked for range (their sequence is the engine's job).
+        """
         prefix = self.parse_payload(self.send_file_prefix, data, base)
         size, block = prefix["content_size"], self.dialect.aes_block_size
+        offsets = _field_offsets(self.send_file_prefix)
         if size == 0 or size % block:
             raise MalformedMessage(
                 ErrorKind.BAD_CONTENT_SIZE,
                 f"content_size {size}",
                 field="content_size",
-                offset=base + _field_offsets(self.send_file_prefix)["content_size"],
+                offset=base + offsets["content_size"],
                 expected=f"a non-zero multiple of {block} (encrypted size)",
             )
-        if payload_size != self.send_file_prefix_size + size:
+        if self.dialect.packetised:
+            self._check_packet_prefix(prefix, payload_size - self.send_file_prefix_size, base, offsets)
+        elif payload_size != self.send_file_prefix_size + size:
             raise MalformedMessage(
                 ErrorKind.PAYLOAD_SIZE_MISMATCH,
                 f"payload_size {payload_size} with content_size {size}",
@@ -495,17 +542,72 @@ class Schemas:
             )
         return prefix
 
+    def _check_packet_prefix(
+        self, prefix: Fields, packet_content: int, base: int, offsets: dict[str, int]
+    ) -> None:
+        size, original = prefix["content_size"], prefix["orig_file_size"]
+        if size != encrypted_size(original):
+            raise MalformedMessage(
+                ErrorKind.BAD_CONTENT_SIZE,
+                f"orig_file_size {original} does not encrypt to content_size {size}",
+                field="orig_file_size",
+                offset=base + offsets["orig_file_size"],
+                expected=f"content_size {encrypted_size(original)} (PKCS#7 padding of the original)",
+            )
+        number, total = prefix["packet_number"], prefix["total_packets"]
+        if total == 0:
+            raise MalformedMessage(
+                ErrorKind.BAD_PACKET,
+                "total_packets 0",
+                field="total_packets",
+                offset=base + offsets["total_packets"],
+                expected="at least 1",
+            )
+        if not 1 <= number <= total:
+            raise MalformedMessage(
+                ErrorKind.BAD_PACKET,
+                f"packet_number {number} of {total}",
+                field="packet_number",
+                offset=base + offsets["packet_number"],
+                expected=f"1..{total} (packets are numbered from 1)",
+            )
+        if packet_content > size:
+            raise MalformedMessage(
+                ErrorKind.PAYLOAD_SIZE_MISMATCH,
+                f"a packet of {packet_content} content bytes in a file of content_size {size}",
+                field="payload_size",
+                offset=self._request_header_offsets["payload_size"],
+                expected=f"at most {self.send_file_prefix_size} + {size}",
+            )
+
+    def check_payload_client_id(self, code: RequestCode, header_client_id: bytes, fields: Fields) -> None:
+        """Remove a payload's client_id (2022C) from `fields`; it must equal the header's."""
+        inner = fields.pop(PAYLOAD_CLIENT_ID, None)
+        if inner is not None and inner != header_client_id:
+            raise MalformedMessage(
+                ErrorKind.UNEXPECTED_MESSAGE,
+                f"the payload's client_id {inner.hex()} differs from the header's {header_client_id.hex()}",
+                field=PAYLOAD_CLIENT_ID,
+                offset=self.offset(code, PAYLOAD_CLIENT_ID),
+                expected="the same client_id in header and payload",
+            )
+
     def parse_request(self, data: bytes) -> tuple[RequestHeader, Fields]:
-        """Parse one whole request message (header and payload, nothing after it)."""
+        """Parse one whole request message (header and payload, nothing after it).
+
+        A payload client_id (2022C) is checked against the header's and left out of the fields.
+        """
         size = self.request_header_size
         header = self.parse_request_header(bytes(data[:size]))
         payload = _exact_payload(data, size, header.payload_size)
         if header.code is RequestCode.SEND_FILE:
             prefix_size = self.send_file_prefix_size
-            prefix = self.parse_send_file_prefix(payload[:prefix_size], header.payload_size, size)
-            prefix["content"] = payload[prefix_size:]
-            return header, prefix
-        return header, self.parse_payload(self.requests[header.code], payload, size)
+            fields = self.parse_send_file_prefix(payload[:prefix_size], header.payload_size, size)
+            fields["content"] = payload[prefix_size:]
+        else:
+            fields = self.parse_payload(self.requests[header.code], payload, size)
+        self.check_payload_client_id(header.code, header.client_id, fields)
+        return header, fields
 
     def parse_response(self, data: bytes) -> tuple[ResponseHeader, Fields]:
         """Parse one whole response message (header and payload, nothing after it)."""
@@ -525,7 +627,7 @@ class Schemas:
             {
                 "client_id": client_id,
                 "version": self.dialect.version if version is None else version,
-                "code": code,
+                "code": self.wire_code(code),
                 "payload_size": payload_size,
             },
             "request header",
@@ -537,35 +639,43 @@ class Schemas:
             self.response_header,
             {
                 "version": self.dialect.version if version is None else version,
-                "code": code,
+                "code": self.wire_code(code),
                 "payload_size": payload_size,
             },
             "response header",
         )
 
+    def _payload_schema(self, code: RequestCode | ResponseCode) -> Any:
+        self.wire_code(code)  # a role the dialect does not have is a LocalProtocolError
+        return self.requests[code] if isinstance(code, RequestCode) else self.responses[code]
+
     def build_request_payload(self, code: RequestCode, fields: Mapping[str, Any]) -> bytes:
         """Build a request payload (for 1103, `content` included); names are checked."""
-        return build_struct(self.requests[code], fields, f"{code.name} payload")
+        return build_struct(self._payload_schema(code), fields, f"{code.name} payload")
 
     def build_response_payload(self, code: ResponseCode, fields: Mapping[str, Any]) -> bytes:
         """Build a response payload; names are checked."""
-        return build_struct(self.responses[code], fields, f"{code.name} payload")
+        return build_struct(self._payload_schema(code), fields, f"{code.name} payload")
 
-    def build_send_file_start(self, client_id: bytes, fields: Mapping[str, Any]) -> bytes:
-        """The start of a streamed 1103: header and prefix, payload_size = prefix + content_size.
+    def build_send_file_start(
+        self, client_id: bytes, fields: Mapping[str, Any], content_length: int | None = None
+    ) -> bytes:
+        """The start of a streamed send-file: header and prefix; the content follows as raw bytes.
 
-        The content itself follows as raw bytes. Values are not range-checked (test tools send
-        odd ones); names are.
+        payload_size = prefix + `content_length` (default: content_size; in a packetised
+        dialect, this packet's share). A payload client_id (2022C) defaults to `client_id`.
+        Values are not range-checked (test tools send odd ones); names are.
         """
-        prefix = build_struct(self.send_file_prefix, fields, "SEND_FILE prefix")
-        size = len(prefix) + fields["content_size"]
+        values = {PAYLOAD_CLIENT_ID: client_id, **fields}
+        prefix = build_struct(self.send_file_prefix, values, "SEND_FILE prefix")
+        size = len(prefix) + (fields["content_size"] if content_length is None else content_length)
         return self.build_request_header(client_id, RequestCode.SEND_FILE, size) + prefix
 
     def build_request(
         self, code: RequestCode, client_id: bytes, fields: Mapping[str, Any], version: int | None = None
     ) -> bytes:
         """Build a whole request message with a payload_size that matches its payload."""
-        payload = self.build_request_payload(code, fields)
+        payload = self.build_request_payload(code, {PAYLOAD_CLIENT_ID: client_id, **fields})
         return self.build_request_header(client_id, code, len(payload), version) + payload
 
     def build_response(
@@ -604,20 +714,6 @@ def _fields(container: Any) -> Fields:
 
 def _round_down(value: int, multiple: int) -> int:
     return value - value % multiple
-
-
-def _known(enum: type[RequestCode] | type[ResponseCode], code: int, offset: int, what: str) -> Any:
-    try:
-        return enum(code)
-    except ValueError:
-        known = ", ".join(str(int(member)) for member in enum)
-        raise MalformedMessage(
-            ErrorKind.UNKNOWN_CODE,
-            f"unknown {what} code {code}",
-            field="code",
-            offset=offset,
-            expected=f"one of {known}",
-        ) from None
 
 
 def _check_payload_size(size: int, rule: SizeRule, code: RequestCode | ResponseCode, offset: int) -> None:
