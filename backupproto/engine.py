@@ -22,7 +22,6 @@ bounded by `max_buffer_size`; a 1103's content streams through and does not coun
 from __future__ import annotations
 
 from dataclasses import fields
-from functools import lru_cache
 from typing import Any
 
 from .conversation import Conversation
@@ -47,14 +46,8 @@ from .events import (
 )
 from .framing import buffered_payload_size
 from .packets import PacketReceiver, PacketSender
-from .schemas import V3_SCHEMAS, Schemas
+from .schemas import schemas_for
 from .states import State
-
-
-@lru_cache(maxsize=16)
-def schemas_for(dialect: Dialect) -> Schemas:
-    """The schemas of a dialect, built once per dialect."""
-    return V3_SCHEMAS if dialect == V3 else Schemas(dialect)
 
 
 def event_fields(event: Request | Response) -> dict[str, Any]:
@@ -427,13 +420,14 @@ class ClientConnection(_Connection):
             )
 
     def _check_orig_file_size(self, event: SendFile) -> None:
-        original = event.orig_file_size
+        original, block = event.orig_file_size, self.schemas.dialect.aes_block_size
         if original is None or encrypted_size(original) != event.content_size:
             raise LocalProtocolError(
                 ErrorKind.BAD_CONTENT_SIZE,
                 f"orig_file_size {original} with content_size {event.content_size}",
                 field="orig_file_size",
-                expected=f"the plaintext size, which {self.schemas.dialect.name} sends in every packet",
+                expected=f"the plaintext size, {event.content_size - block}..{event.content_size - 1} "
+                f"(sent in every {self.schemas.dialect.name} packet)",
             )
 
     def _send_content(self, event: FileChunk | FileEnd) -> bytes:

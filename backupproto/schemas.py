@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final
 
 from construct import (
@@ -766,3 +767,9 @@ def _field_offsets(schema: Any) -> dict[str, int]:
 
 
 V3_SCHEMAS: Final = Schemas(V3)
+
+
+@lru_cache(maxsize=16)
+def schemas_for(dialect: Dialect) -> Schemas:
+    """The schemas of a dialect, built once per dialect."""
+    return V3_SCHEMAS if dialect == V3 else Schemas(dialect)
