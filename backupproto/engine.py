@@ -250,7 +250,9 @@ class ServerConnection(_Connection):
         header_size = schemas.request_header_size
         if self._header is None:
             if len(self._buffer) < header_size:
-                if self._closed_by_peer and not self._buffer and self._packets is None:
+                if self._closed_by_peer and not self._buffer:
+                    if self._packets is not None:
+                        raise self._packets.closed()
                     return ConnectionClosed()
                 return self._incomplete(header_size, "a request header")
             header = schemas.parse_request_header(bytes(self._buffer[:header_size]))
@@ -265,15 +267,16 @@ class ServerConnection(_Connection):
         payload = self._take(needed)
         self._header = None
         if not is_file:
-            values = schemas.parse_payload(schemas.requests[header.code], payload, header_size)
-            schemas.check_payload_client_id(header.code, header.client_id, values)
+            values = schemas.parse_payload(
+                schemas.requests[header.code], payload, header_size, header.client_id
+            )
             request = REQUEST_EVENTS[header.code](client_id=header.client_id, **values)
             self.conversation.check_request(request, RemoteProtocolError)
             self.conversation.request_sent(request)
             return request
-        values = schemas.parse_send_file_prefix(payload, header.payload_size, header_size)
-        schemas.check_payload_client_id(header.code, header.client_id, values)
-        self._check_content_size(values["content_size"])
+        values = schemas.parse_send_file_prefix(
+            payload, header.payload_size, header_size, self.max_content_size, header.client_id
+        )
         packet_content = header.payload_size - schemas.send_file_prefix_size
         if self._packets is not None:  # a later packet of the file in transit
             self._packets.next_packet(values, packet_content)
@@ -290,16 +293,6 @@ class ServerConnection(_Connection):
             self._content_left = file.content_size
         self.conversation.file = file
         return file
-
-    def _check_content_size(self, size: int) -> None:
-        if size > self.max_content_size:
-            raise RemoteProtocolError(
-                ErrorKind.PAYLOAD_TOO_LARGE,
-                f"content_size {size} exceeds this server's limit",
-                field="content_size",
-                offset=self.schemas.offset(RequestCode.SEND_FILE, "content_size"),
-                expected=f"at most {self.max_content_size}",
-            )
 
     def _check_header(self, header: Any) -> None:
         if self._packets is not None and header.code is not RequestCode.SEND_FILE:

@@ -17,15 +17,15 @@ from .dialect import RequestCode
 from .errors import ErrorKind, RemoteProtocolError
 from .schemas import Fields, Schemas
 
-_REPEATED = ("content_size", "orig_file_size", "total_packets", "file_name")
-"""Fields every packet of a file must repeat unchanged."""
-
 
 class PacketReceiver:
-    """Checks the packets of one incoming file: numbering, totals and sizes."""
+    """Checks the packets of one incoming file across packets (spec dialects 18.2, second table).
+
+    The checks of each packet on its own are the schemas' (`parse_send_file_prefix`).
+    """
 
     def __init__(self, schemas: Schemas, first: Fields, packet_content: int) -> None:
-        """`first` is packet 1's prefix, `packet_content` its content length."""
+        """`first` is the file's first packet's prefix, `packet_content` its content length."""
         self.schemas = schemas
         self.first = first
         self.number = 0
@@ -41,69 +41,89 @@ class PacketReceiver:
         return int(self.first["total_packets"])
 
     def next_packet(self, prefix: Fields, packet_content: int) -> None:
-        """Check the prefix of the packet after the current one; raise `RemoteProtocolError` if wrong."""
-        for field in _REPEATED:
-            if prefix[field] != self.first[field]:
-                kind = "total changed mid-file" if field == "total_packets" else f"{field} changed mid-file"
+        """Check the next packet's prefix (rows 2-8); raise `RemoteProtocolError` if it is wrong."""
+        first = self.first
+        if prefix["file_name"] != first["file_name"]:
+            raise self._error(
+                ErrorKind.PACKET_MISSING,
+                f"a packet of {prefix['file_name']!r} while {self._missing()} of {first['file_name']!r} "
+                "are due",
+                "file_name",
+                f"packet {self.number + 1} of {first['file_name']!r}",
+            )
+        changed = (
+            ("total_packets", ErrorKind.TOTAL_CHANGED),
+            ("content_size", ErrorKind.CONTENT_SIZE_INCONSISTENT),
+            ("orig_file_size", ErrorKind.BAD_ORIG_FILE_SIZE),
+        )
+        for field, kind in changed:
+            if prefix[field] != first[field]:
                 raise self._error(
-                    f"packet {prefix['packet_number']}: {kind}: {prefix[field]!r}",
+                    kind,
+                    f"packet {prefix['packet_number']} has {field} {prefix[field]}: {field} changed mid-file",
                     field,
-                    f"{self.first[field]!r}, as in packet 1",
+                    f"{first[field]}, as in the file's first packet",
                 )
         self._accept(prefix, packet_content)
 
     def _accept(self, prefix: Fields, packet_content: int) -> None:
-        number, expected = prefix["packet_number"], self.number + 1
-        if number < expected:
-            raise self._error(f"duplicate packet {number}", "packet_number", f"packet {expected}")
-        if number > expected:
-            missing = f"packet {expected}" if number == expected + 1 else f"packets {expected}..{number - 1}"
+        number, due = prefix["packet_number"], self.number + 1
+        if number < due:
             raise self._error(
-                f"packet {number} out of order: {missing} missing", "packet_number", f"packet {expected}"
+                ErrorKind.PACKET_DUPLICATE, f"duplicate packet {number}", "packet_number", f"{due}"
             )
-        left = self.content_size - self.received
-        if packet_content > left:
+        if number > due:
+            gap = f"packet {due}" if number == due + 1 else f"packets {due}..{number - 1}"
             raise self._error(
-                f"packet {number} carries {packet_content} content bytes; {left} of content_size "
-                f"{self.content_size} are left: content_size inconsistent with the packets",
-                "payload_size",
-                f"at most {left} content bytes",
+                ErrorKind.PACKET_OUT_OF_ORDER,
+                f"packet {number} out of order: {gap} missing",
+                "packet_number",
+                f"{due} (packets in order from 1)",
+            )
+        received = self.received + packet_content
+        room = self.content_size - (self.total - number)  # later packets carry at least a byte each
+        last = number == self.total
+        if received > room or (last and received != self.content_size):
+            raise self._error(
+                ErrorKind.CONTENT_SIZE_INCONSISTENT,
+                f"packet {number} of {self.total} brings the content to {received} bytes of content_size "
+                f"{self.content_size}",
+                "content_size",
+                f"exactly {self.content_size} bytes at the last packet"
+                if last
+                else f"at most {room} bytes so far",
             )
         self.number = number
-        self.received += packet_content
+        self.received = received
 
     def packet_done(self) -> bool:
-        """The current packet's content has passed: True if the file is complete, False if more follow."""
-        complete = self.received == self.content_size
-        if complete and self.number < self.total:
-            raise self._error(
-                f"all {self.content_size} content bytes arrived by packet {self.number} of {self.total}: "
-                "content_size inconsistent with total_packets",
-                "total_packets",
-                f"{self.number} packets",
-            )
-        if not complete and self.number == self.total:
-            raise self._error(
-                f"the last packet ({self.number}) ends after {self.received} of content_size "
-                f"{self.content_size} bytes: content_size inconsistent with the packets",
-                "content_size",
-                f"{self.received}",
-            )
-        return complete
+        """The current packet's content has passed: True if it was the file's last packet."""
+        return self.number == self.total
 
     def interrupted(self, code: RequestCode) -> RemoteProtocolError:
-        """The error for another request arriving while packets are still due."""
-        due = self.number + 1
-        missing = f"packet {due}" if due == self.total else f"packets {due}..{self.total}"
+        """The error for another request arriving while packets are still due (row 1)."""
         return self._error(
-            f"{code.name} arrived mid-file: {missing} of {self.first['file_name']!r} missing",
+            ErrorKind.PACKET_MISSING,
+            f"{code.name} arrived while {self._missing()} of {self.first['file_name']!r} are due",
             "code",
-            f"SEND_FILE packet {due}",
+            f"SEND_FILE packet {self.number + 1}",
         )
 
-    def _error(self, message: str, field: str, expected: str) -> RemoteProtocolError:
+    def closed(self) -> RemoteProtocolError:
+        """The error for a connection that closes between packets."""
         return RemoteProtocolError(
-            ErrorKind.BAD_PACKET,
+            ErrorKind.CONNECTION_CLOSED,
+            f"connection closed while {self._missing()} of {self.first['file_name']!r} are due",
+            expected=f"SEND_FILE packet {self.number + 1}",
+        )
+
+    def _missing(self) -> str:
+        due = self.number + 1
+        return f"packet {due}" if due == self.total else f"packets {due}..{self.total}"
+
+    def _error(self, kind: ErrorKind, message: str, field: str, expected: str) -> RemoteProtocolError:
+        return RemoteProtocolError(
+            kind,
             message,
             field=field,
             offset=self.schemas.offset(RequestCode.SEND_FILE, field),

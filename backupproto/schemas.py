@@ -295,6 +295,11 @@ class Schemas:
             "file_name": file_name,
         }
         self.send_file_prefix: Final = Struct(*(name / field_types[name] for name in d.send_file_fields))
+        raw_name = Bytes(d.name_size)
+        self._send_file_numbers: Final = Struct(
+            *(name / (raw_name if name == "file_name" else field_types[name]) for name in d.send_file_fields)
+        )
+        """The prefix with the file name unchecked: its numbers are checked first, in wire order."""
         content = GreedyBytes if d.packetised else Bytes(this.content_size)
         verdict = Struct(*(name / field_types[name] for name in d.verdict_fields))
         requests: dict[RequestCode, Struct] = {
@@ -487,8 +492,12 @@ class Schemas:
 
     # -- payloads ---------------------------------------------------------------------------
 
-    def parse_payload(self, schema: Any, data: bytes, base: int) -> Fields:
-        """Parse a payload that must fill `data` exactly; `base` is its offset in the message."""
+    def parse_payload(self, schema: Any, data: bytes, base: int, client_id: bytes | None = None) -> Fields:
+        """Parse a payload that must fill `data` exactly; `base` is its offset in the message.
+
+        With the header's `client_id`, a payload client_id (2022C) is checked against it
+        (`client_id_mismatch`) and left out of the fields.
+        """
         try:
             expected = schema.sizeof()
         except SizeofError:
@@ -502,7 +511,7 @@ class Schemas:
                 expected=f"{expected} bytes",
             )
         try:
-            return _fields(schema.parse(data))
+            fields = _fields(schema.parse(data))
         except _FieldFault as fault:
             offsets = _field_offsets(schema)  # only on the error path
             raise MalformedMessage(
@@ -512,27 +521,59 @@ class Schemas:
                 offset=base + offsets.get(fault.field or "", 0) + fault.at,
                 expected=fault.expected,
             ) from None
+        if client_id is not None and PAYLOAD_CLIENT_ID in fields:
+            inner = fields.pop(PAYLOAD_CLIENT_ID)
+            if inner != client_id:
+                raise MalformedMessage(
+                    ErrorKind.CLIENT_ID_MISMATCH,
+                    f"the payload's client_id {inner.hex()} differs from the header's {client_id.hex()}",
+                    field="client_id",
+                    offset=base + _field_offsets(schema)[PAYLOAD_CLIENT_ID],
+                    expected="the same client_id in header and payload",
+                )
+        return fields
 
-    def parse_send_file_prefix(self, data: bytes, payload_size: int, base: int) -> Fields:
+    def parse_send_file_prefix(
+        self,
+        data: bytes,
+        payload_size: int,
+        base: int,
+        max_content_size: int | None = None,
+        client_id: bytes | None = None,
+    ) -> Fields:
         """Parse a send-file prefix and check it against payload_size (`base`: its offset).
 
-        In a packetised dialect content_size is the whole file's encrypted size and the
-        packet's own content is payload_size minus the prefix; packet_number and
-        total_packets are checked for range (their sequence is the engine's job).
+        `max_content_size`: a receiver's limit on content_size (`payload_too_large`). In a
+        packetised dialect content_size is the whole file's encrypted size and the packet's
+        own content is payload_size minus the prefix; the checks of one packet (spec
+        dialects 18.2) are made here, those across packets by `packets.PacketReceiver`.
         """
-        prefix = self.parse_payload(self.send_file_prefix, data, base)
-        size, block = prefix["content_size"], self.dialect.aes_block_size
+        numbers = self.parse_payload(self._send_file_numbers, data, base, client_id)
+        size, block = numbers["content_size"], self.dialect.aes_block_size
         offsets = _field_offsets(self.send_file_prefix)
+        size_at = base + offsets["content_size"]
         if size == 0 or size % block:
             raise MalformedMessage(
                 ErrorKind.BAD_CONTENT_SIZE,
                 f"content_size {size}",
                 field="content_size",
-                offset=base + offsets["content_size"],
+                offset=size_at,
                 expected=f"a non-zero multiple of {block} (encrypted size)",
             )
+        if max_content_size is not None and size > max_content_size:
+            raise MalformedMessage(
+                ErrorKind.PAYLOAD_TOO_LARGE,
+                f"content_size {size} exceeds this receiver's limit",
+                field="content_size",
+                offset=size_at,
+                expected=f"at most {max_content_size}",
+            )
+        content = payload_size - self.send_file_prefix_size
         if self.dialect.packetised:
-            self._check_packet_prefix(prefix, payload_size - self.send_file_prefix_size, base, offsets)
+            self._check_packet_numbers(numbers, base, offsets)
+        prefix = self.parse_payload(self.send_file_prefix, data, base, client_id)  # the file name
+        if self.dialect.packetised:
+            self._check_packet_content(prefix, content, base, offsets)
         elif payload_size != self.send_file_prefix_size + size:
             raise MalformedMessage(
                 ErrorKind.PAYLOAD_SIZE_MISMATCH,
@@ -543,22 +584,21 @@ class Schemas:
             )
         return prefix
 
-    def _check_packet_prefix(
-        self, prefix: Fields, packet_content: int, base: int, offsets: dict[str, int]
-    ) -> None:
+    def _check_packet_numbers(self, prefix: Fields, base: int, offsets: dict[str, int]) -> None:
+        """Checks 3-5 of one packet (spec dialects 18.2), in that order."""
         size, original = prefix["content_size"], prefix["orig_file_size"]
+        number, total = prefix["packet_number"], prefix["total_packets"]
         if size != encrypted_size(original):
             raise MalformedMessage(
-                ErrorKind.BAD_CONTENT_SIZE,
+                ErrorKind.BAD_ORIG_FILE_SIZE,
                 f"orig_file_size {original} does not encrypt to content_size {size}",
                 field="orig_file_size",
                 offset=base + offsets["orig_file_size"],
                 expected=f"content_size {encrypted_size(original)} (PKCS#7 padding of the original)",
             )
-        number, total = prefix["packet_number"], prefix["total_packets"]
         if total == 0:
             raise MalformedMessage(
-                ErrorKind.BAD_PACKET,
+                ErrorKind.BAD_TOTAL_PACKETS,
                 "total_packets 0",
                 field="total_packets",
                 offset=base + offsets["total_packets"],
@@ -566,31 +606,24 @@ class Schemas:
             )
         if not 1 <= number <= total:
             raise MalformedMessage(
-                ErrorKind.BAD_PACKET,
+                ErrorKind.BAD_PACKET_NUMBER,
                 f"packet_number {number} of {total}",
                 field="packet_number",
                 offset=base + offsets["packet_number"],
                 expected=f"1..{total} (packets are numbered from 1)",
             )
-        if packet_content > size:
-            raise MalformedMessage(
-                ErrorKind.PAYLOAD_SIZE_MISMATCH,
-                f"a packet of {packet_content} content bytes in a file of content_size {size}",
-                field="payload_size",
-                offset=self._request_header_offsets["payload_size"],
-                expected=f"at most {self.send_file_prefix_size} + {size}",
-            )
 
-    def check_payload_client_id(self, code: RequestCode, header_client_id: bytes, fields: Fields) -> None:
-        """Remove a payload's client_id (2022C) from `fields`; it must equal the header's."""
-        inner = fields.pop(PAYLOAD_CLIENT_ID, None)
-        if inner is not None and inner != header_client_id:
+    def _check_packet_content(self, prefix: Fields, content: int, base: int, offsets: dict[str, int]) -> None:
+        """Check 7 of one packet: its content fits content_size beside the other packets."""
+        size, number, total = prefix["content_size"], prefix["packet_number"], prefix["total_packets"]
+        room = size - (total - 1)  # every other packet carries at least one byte
+        if content > room or (total == 1 and content != size):
             raise MalformedMessage(
-                ErrorKind.UNEXPECTED_MESSAGE,
-                f"the payload's client_id {inner.hex()} differs from the header's {header_client_id.hex()}",
-                field=PAYLOAD_CLIENT_ID,
-                offset=self.offset(code, PAYLOAD_CLIENT_ID),
-                expected="the same client_id in header and payload",
+                ErrorKind.CONTENT_SIZE_INCONSISTENT,
+                f"packet {number} of {total} carries {content} content bytes of content_size {size}",
+                field="content_size",
+                offset=base + offsets["content_size"],
+                expected=f"exactly {size} bytes" if total == 1 else f"at most {room} bytes in one packet",
             )
 
     def parse_request(self, data: bytes) -> tuple[RequestHeader, Fields]:
@@ -603,11 +636,13 @@ class Schemas:
         payload = _exact_payload(data, size, header.payload_size)
         if header.code is RequestCode.SEND_FILE:
             prefix_size = self.send_file_prefix_size
-            fields = self.parse_send_file_prefix(payload[:prefix_size], header.payload_size, size)
+            prefix = payload[:prefix_size]
+            fields = self.parse_send_file_prefix(
+                prefix, header.payload_size, size, client_id=header.client_id
+            )
             fields["content"] = payload[prefix_size:]
         else:
-            fields = self.parse_payload(self.requests[header.code], payload, size)
-        self.check_payload_client_id(header.code, header.client_id, fields)
+            fields = self.parse_payload(self.requests[header.code], payload, size, header.client_id)
         return header, fields
 
     def parse_response(self, data: bytes) -> tuple[ResponseHeader, Fields]:

@@ -197,34 +197,108 @@ def test_packets_that_add_up_in_any_split() -> None:
 
 
 @pytest.mark.parametrize(
-    ("packets", "field", "words"),
+    ("packets", "kind", "field", "words"),
     [
-        ([packet(2, 3, 16)], "packet_number", "packet 2 out of order: packet 1 missing"),
-        ([packet(1, 3, 16), packet(1, 3, 16)], "packet_number", "duplicate packet 1"),
-        ([packet(1, 3, 16), packet(3, 3, 16)], "packet_number", "packet 3 out of order: packet 2 missing"),
-        ([packet(1, 3, 16), packet(2, 4, 16)], "total_packets", "total changed mid-file"),
-        ([packet(1, 3, 16), packet(2, 3, 16, size=64, original=50)], "content_size", "content_size changed"),
-        ([packet(1, 2, 16), packet(2, 2, 16)], "content_size", "ends after 32 of content_size 48"),
-        ([packet(1, 3, 16), packet(2, 3, 33)], "payload_size", "content_size inconsistent"),
-        ([packet(1, 3, 48)], "total_packets", "by packet 1 of 3"),
+        (
+            [packet(2, 3, 16)],
+            ErrorKind.PACKET_OUT_OF_ORDER,
+            "packet_number",
+            "packet 2 out of order: packet 1 missing",
+        ),
+        (
+            [packet(1, 3, 16), packet(1, 3, 16)],
+            ErrorKind.PACKET_DUPLICATE,
+            "packet_number",
+            "duplicate packet 1",
+        ),
+        (
+            [packet(1, 4, 16), packet(4, 4, 16)],
+            ErrorKind.PACKET_OUT_OF_ORDER,
+            "packet_number",
+            "packet 4 out of order: packets 2..3 missing",
+        ),
+        (
+            [packet(1, 3, 16), packet(2, 4, 16)],
+            ErrorKind.TOTAL_CHANGED,
+            "total_packets",
+            "total_packets changed",
+        ),
+        (
+            [packet(1, 3, 16), packet(2, 3, 16, size=64, original=50)],
+            ErrorKind.CONTENT_SIZE_INCONSISTENT,
+            "content_size",
+            "content_size changed",
+        ),
+        (
+            [packet(1, 3, 16), packet(2, 3, 16, original=33)],
+            ErrorKind.BAD_ORIG_FILE_SIZE,
+            "orig_file_size",
+            "orig_file_size changed",
+        ),
+        (
+            [packet(1, 2, 16), packet(2, 2, 16)],
+            ErrorKind.CONTENT_SIZE_INCONSISTENT,
+            "content_size",
+            "packet 2 of 2 brings the content to 32 bytes of content_size 48",
+        ),
+        (
+            [packet(1, 3, 16), packet(2, 3, 32)],
+            ErrorKind.CONTENT_SIZE_INCONSISTENT,
+            "content_size",
+            "brings the content to 48",
+        ),
+        ([packet(1, 3, 47)], ErrorKind.CONTENT_SIZE_INCONSISTENT, "content_size", "carries 47 content bytes"),
+        ([packet(1, 1, 16)], ErrorKind.CONTENT_SIZE_INCONSISTENT, "content_size", "packet 1 of 1 carries 16"),
+        ([packet(1, 0, 16)], ErrorKind.BAD_TOTAL_PACKETS, "total_packets", "total_packets 0"),
+        ([packet(0, 2, 16)], ErrorKind.BAD_PACKET_NUMBER, "packet_number", "packet_number 0 of 2"),
+        ([packet(1, 1, 48, original=48)], ErrorKind.BAD_ORIG_FILE_SIZE, "orig_file_size", "does not encrypt"),
     ],
 )
-def test_packet_violations_are_named(packets: list[bytes], field: str, words: str) -> None:
+def test_packet_violations_are_named(packets: list[bytes], kind: ErrorKind, field: str, words: str) -> None:
     server = keyed_server()
     with pytest.raises(RemoteProtocolError) as info:
         for data in packets:
             server.receive_data(data)
             drain(server)
-    assert info.value.field == field and words in str(info.value), str(info.value)
+    assert (info.value.kind, info.value.field) == (kind, field)
+    assert words in str(info.value), str(info.value)
     assert info.value.offset == schemas_for(DIALECT_2024A).offset(RequestCode.SEND_FILE, field)
 
 
-def test_orig_file_size_must_fit_content_size() -> None:
+def test_offsets_of_the_2024_packet_fields() -> None:
+    offsets = schemas_for(DIALECT_2024A).message_offsets(RequestCode.SEND_FILE)
+    assert offsets == {
+        "client_id": 0,
+        "version": 16,
+        "code": 17,
+        "payload_size": 19,
+        "content_size": 23,
+        "orig_file_size": 27,
+        "packet_number": 31,
+        "total_packets": 33,
+        "file_name": 35,
+        "content": 290,
+    }
+
+
+def test_a_packet_of_another_file_names_the_missing_packets() -> None:
     server = keyed_server()
-    server.receive_data(packet(1, 1, 48, original=48))  # 48 plaintext bytes encrypt to 64
+    server.receive_data(packet(1, 3, 16))
+    drain(server)
+    other = send_file_start(
+        bytes(16),
+        {"content_size": 16, "orig_file_size": 1, "packet_number": 1, "total_packets": 1, "file_name": "g"},
+        schemas=schemas_for(DIALECT_2024A),
+    )
+    server.receive_data(bytes(other))
     with pytest.raises(RemoteProtocolError) as info:
         drain(server)
-    assert (info.value.field, info.value.offset) == ("orig_file_size", 27)
+    assert (info.value.kind, info.value.field, info.value.offset) == (
+        ErrorKind.PACKET_MISSING,
+        "file_name",
+        35,
+    )
+    assert "packets 2..3" in str(info.value)
 
 
 def test_another_request_mid_file_names_the_missing_packets() -> None:
@@ -234,10 +308,11 @@ def test_another_request_mid_file_names_the_missing_packets() -> None:
     server.receive_data(bytes(16) + bytes.fromhex("03 0504 ff000000") + padded(FILE))  # 1029 CRC ok
     with pytest.raises(RemoteProtocolError) as info:
         drain(server)
-    assert "packets 2..3" in str(info.value) and info.value.kind is ErrorKind.BAD_PACKET
+    assert "packets 2..3" in str(info.value)
+    assert (info.value.kind, info.value.field, info.value.offset) == (ErrorKind.PACKET_MISSING, "code", 17)
 
 
-def test_a_close_between_packets_is_a_truncation() -> None:
+def test_a_close_between_packets_is_a_closed_connection() -> None:
     server = keyed_server()
     server.receive_data(packet(1, 2, 16))
     drain(server)
@@ -245,7 +320,7 @@ def test_a_close_between_packets_is_a_truncation() -> None:
     server.receive_data(b"")
     with pytest.raises(RemoteProtocolError) as info:
         drain(server)
-    assert info.value.kind is ErrorKind.TRUNCATED
+    assert info.value.kind is ErrorKind.CONNECTION_CLOSED and "packet 2" in str(info.value)
 
 
 def test_a_2024_client_must_give_orig_file_size() -> None:
@@ -302,7 +377,11 @@ def test_2022c_payload_client_id_must_equal_the_header() -> None:
     )
     with pytest.raises(RemoteProtocolError) as info:
         drain(server)
-    assert (info.value.field, info.value.offset) == ("payload_client_id", 23)
+    assert (info.value.kind, info.value.field, info.value.offset) == (
+        ErrorKind.CLIENT_ID_MISMATCH,
+        "client_id",
+        23,
+    )
 
 
 # -- a made-up sixth dialect: a declaration, no logic ----------------------------------------
