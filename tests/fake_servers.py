@@ -22,6 +22,7 @@ from backupproto.engine import ServerConnection
 from backupproto.errors import ProtocolError
 from backupproto.events import (
     NEED_DATA,
+    PAUSED,
     Acknowledged,
     AesKey,
     ConnectionClosed,
@@ -149,7 +150,7 @@ class FakeServer:
     def _converse(self, sock: socket.socket, engine: ServerConnection, conn: _Conn) -> None:
         while not self._stop.is_set():
             event = engine.next_event()
-            if event is NEED_DATA:
+            if event is NEED_DATA or event is PAUSED:
                 engine.receive_data(sock.recv(65536))
                 continue
             if isinstance(event, ConnectionClosed):
