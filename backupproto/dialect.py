@@ -11,7 +11,7 @@ from a `Dialect`: a new variant is one more declaration, not a change of logic.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from types import MappingProxyType
 from typing import Final, TypeVar
@@ -92,6 +92,8 @@ class Dialect:
     """Wire code of each response role the dialect has."""
     send_file_fields: tuple[str, ...] = SEND_FILE_2023
     verdict_fields: tuple[str, ...] = VERDICT_2023
+    acknowledged_fields: tuple[str, ...] = ("client_id",)
+    """2104's payload (2022C's text leaves it open; decided: client_id, as in 2023A)."""
     packet_size: int | None = None
     """Content bytes per send-file packet our sender uses, in a packetised dialect (2024)."""
     default_port: int = 1234
@@ -157,7 +159,7 @@ def _ranges(codes: list[int]) -> str:
     return ", ".join(parts)
 
 
-# -- the declarations (facts: spec/dialects, decisions: spec/protocol.md) ---------------------
+# -- the declarations (facts and decisions: spec/dialects.md) ----------------------------------
 
 DIALECT_2023A: Final = Dialect()
 """Requests 1100-1106, responses 2100-2107, AES-128, server.db, port 1234."""
@@ -179,7 +181,8 @@ DIALECT_2022C: Final = Dialect(
 client re-sends 1101 with its saved id, name and key and gets 2102 with a fresh key.
 """
 
-DIALECT_2023C: Final = Dialect(
+DIALECT_2023C: Final = replace(
+    DIALECT_2023A,
     name="2023C",
     requests=_consecutive(RequestCode, 1025),
     default_port=1357,
@@ -200,9 +203,9 @@ DIALECT_2024A: Final = Dialect(
 )
 """Requests 1025-1031, responses 1600-1607, AES-256, files in numbered packets."""
 
-DIALECT_2024C: Final = Dialect(
+DIALECT_2024C: Final = replace(
+    DIALECT_2024A,
     name="2024C",
-    aes_key_size=32,
     requests=_listed(
         {
             RequestCode.REGISTER: 825,
@@ -214,12 +217,6 @@ DIALECT_2024C: Final = Dialect(
             RequestCode.CRC_GIVE_UP: 902,
         }
     ),
-    responses=_consecutive(ResponseCode, 1600),
-    send_file_fields=SEND_FILE_2024,
-    packet_size=65536,
-    default_port=1256,
-    database_name="defensive.db",
-    database_required=False,
 )
 """2024A with requests 825-828 and 900-902."""
 

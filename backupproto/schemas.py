@@ -316,6 +316,7 @@ class Schemas:
         self.requests: Final = {role: requests[role] for role in d.requests}
         """The payload of every request role the dialect has."""
         wrapped_key = Struct("client_id" / client_id, "encrypted_aes_key" / GreedyBytes)
+        response_fields: dict[str, Any] = {"client_id": client_id}
         responses: dict[ResponseCode, Struct] = {
             ResponseCode.REGISTERED: Struct("client_id" / client_id),
             ResponseCode.REGISTRATION_FAILED: Struct(),
@@ -326,7 +327,9 @@ class Schemas:
                 "file_name" / file_name,
                 "cksum" / Int32ul,
             ),
-            ResponseCode.ACKNOWLEDGED: Struct("client_id" / client_id),
+            ResponseCode.ACKNOWLEDGED: Struct(
+                *(name / response_fields[name] for name in d.acknowledged_fields)
+            ),
             ResponseCode.RECONNECT_APPROVED: wrapped_key,
             ResponseCode.RECONNECT_DENIED: Struct("client_id" / client_id),
             ResponseCode.SERVER_ERROR: Struct(),
