@@ -6,6 +6,12 @@ client's. Neither touches a socket, a file or a clock: the caller feeds received
 the events it wants to send into bytes with `send`. A 1103's content is delivered and sent
 as `FileChunk` events, so a file of any size passes in constant memory.
 
+Both are built from a `Dialect` (default 2023A): its wire codes, layouts and messages. In
+a packetised dialect (2024A/C) the engines number, split and check the packets of a file
+(`backupproto.packets`) while the caller still sees one `SendFile`, its `FileChunk`s and
+one `FileEnd`. In a dialect without a server-error code (2022C) `send(ServerError())`
+returns no bytes: the caller closes instead.
+
 `next_event` returns `NEED_DATA` when more bytes must be fed, and (server side) `PAUSED`
 while a request awaits our own response: send the response, then ask again.
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from backupproto.dialect import RequestCode, ResponseCode
+from backupproto.dialect import DIALECT_2022C, DIALECT_2024C, RequestCode, ResponseCode
 from backupproto.errors import LocalProtocolError
 from backupproto.frames import request_frame, response_frame, send_file_start
 from backupproto.framing import Body, End, Framer, Head
+from backupproto.schemas import schemas_for
 
 CID = bytes(range(16))
 
@@ -94,3 +95,33 @@ def test_framer_on_responses() -> None:
     framer = Framer(requests=False)
     assert framer.feed(registered + registered[:3]) == [Head(registered, 2100, 16, 0), End()]
     assert framer.feed(registered[3:]) == [Head(registered, 2100, 16, 0), End()]
+
+
+def test_frames_of_other_dialects() -> None:
+    schemas = schemas_for(DIALECT_2022C)
+    frame = request_frame(RequestCode.CRC_OK, CID, {"file_name": "f.bin"}, schemas=schemas)
+    assert bytes(frame) == CID + bytes.fromhex("03 5004 0f010000") + CID + name_field("f.bin")
+    assert bytes(frame.with_field("payload_client_id", bytes(16)))[23:39] == bytes(16)
+    start = send_file_start(
+        CID,
+        {
+            "content_size": 32,
+            "orig_file_size": 20,
+            "packet_number": 2,
+            "total_packets": 2,
+            "file_name": "f.bin",
+        },
+        schemas=schemas_for(DIALECT_2024C),
+    )
+    assert bytes(start) == CID + bytes.fromhex("03 3c03 2b010000 20000000 14000000 0200 0200") + name_field(
+        "f.bin"
+    )
+    assert bytes(start.with_header(code=RequestCode.CRC_OK))[17:19] == bytes.fromhex("8403")  # 900
+
+
+def test_framer_cuts_2024_packets() -> None:
+    packet = CID + bytes.fromhex("03 3c03 1b010000 20000000 14000000 0100 0200") + name_field("f.bin")
+    framer = Framer(schemas_for(DIALECT_2024C), requests=True)
+    pieces = framer.feed(packet + bytes(16) + packet)
+    assert pieces[:3] == [Head(packet, 828, 283, 16), Body(bytes(16)), End()]
+    assert pieces[3] == Head(packet, 828, 283, 16)
