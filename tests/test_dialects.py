@@ -7,6 +7,8 @@ spec/protocol.md; the engines under test produce the rest.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from backupproto.detect import detect_request_dialects, detect_response_dialects, dialects_with_code
 from backupproto.dialect import (
@@ -462,3 +464,40 @@ def test_names_and_declared_facts() -> None:
         DIALECT_2023C.describe()
         == "2023C: register is 1025, requests 1025-1031, responses 2100-2107, AES-128"
     )
+
+
+SERVER_ERROR_BYTES = {
+    "2022C": b"",  # no 2107: the server closes
+    "2023A": bytes.fromhex("03 3b08 00000000"),
+    "2023C": bytes.fromhex("03 3b08 00000000"),
+    "2024A": bytes.fromhex("03 4706 00000000"),
+    "2024C": bytes.fromhex("03 4706 00000000"),
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(list(DIALECTS.values())),
+    st.lists(st.binary(min_size=1, max_size=400), max_size=4),
+    st.booleans(),
+)
+def test_garbage_in_any_dialect_raises_only_remote_protocol_error(
+    dialect: Dialect, pieces: list[bytes], close: bool
+) -> None:
+    """After a valid first packet (or file start), any bytes end in events or a RemoteProtocolError."""
+    pair = converse(dialect, bytes(32), 20)
+    server = pair.server
+    start = pair.client.send(SendFile(CID, 64, FILE, 50 if dialect.packetised else None))
+    start += pair.client.send(FileChunk(bytes(16)))
+    try:
+        server.receive_data(start)
+        drain(server)
+        for piece in pieces:
+            server.receive_data(piece)
+            drain(server)
+        if close:
+            server.receive_data(b"")
+            drain(server)
+    except RemoteProtocolError:
+        assert server.send(ServerError()) == SERVER_ERROR_BYTES[dialect.name]
+        assert server.state is State.CLOSED
