@@ -298,9 +298,7 @@ def event_strategy(cls: type) -> st.SearchStrategy[object]:
 def test_every_request_round_trips(event: Request) -> None:
     fields = event_fields(event)
     if isinstance(event, SendFile):
-        fields["content"] = b""  # only the header and prefix are compared: content is streamed
-        data = S.build_request_header(event.client_id, event.code, 259 + event.content_size)
-        data += bytes(S.send_file_prefix.build(fields))
+        data = S.build_send_file_start(event.client_id, fields)  # content is streamed: not compared
         header = S.parse_request_header(data[:23])
         parsed = S.parse_send_file_prefix(data[23:], header.payload_size, 23)
     else:
