@@ -32,7 +32,7 @@ from typing import Any
 
 from .conversation import Conversation
 from .crypto import encrypted_size
-from .dialect import V3, Dialect, RequestCode
+from .dialect import V3, Dialect, RequestCode, ResponseCode
 from .errors import ErrorKind, LocalProtocolError, ProtocolError, RemoteProtocolError
 from .events import (
     NEED_DATA,
@@ -137,8 +137,17 @@ class _Connection:
                 f"{what} after an earlier local error ({self._error.detail})",
                 expected="nothing more on this connection"
                 if isinstance(self, ClientConnection)
-                else "SERVER_ERROR (2107) only",
+                else f"{self._way_out()} only",
             )
+
+    def _way_out(self) -> str:
+        """How a server ends a conversation in error, in this dialect."""
+        code = self.schemas.dialect.responses.get(ResponseCode.SERVER_ERROR)
+        return (
+            "ServerError() (a close: the dialect has no error code)"
+            if code is None
+            else f"SERVER_ERROR ({code})"
+        )
 
     def _take(self, size: int) -> bytes:
         chunk = bytes(self._buffer[:size])
@@ -348,7 +357,7 @@ class ServerConnection(_Connection):
             raise LocalProtocolError(
                 ErrorKind.UNEXPECTED_MESSAGE,
                 f"{event.code.name} after a protocol error",
-                expected="SERVER_ERROR (2107)",
+                expected=self._way_out(),
             )
         if self._content_left is not None:
             raise LocalProtocolError(
