@@ -69,6 +69,43 @@ def event_fields(event: Request | Response) -> dict[str, Any]:
     return values
 
 
+class _InputBuffer:
+    """Received bytes not yet consumed; taken from the front by moving a read position (no shifting)."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._start = 0
+
+    def __len__(self) -> int:
+        return len(self._data) - self._start
+
+    def append(self, data: bytes) -> None:
+        if self._start and self._start * 2 >= len(self._data):
+            del self._data[: self._start]  # compact: amortised linear
+            self._start = 0
+        self._data += data
+
+    def prepend(self, data: bytes | memoryview) -> None:
+        """Put `data` back in front (what was handed out too early)."""
+        if not len(self):
+            self._data, self._start = bytearray(data), 0
+        else:
+            self._data[: self._start] = data
+            self._start = 0
+
+    def peek(self, size: int) -> bytes:
+        return bytes(self._data[self._start : self._start + size])
+
+    def take(self, size: int) -> bytes:
+        chunk = self.peek(size)
+        self._start += len(chunk)
+        return chunk
+
+    def clear(self) -> None:
+        self._data.clear()
+        self._start = 0
+
+
 DEFAULT_MAX_BUFFER_SIZE = 65536
 """Bytes a connection keeps unconsumed by default: far more than the largest message's header part."""
 
@@ -80,7 +117,7 @@ class _Connection:
         self.schemas = schemas_for(dialect)
         self.conversation = Conversation(self.schemas)
         self.max_buffer_size = max_buffer_size
-        self._buffer = bytearray()
+        self._buffer = _InputBuffer()
         self._closed_by_peer = False
         self._error: ProtocolError | None = None
 
@@ -92,7 +129,7 @@ class _Connection:
     @property
     def at_message_boundary(self) -> bool:
         """True when no byte of a next message has arrived: the peer is idle, not stalled."""
-        return not self._buffer
+        return not len(self._buffer)
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes received from the peer; ``b""`` means the peer closed its side."""
@@ -122,7 +159,7 @@ class _Connection:
         return "that no response consumes"
 
     def _store(self, data: bytes) -> None:
-        self._buffer += data
+        self._buffer.append(data)
 
     def _fail(self, error: ProtocolError) -> ProtocolError:
         """Latch `error` (the first one stays) and return it for raising."""
@@ -150,9 +187,7 @@ class _Connection:
         )
 
     def _take(self, size: int) -> bytes:
-        chunk = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return chunk
+        return self._buffer.take(size)
 
     def _incomplete(self, needed: int, what: str) -> _NeedData:
         """NEED_DATA, or a truncation error if the peer has closed."""
@@ -191,7 +226,7 @@ class ServerConnection(_Connection):
     @property
     def at_message_boundary(self) -> bool:
         """True when no byte of a next request has arrived (and no file content is due)."""
-        return not self._buffer and not self.receiving_content
+        return not len(self._buffer) and not self.receiving_content
 
     def _bounded(self) -> bool:
         # Outside "paused" the caller is consuming: what waits is one incomplete message,
@@ -204,10 +239,10 @@ class ServerConnection(_Connection):
         return f"while {pending.code.name} awaits our response"
 
     def _store(self, data: bytes) -> None:
-        if self._content_left and self._direct is None and not self._buffer:
+        if self._content_left and self._direct is None and not len(self._buffer):
             self._direct = data if isinstance(data, bytes) else bytes(data)
         else:
-            self._buffer += data
+            self._buffer.append(data)
 
     @property
     def receiving_content(self) -> bool:
@@ -248,13 +283,10 @@ class ServerConnection(_Connection):
         if self._direct is not None:
             chunk, self._direct = self._direct, None
             if len(chunk) > left:
-                self._buffer[0:0] = chunk[left:]
+                self._buffer.prepend(memoryview(chunk)[left:])
                 chunk = chunk[:left]
-        elif not self._buffer:
+        elif not len(self._buffer):
             return self._incomplete(left, "the file content")
-        elif len(self._buffer) <= left:
-            chunk = bytes(self._buffer)
-            self._buffer.clear()
         else:
             chunk = self._take(left)
         self._content_left = left - len(chunk)
@@ -265,12 +297,12 @@ class ServerConnection(_Connection):
         header_size = schemas.request_header_size
         if self._header is None:
             if len(self._buffer) < header_size:
-                if self._closed_by_peer and not self._buffer:
+                if self._closed_by_peer and not len(self._buffer):
                     if self._packets is not None:
                         raise self._packets.closed()
                     return ConnectionClosed()
                 return self._incomplete(header_size, "a request header")
-            header = schemas.parse_request_header(bytes(self._buffer[:header_size]))
+            header = schemas.parse_request_header(self._buffer.peek(header_size))
             self._check_header(header)
             self._header = header
         header = self._header
@@ -278,7 +310,7 @@ class ServerConnection(_Connection):
         needed = buffered_payload_size(schemas, header.code, header.payload_size)
         if len(self._buffer) < header_size + needed:
             return self._incomplete(header_size + needed, f"a {header.code.name} request")
-        del self._buffer[:header_size]
+        self._take(header_size)
         payload = self._take(needed)
         self._header = None
         if not is_file:
@@ -478,13 +510,13 @@ class ClientConnection(_Connection):
         schemas = self.schemas
         size = schemas.response_header_size
         if len(self._buffer) < size:
-            if self._closed_by_peer and not self._buffer:
+            if self._closed_by_peer and not len(self._buffer):
                 return self._closed()
             return self._incomplete(size, "a response header")
-        header = schemas.parse_response_header(bytes(self._buffer[:size]))
+        header = schemas.parse_response_header(self._buffer.peek(size))
         if len(self._buffer) < size + header.payload_size:
             return self._incomplete(size + header.payload_size, f"a {header.code.name} response")
-        del self._buffer[:size]
+        self._take(size)
         payload = self._take(header.payload_size)
         values = schemas.parse_payload(schemas.responses[header.code], payload, size)
         response = RESPONSE_EVENTS[header.code](**values)
