@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_engine import drain
 from test_vectors import check_failure, expand, plain
 
 from backupproto.dialect import DIALECTS, Dialect, RequestCode
 from backupproto.engine import ServerConnection
 from backupproto.errors import MalformedMessage, RemoteProtocolError
 from backupproto.events import (
-    NEED_DATA,
-    PAUSED,
     AesKey,
     Event,
     FileChunk,
@@ -334,14 +333,6 @@ def keyed_server(dialect: Dialect, client_id: bytes, max_content_size: int | Non
         server.next_event()
         server.send(AesKey(client_id, b"k" * 128))
     return server
-
-
-def drain(server: ServerConnection) -> list[Event]:
-    events: list[Event] = []
-    while (event := server.next_event()) is not NEED_DATA and event is not PAUSED:
-        assert isinstance(event, Event)
-        events.append(event)
-    return events
 
 
 @pytest.mark.parametrize(("dialect", "case"), params("requests"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_engine import drain
 
 from backupproto.detect import detect_request_dialects, detect_response_dialects, dialects_with_code
 from backupproto.dialect import (
@@ -27,11 +28,8 @@ from backupproto.dialect import (
 from backupproto.engine import ClientConnection, ServerConnection
 from backupproto.errors import ErrorKind, LocalProtocolError, RemoteProtocolError
 from backupproto.events import (
-    NEED_DATA,
-    PAUSED,
     Acknowledged,
     AesKey,
-    ConnectionClosed,
     CrcOk,
     CrcRetry,
     Event,
@@ -59,19 +57,6 @@ FILE = "f.bin"
 
 def padded(text: str) -> bytes:
     return text.encode() + bytes(255 - len(text))
-
-
-def drain(conn: ServerConnection | ClientConnection) -> list[Event]:
-    events: list[Event] = []
-    for _ in range(10_000):
-        event = conn.next_event()
-        if event is NEED_DATA or event is PAUSED:
-            return events
-        assert isinstance(event, Event)
-        events.append(event)
-        if isinstance(event, ConnectionClosed):
-            return events
-    raise AssertionError("no end of events")
 
 
 class Pair:

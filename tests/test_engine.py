@@ -128,8 +128,9 @@ PATHS[State.RESENDING] = [*PATHS[State.VERIFYING], (CrcRetry(CID, FILE), None)]
 
 
 def drain(conn: ServerConnection | ClientConnection) -> list[Event]:
+    """Every event available now (until NEED_DATA, PAUSED or the end); bounded."""
     events: list[Event] = []
-    while True:
+    for _ in range(100_000):
         event = conn.next_event()
         if event is NEED_DATA or event is PAUSED:
             return events
@@ -137,6 +138,7 @@ def drain(conn: ServerConnection | ClientConnection) -> list[Event]:
         events.append(event)
         if isinstance(event, ConnectionClosed):
             return events
+    raise AssertionError("no end of events")
 
 
 def feed(conn: ServerConnection | ClientConnection, data: bytes, one_byte_at_a_time: bool) -> list[Event]:
