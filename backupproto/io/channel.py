@@ -165,7 +165,9 @@ class Channel(Generic[R]):
         """The receiver's next event, reading as needed; `timeout` bounds the whole wait.
 
         Never returns NEED_DATA: `ChannelTimeout` if no event is complete in time,
-        `ConnectionLost` if the socket fails or the stream ended without an event.
+        `ConnectionLost` if the socket fails or the stream ended without an event. An engine's
+        `PAUSED` (it waits for our own response) is returned as it is: send the response, then
+        ask again; nothing is read meanwhile.
         """
         wait = self.timeout if timeout is None else timeout
         deadline = None if wait is None else time.monotonic() + wait
