@@ -23,6 +23,7 @@ from backupproto.dialect import V3
 from backupproto.errors import CryptoError, ErrorKind
 
 __all__ = [
+    "AES_KEY_SIZES",
     "CbcDecryptor",
     "CbcEncryptor",
     "RsaKey",
@@ -41,6 +42,8 @@ RSA_ENCRYPTION_OID: Final = "1.2.840.113549.1.1.1"
 BLOCK: Final = V3.aes_block_size
 ZERO_IV: Final = bytes(BLOCK)
 _OAEP_HASHES: Final = {"sha1": SHA1, "sha256": SHA256}
+AES_KEY_SIZES: Final = (16, 32)
+"""AES-128 (v3, 2022C, 2023A/C) and AES-256 (2024A/C)."""
 
 _Buffer = bytes | bytearray | memoryview
 
@@ -157,9 +160,11 @@ def import_private_key(data: _Buffer | str) -> RsaKey:
 # --- AES key transport ----------------------------------------------------------------------
 
 
-def new_aes_key() -> bytes:
-    """A fresh random AES-128 key (16 bytes)."""
-    return get_random_bytes(V3.aes_key_size)
+def new_aes_key(size: int = V3.aes_key_size) -> bytes:
+    """A fresh random AES key: 16 bytes (AES-128, the default) or 32 (AES-256)."""
+    if size not in AES_KEY_SIZES:
+        raise ValueError(f"AES key size must be one of {AES_KEY_SIZES}, not {size}")
+    return get_random_bytes(size)
 
 
 def _oaep(key: RsaKey, hash_name: str) -> PKCS1_OAEP.PKCS1OAEP_Cipher:
@@ -179,8 +184,9 @@ def wrap_aes_key(public_key: RsaKey, aes_key: _Buffer, hash_name: str = "sha1") 
     return wrapped
 
 
-def unwrap_aes_key(private_key: RsaKey, wrapped: _Buffer) -> bytes:
-    """Decrypt an OAEP-wrapped AES key, trying SHA-1 then SHA-256; it must be 16 bytes.
+def unwrap_aes_key(private_key: RsaKey, wrapped: _Buffer, key_size: int = V3.aes_key_size) -> bytes:
+    """Decrypt an OAEP-wrapped AES key, trying SHA-1 then SHA-256; it must be `key_size` bytes
+    (the dialect's: 16, or 32 in 2024A/C).
 
     Raises CryptoError bad_ciphertext otherwise.
     """
@@ -198,12 +204,12 @@ def unwrap_aes_key(private_key: RsaKey, wrapped: _Buffer) -> bytes:
             aes_key: bytes = _oaep(private_key, hash_name).decrypt(data)
         except ValueError:
             continue
-        if len(aes_key) != V3.aes_key_size:
+        if len(aes_key) != key_size:
             raise CryptoError(
                 ErrorKind.BAD_CIPHERTEXT,
                 f"unwrapped AES key (OAEP-{hash_name.upper()}) is {len(aes_key)} bytes",
                 field="encrypted_aes_key",
-                expected=f"{V3.aes_key_size} bytes",
+                expected=f"{key_size} bytes",
             )
         return aes_key
     raise CryptoError(
@@ -223,8 +229,8 @@ def encrypted_size(plain_size: int) -> int:
 
 def _check_key(key: _Buffer) -> bytes:
     key = bytes(key)
-    if len(key) != V3.aes_key_size:
-        raise ValueError(f"AES key must be {V3.aes_key_size} bytes, not {len(key)}")
+    if len(key) not in AES_KEY_SIZES:
+        raise ValueError(f"AES key must be 16 or 32 bytes, not {len(key)}")
     return key
 
 
