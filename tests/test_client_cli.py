@@ -75,7 +75,7 @@ def bad_setup(folder: Path, case: str) -> tuple[str, int | None]:
     if case == "missing transfer.info":
         return str(transfer), None
     texts = {
-        "bad host:port": "127.0.0.1\nalice\na.txt\n",
+        "bad host:port": "127.0.0.1:port\nalice\na.txt\n",
         "bad port": "127.0.0.1:99999\nalice\na.txt\n",
         "empty name": "127.0.0.1:1\n\na.txt\n",
         "name over 100": "127.0.0.1:1\n" + "x" * 101 + "\na.txt\n",
