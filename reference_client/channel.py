@@ -158,7 +158,7 @@ class Channel:
 
     def _refusal(self, error: RemoteProtocolError) -> Exception:
         """What an answer the engine refused means: a foreign dialect, a 2022C close, or bad bytes."""
-        if error.kind is ErrorKind.CONNECTION_CLOSED and not self.dialect.has_server_error:
+        if error.kind is ErrorKind.CONNECTION_CLOSED:  # an error like the server-error code (8.4)
             return self._server_error(None)
         code = self.channel.engine.answer_code() if error.kind is ErrorKind.UNKNOWN_CODE else None
         foreign = None if code is None else foreign_code(self.dialect, code)
