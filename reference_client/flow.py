@@ -132,7 +132,7 @@ class BackupClient:
         self.retries, self.retry_delay = retries, retry_delay
         self.chunk_size, self.max_sends = chunk_size, max_sends
         self.dialect = dialect
-        limit = schemas_for(dialect).max_content_size
+        limit = sendable_content_size(dialect)
         self.max_content_size = limit if max_content_size is None else max_content_size
         self.reporter: Reporter = reporter or SilentReporter()
         self.clock, self.sleep = clock, sleep
@@ -330,8 +330,10 @@ class BackupClient:
         try:
             aes_key = unwrap_aes_key(identity.private_key, wrapped, self.dialect.aes_key_size)
         except CryptoError as error:
+            size = self.dialect.aes_key_size
             raise ProtocolFailure(
-                f"the AES key from the server does not decrypt with the private key of {ME_INFO}: {error}"
+                f"the AES key from the server is unusable with the private key of {ME_INFO}: {error} "
+                f"({self.dialect.name} uses AES-{size * 8}: a {size}-byte key)"
             ) from None
         return _Session(identity.client_id, aes_key)
 
@@ -491,6 +493,17 @@ class BackupClient:
                     f"{run_with(likely)}; otherwise check the server's log"
                 )
         return text + "Check the server's log (disk space, database), then run the backup again"
+
+
+def sendable_content_size(dialect: Dialect) -> int:
+    """The largest content_size this client sends: the dialect's, and in a packetised dialect
+    also what `total_packets` can count in our packets (spec/dialects.md 18.2)."""
+    schemas = schemas_for(dialect)
+    if dialect.packet_size is None:
+        return schemas.max_content_size
+    (total,) = (field for field in schemas.send_file_prefix.subcons if field.name == "total_packets")
+    most_packets = (1 << (8 * total.sizeof())) - 1
+    return min(schemas.max_content_size, most_packets * dialect.packet_size)
 
 
 def _check(response: Response, expected: type[_R]) -> _R:

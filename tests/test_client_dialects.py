@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fake_servers import FakeServer
 from test_client_flow import Recorder, gnu_cksum, make_client
 
+from backupproto.crypto import RsaKey, new_aes_key, wrap_aes_key
 from backupproto.dialect import (
     DIALECT_2022C,
     DIALECT_2023A,
@@ -197,3 +199,36 @@ def test_a_2107_to_a_2022c_client_is_an_error_like_a_close(tmp_path: Path) -> No
     assert server.connections == 4
     assert recorder.count("server responded with an error: the server answered 2107 (a 2023A/2023C code") == 4
     assert "which a 2023C server does not know" in str(caught.value)
+
+
+def test_a_file_beyond_65535_packets_is_refused_unsent(tmp_path: Path) -> None:
+    dialect = DIALECT_2024A
+    # spec/dialects.md 18.2: 65535 packets of 65536 bytes = 4294901760 bytes of ciphertext at most
+    big = tmp_path / "big.bin"
+    with big.open("wb") as stream:
+        stream.truncate(4294901760)  # sparse: its ciphertext would be 16 bytes over
+    with FakeServer(dialect=dialect) as server:
+        result = make_client(server, tmp_path, dialect=dialect).backup(big)
+        assert server.codes(1) == [R.REGISTER, R.SEND_PUBLIC_KEY]
+    assert result.status is FileStatus.TOO_LARGE
+    assert "at most 4294901759 bytes" in (result.detail or "")
+
+
+class Aes128Server(FakeServer):
+    """A 2024 server that sends 16-byte AES keys (the reading aes-128-in-2024)."""
+
+    def _new_key(self, conn: Any, public_key: RsaKey) -> bytes:
+        conn.aes_key = new_aes_key(16)
+        return wrap_aes_key(public_key, conn.aes_key)
+
+
+def test_a_16_byte_key_in_2024_is_refused_naming_both_sizes(tmp_path: Path) -> None:
+    (data,) = make_files(tmp_path, (10,))
+    with Aes128Server(dialect=DIALECT_2024A) as server, pytest.raises(FatalError) as caught:
+        make_client(server, tmp_path, dialect=DIALECT_2024A).backup(data)
+    message = str(caught.value)
+    assert (
+        "unwrapped AES key (OAEP-SHA1) is 16 bytes (at field 'encrypted_aes_key'); expected 32 bytes"
+        in message
+    )
+    assert "2024A uses AES-256: a 32-byte key" in message
