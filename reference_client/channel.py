@@ -161,14 +161,14 @@ class Channel:
         if error.kind is ErrorKind.CONNECTION_CLOSED:  # an error like the server-error code (8.4)
             return self._server_error(None)
         code = self.channel.engine.answer_code() if error.kind is ErrorKind.UNKNOWN_CODE else None
-        foreign = None if code is None else foreign_code(self.dialect, code)
+        foreign = None if code is None else foreign_code(self.dialect, code, self._last_request)
         if foreign is not None and foreign.is_server_error:
             reading = f"; not a {self.dialect.name} code, taken as an error like a close"
             return ServerRespondedWithError(
                 f"{foreign.describe()}{reading}", code, self._last_request if not self._answered else None
             )
         if foreign is not None:
-            return ForeignDialect(f"{foreign.describe()}: {run_with(foreign.owners)}")
+            return ForeignDialect(f"{foreign.describe()}: {run_with(foreign.likely)}")
         return ProtocolFailure(f"the server broke the protocol: {error}")
 
     def _explain_write_failure(self, error: ConnectionLost) -> None:

@@ -22,6 +22,8 @@ class ForeignCode:
     code: int
     dialect: Dialect
     owners: tuple[Dialect, ...]
+    likely: tuple[Dialect, ...]
+    """The owners that also have our request's code for the same role (all owners if none do)."""
 
     @property
     def is_server_error(self) -> bool:
@@ -43,12 +45,19 @@ class ForeignCode:
         return f"the server answered {self.code} (a {names} code, not a {self.dialect.name} one)"
 
 
-def foreign_code(dialect: Dialect, code: int) -> ForeignCode | None:
-    """The other dialects that have response `code`, when ours does not (None otherwise)."""
+def foreign_code(dialect: Dialect, code: int, request: RequestCode | None = None) -> ForeignCode | None:
+    """The other dialects that have response `code`, when ours does not (None otherwise).
+
+    `request`: the role of the request it answered; the owners that share its wire code are
+    the likely ones (a 2023C client answered 1600 meets a 2024A server, not a 2024C one)."""
     if dialect.response_role(code) is not None:
         return None
     owners = tuple(owner for owner in dialects_with_code(code, requests=False) if owner is not dialect)
-    return ForeignCode(code, dialect, owners) if owners else None
+    if not owners:
+        return None
+    wire = None if request is None else dialect.requests[request]
+    sharing = tuple(owner for owner in owners if wire is not None and owner.request_role(wire) is request)
+    return ForeignCode(code, dialect, owners, sharing or owners)
 
 
 def dialects_refusing(dialect: Dialect, request: RequestCode, answer: int | None) -> list[Dialect]:

@@ -232,3 +232,14 @@ def test_a_16_byte_key_in_2024_is_refused_naming_both_sizes(tmp_path: Path) -> N
         in message
     )
     assert "2024A uses AES-256: a 32-byte key" in message
+
+
+def test_a_foreign_code_is_narrowed_by_the_request_it_answered(tmp_path: Path) -> None:
+    # a 2023C client's 1025 answered 1600: of 2024A and 2024C, only 2024A has 1025 as REGISTER
+    (data,) = make_files(tmp_path, (10,))
+    with FakeServer(dialect=DIALECT_2024A) as server, pytest.raises(FatalError) as caught:
+        make_client(server, tmp_path, dialect=DIALECT_2023C).backup(data)
+    assert server.connections == 1
+    assert str(caught.value) == (
+        "the server answered 1600 (a 2024A/2024C code, not a 2023C one): run with --dialect 2024A"
+    )
