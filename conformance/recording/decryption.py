@@ -14,10 +14,15 @@ from typing import TYPE_CHECKING, Any
 from backupproto import crypto
 from backupproto.cksum import Cksum
 from backupproto.client_files import private_key_base64
+from backupproto.dialect import RequestCode, ResponseCode
 from backupproto.errors import CryptoError
 from backupproto.sessions import INLINE_LIMIT, ClientKey, Direction, Message, Plaintext, Session
 
 from .client_keys import read_client_keys
+
+SEND_PUBLIC_KEY = RequestCode.SEND_PUBLIC_KEY
+KEYED = (ResponseCode.AES_KEY, ResponseCode.RECONNECT_APPROVED)
+"""The responses that carry a wrapped AES key."""
 
 if TYPE_CHECKING:
     from .connection import ConnectionRecorder
@@ -44,15 +49,13 @@ class Decryption:
         """Unwrap each AES key sent on the connection and decrypt the contents that follow it."""
         aes_key: bytes | None = None
         key_error = "no AES key on this connection (no 2102/2105 before the 1103)"
+        dialect = self.session.dialect
         for message in self.session.messages:
             decoded = message.decoded
-            if message.direction is Direction.REQUEST and decoded is not None and decoded["code"] == 1101:
+            request = message.direction is Direction.REQUEST
+            if request and decoded is not None and dialect.request_role(decoded["code"]) is SEND_PUBLIC_KEY:
                 self._public_keys.append(bytes.fromhex(decoded["fields"]["public_key"]))
-            if (
-                message.direction is Direction.RESPONSE
-                and decoded is not None
-                and decoded["code"] in (2102, 2105)
-            ):
+            if not request and decoded is not None and dialect.response_role(decoded["code"]) in KEYED:
                 aes_key, key_error = self._unwrap(decoded["fields"])
             content = message.content
             if message.direction is Direction.REQUEST and content is not None and decoded is not None:
@@ -85,7 +88,7 @@ class Decryption:
         errors = []
         for key in keys:
             try:
-                aes_key = crypto.unwrap_aes_key(key, wrapped)
+                aes_key = crypto.unwrap_aes_key(key, wrapped, self.session.dialect.aes_key_size)
             except CryptoError as error:
                 errors.append(str(error))
                 continue

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from backupproto import crypto
-from backupproto.dialect import RequestCode, ResponseCode
+from backupproto.dialect import PAYLOAD_CLIENT_ID, RequestCode, ResponseCode
 from backupproto.errors import BackupProtoError
 from backupproto.io.channel import Channel, ChannelTimeout, ConnectionLost
-from backupproto.schemas import V3_SCHEMAS
+from backupproto.schemas import build_struct, schemas_for
 from backupproto.sessions import Direction, Message, Session, Splitter
 
 from ..recording.files import load
@@ -31,6 +31,7 @@ class ServerReplay:
         if blockers:
             raise NotReplayable(f"session {session.name!r} cannot be replayed: " + "; ".join(blockers))
         self.session = session
+        self.schemas = schemas_for(session.dialect)
         self.address = address
         self.timeout = timeout
         self.token = token or secrets.token_hex(4)
@@ -67,7 +68,7 @@ class ServerReplay:
             try:
                 channel = Channel.connect(
                     self.address,
-                    Splitter(Direction.RESPONSE),
+                    Splitter(Direction.RESPONSE, self.schemas),
                     connect_timeout=self.timeout,
                     timeout=self.timeout,
                 )
@@ -101,17 +102,18 @@ class ServerReplay:
             return
         decoded = message.decoded
         assert decoded is not None
-        code = RequestCode(decoded["code"])
+        code = self.schemas.request_role(decoded["code"])
+        assert code is not None  # the session file was validated against its dialect
         client_id = self._client_id(decoded["client_id"])
         fields = dict(decoded["fields"])
         if "name" in fields:
             fields["name"] = self._name(fields["name"])
         if "public_key" in fields:
             fields["public_key"] = bytes.fromhex(fields["public_key"])
-        schemas = V3_SCHEMAS
+        schemas = self.schemas
         if code is RequestCode.SEND_FILE:
-            prefix = schemas.send_file_prefix.build(
-                {"content_size": fields["content_size"], "file_name": fields["file_name"]}
+            prefix = build_struct(
+                schemas.send_file_prefix, {PAYLOAD_CLIENT_ID: client_id, **fields}, "SEND_FILE prefix"
             )
             header = schemas.build_request_header(
                 client_id, code, decoded["payload_size"], decoded["version"]
@@ -154,7 +156,8 @@ class ServerReplay:
         fields, got = expected["fields"], actual["fields"]
         recorded_id = fields.get("client_id")
         if recorded_id is not None:
-            if expected["code"] == int(ResponseCode.REGISTERED) and "client_id" in self.variables:
+            registered = self.schemas.wire_code(ResponseCode.REGISTERED)
+            if expected["code"] == registered and "client_id" in self.variables:
                 taken = {value.hex(): key for key, value in self.ids.items()}
                 if got["client_id"] in taken and taken[got["client_id"]] != recorded_id:
                     self._fail(message, "the server gave an id it had given another client", shown, actual)
@@ -182,7 +185,8 @@ class ServerReplay:
             peer.aes_key = None
             return
         try:
-            peer.aes_key = crypto.unwrap_aes_key(key, bytes.fromhex(wrapped_hex))
+            key_size = self.session.dialect.aes_key_size
+            peer.aes_key = crypto.unwrap_aes_key(key, bytes.fromhex(wrapped_hex), key_size)
         except BackupProtoError as error:
             self._fail(
                 message,

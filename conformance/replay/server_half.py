@@ -12,13 +12,13 @@ from backupproto import crypto
 from backupproto.cksum import Cksum
 from backupproto.dialect import RequestCode, ResponseCode
 from backupproto.errors import BackupProtoError
-from backupproto.schemas import V3_SCHEMAS
+from backupproto.schemas import schemas_for
 from backupproto.sessions import Direction, Message, Session
 
 from .peer import Peer
 from .report import ReplayMismatch, ReplayReport
 
-KEY_RESPONSES = (int(ResponseCode.AES_KEY), int(ResponseCode.RECONNECT_APPROVED))
+KEY_RESPONSES = (ResponseCode.AES_KEY, ResponseCode.RECONNECT_APPROVED)
 
 
 class _PlainSink:
@@ -67,6 +67,7 @@ class ReplayServer:
         self, session: Session, listen: tuple[str, int] = ("127.0.0.1", 0), *, timeout: float = 10.0
     ) -> None:
         self.session = session
+        self.schemas = schemas_for(session.dialect)
         self.timeout = timeout
         self._listener = socket.create_server(listen)
         self.address: tuple[str, int] = self._listener.getsockname()[:2]
@@ -119,7 +120,7 @@ class ReplayServer:
                         "a connection",
                         str(error),
                     ) from None
-                peer = Peer.over(sock, Direction.REQUEST, self.timeout)
+                peer = Peer.over(sock, Direction.REQUEST, self.timeout, self.schemas)
                 try:
                     for message in by_connection[connection]:
                         if message.direction is Direction.REQUEST:
@@ -156,7 +157,7 @@ class ReplayServer:
         want, got = message.decoded, actual
         if got["code"] != want["code"]:
             self._fail(message, f"request code {got['code']} instead of {want['code']}", want, got)
-        if want["code"] != int(RequestCode.REGISTER) and got["client_id"] != self._bind(
+        if want["code"] != self.schemas.wire_code(RequestCode.REGISTER) and got["client_id"] != self._bind(
             "id", want["client_id"], got["client_id"]
         ):
             self._fail(message, "client_id differs", want, got)
@@ -173,7 +174,7 @@ class ReplayServer:
                 value = self._bind(key, value, got["fields"][key])
             if got["fields"].get(key) != value:
                 self._fail(message, f"field {key} differs", want, got)
-        if message.content is not None and want["code"] == int(RequestCode.SEND_FILE):
+        if message.content is not None and want["code"] == self.schemas.wire_code(RequestCode.SEND_FILE):
             self._check_content(message, sink)
 
     def _check_content(self, message: Message, sink: _PlainSink) -> None:
@@ -194,14 +195,15 @@ class ReplayServer:
             return
         decoded = message.decoded
         assert decoded is not None
-        code = ResponseCode(decoded["code"])
+        code = self.schemas.response_role(decoded["code"])
+        assert code is not None  # the session file was validated against its dialect
         fields = dict(decoded["fields"])
         if "client_id" in fields:
             recorded_id = str(fields["client_id"])
             fields["client_id"] = bytes.fromhex(self.bound.get(f"id:{recorded_id}", recorded_id))
         if "file_name" in fields:
             fields["file_name"] = self.bound.get(f"file_name:{fields['file_name']}", fields["file_name"])
-        if code.value in KEY_RESPONSES:
+        if code in KEY_RESPONSES:
             public = self.public_keys.get(fields["client_id"].hex())
             if public is None:
                 self._fail(
@@ -212,6 +214,6 @@ class ReplayServer:
                     "none",
                 )
             assert public is not None
-            peer.aes_key = crypto.new_aes_key()
+            peer.aes_key = crypto.new_aes_key(self.session.dialect.aes_key_size)
             fields["encrypted_aes_key"] = crypto.wrap_aes_key(public, peer.aes_key)
-        peer.send(V3_SCHEMAS.build_response(code, fields, decoded["version"]))
+        peer.send(self.schemas.build_response(code, fields, decoded["version"]))
