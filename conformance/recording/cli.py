@@ -69,15 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the proxy; print where it listens and each session written."""
+    ends = (args.listen, args.target, args.out)
     try:
-        recorder = Recorder(
-            args.listen,
-            args.target,
-            args.out,
-            client_dir=args.client_dir,
-            name_prefix=args.prefix,
-            dialect=args.dialect,
-        )
+        recorder = Recorder(*ends, client_dir=args.client_dir, name_prefix=args.prefix, dialect=args.dialect)
     except OSError as error:
         print(f"record: cannot listen on {args.listen}: {error}", file=sys.stderr)
         return 2
