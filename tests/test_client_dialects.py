@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_servers import FakeServer
+from fake_servers import FakeClient, FakeServer
 from test_client_flow import Recorder, gnu_cksum, make_client
 
 from backupproto.crypto import RsaKey, new_aes_key, wrap_aes_key
@@ -243,3 +243,15 @@ def test_a_foreign_code_is_narrowed_by_the_request_it_answered(tmp_path: Path) -
     assert str(caught.value) == (
         "the server answered 1600 (a 2024A/2024C code, not a 2023C one): run with --dialect 2024A"
     )
+
+
+def test_a_2022c_client_whose_name_is_taken_stops_at_once(tmp_path: Path) -> None:
+    (data,) = make_files(tmp_path, (10,))
+    with FakeServer(dialect=DIALECT_2022C) as server:
+        server.clients[bytes(range(16))] = FakeClient("alice")
+        with pytest.raises(FatalError) as caught:
+            make_client(server, tmp_path, dialect=DIALECT_2022C).backup(data)
+        assert server.connections == 1 and server.codes() == [R.REGISTER]
+    assert "the name 'alice' is already registered" in str(
+        caught.value
+    ) and "(2101, registration failed)" in str(caught.value)

@@ -218,3 +218,28 @@ def test_a_backup_recorded_in_a_dialect_replays_both_ways(tmp_path: Path, dialec
     )
     assert replaying.wait(30).messages == len(session.messages)
     assert result.status is FileStatus.VERIFIED
+
+
+def test_a_file_of_several_packets_is_recorded_without_a_wrong_plaintext(tmp_path: Path) -> None:
+    client_dir = tmp_path / "client"
+    client_dir.mkdir()
+    data = client_dir / "data.bin"
+    data.write_bytes(bytes(range(256)) * 300)  # 76800 bytes: two 2024 packets
+    with FakeServer(dialect=DIALECT_2024A) as server:
+        recorder = Recorder(
+            ("127.0.0.1", 0), server.address, tmp_path / "out", client_dir=client_dir, dialect=DIALECT_2024A
+        ).start()
+        try:
+            BackupClient(recorder.address, "two", client_dir, retry_delay=0, dialect=DIALECT_2024A).backup(
+                data
+            )
+            (path,) = recorder.wait_for(1)
+        finally:
+            recorder.stop()
+    packets = [m for m in load(path).messages if m.content is not None]
+    assert [m.content.size for m in packets if m.content is not None] == [65536, 76816 - 65536]
+    for message in packets:
+        assert message.content is not None and message.content.plaintext is None
+        assert "does not yet decrypt a file sent in several packets" in (
+            message.content.plaintext_error or ""
+        )

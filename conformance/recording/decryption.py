@@ -59,7 +59,13 @@ class Decryption:
                 aes_key, key_error = self._unwrap(decoded["fields"])
             content = message.content
             if message.direction is Direction.REQUEST and content is not None and decoded is not None:
-                if aes_key is None:
+                packets = decoded["fields"].get("total_packets", 1)
+                if packets > 1:  # one ciphertext across packets: a packet does not decrypt alone
+                    content.plaintext_error = (
+                        f"packet {decoded['fields']['packet_number']} of {packets}: the recorder does not "
+                        "yet decrypt a file sent in several packets (only one-packet files)"
+                    )
+                elif aes_key is None:
                     content.plaintext_error = key_error
                 else:
                     self._decrypt(message, aes_key)
