@@ -183,7 +183,10 @@ class ReplayServer:
         got = sink.result()
         if isinstance(got, str):
             self._fail(
-                message, got, "AES-128-CBC under the session key, zero IV, PKCS#7", "undecryptable file"
+                message,
+                got,
+                f"AES-{self.session.dialect.aes_key_size * 8}-CBC under the session key, zero IV, PKCS#7",
+                "undecryptable file",
             )
         if recorded.plaintext is not None:
             want = {"size": recorded.plaintext.size, "cksum": recorded.plaintext.cksum}
