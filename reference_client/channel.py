@@ -2,7 +2,7 @@
 of the client's dialect.
 
 It turns every failure into the client's errors: the dialect's server error (2107's role), or
-in 2022C a close where a response is due -> `ServerRespondedWithError`; another dialect's
+a close where a response is due (2022C's only error signal) -> `ServerRespondedWithError`; another dialect's
 response code -> `ForeignDialect`; refused, reset, closed or timed out -> `ConnectionFailed`;
 bytes the protocol forbids -> `ProtocolFailure`.
 """
@@ -147,26 +147,27 @@ class Channel:
 
     def _server_error(self, wire: int | None) -> ServerRespondedWithError:
         """`wire`: the error code received (None: a close)."""
-        first = self._last_request if not self._answered else None
         if wire is None:
             text = "the server closed the connection instead of answering"
             if not self.dialect.has_server_error:
                 text += f" ({self.dialect.name}'s error signal: it has no error code)"
         else:
             text = f"the server answered {wire} (general server error)"
-        return ServerRespondedWithError(text, wire, first)
+        return ServerRespondedWithError(text, wire, self._first_request())
+
+    def _first_request(self) -> RequestCode | None:
+        """The request just sent when it is the first of this connection (None after an answer)."""
+        return self._last_request if not self._answered else None
 
     def _refusal(self, error: RemoteProtocolError) -> Exception:
-        """What an answer the engine refused means: a foreign dialect, a 2022C close, or bad bytes."""
+        """What an answer the engine refused means: a close, a foreign dialect, or bad bytes."""
         if error.kind is ErrorKind.CONNECTION_CLOSED:  # an error like the server-error code (8.4)
             return self._server_error(None)
         code = self.channel.engine.answer_code() if error.kind is ErrorKind.UNKNOWN_CODE else None
         foreign = None if code is None else foreign_code(self.dialect, code, self._last_request)
         if foreign is not None and foreign.is_server_error:
             reading = f"; not a {self.dialect.name} code, taken as an error like a close"
-            return ServerRespondedWithError(
-                f"{foreign.describe()}{reading}", code, self._last_request if not self._answered else None
-            )
+            return ServerRespondedWithError(f"{foreign.describe()}{reading}", code, self._first_request())
         if foreign is not None:
             return ForeignDialect(f"{foreign.describe()}: {run_with(foreign.likely)}")
         return ProtocolFailure(f"the server broke the protocol: {error}")

@@ -447,8 +447,7 @@ class BackupClient:
 
     def _code(self, role: RequestCode | ResponseCode) -> int:
         """The wire code of a role in this client's dialect (for messages)."""
-        table = self.dialect.requests if isinstance(role, RequestCode) else self.dialect.responses
-        return table[role]  # type: ignore[index]
+        return schemas_for(self.dialect).wire_code(role)
 
     def _fatal(
         self, error: RetryableError, attempts: int, item: ListedFile, results: list[BackupResult]
