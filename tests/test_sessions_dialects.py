@@ -24,9 +24,9 @@ from backupproto.dialect import (
 )
 from backupproto.schemas import schemas_for
 from backupproto.sessions import Direction, Session, SessionError, Start, from_json, join, split_all, to_json
-from conformance.recording import Recorder, load, save
-from conformance.replay import ReplayServer, replay_against_server
-from reference_client import BackupClient, FileStatus
+from conformance.recording import Recorder, load, plaintext_chunks, save
+from conformance.replay import ReplayMismatch, ReplayServer, replay_against_server
+from reference_client import BackupClient, FatalError, FileStatus
 
 SCHEMA = Path(__file__).parent.parent / "spec" / "sessions.schema.json"
 
@@ -220,26 +220,75 @@ def test_a_backup_recorded_in_a_dialect_replays_both_ways(tmp_path: Path, dialec
     assert result.status is FileStatus.VERIFIED
 
 
-def test_a_file_of_several_packets_is_recorded_without_a_wrong_plaintext(tmp_path: Path) -> None:
+def record_backup(tmp_path: Path, dialect: Dialect, content: bytes) -> Session:
+    """A reference-client backup of `content` through the recorder to a fake server of `dialect`."""
     client_dir = tmp_path / "client"
     client_dir.mkdir()
     data = client_dir / "data.bin"
-    data.write_bytes(bytes(range(256)) * 300)  # 76800 bytes: two 2024 packets
-    with FakeServer(dialect=DIALECT_2024A) as server:
+    data.write_bytes(content)
+    with FakeServer(dialect=dialect) as server:
         recorder = Recorder(
-            ("127.0.0.1", 0), server.address, tmp_path / "out", client_dir=client_dir, dialect=DIALECT_2024A
+            ("127.0.0.1", 0), server.address, tmp_path / "out", client_dir=client_dir, dialect=dialect
         ).start()
         try:
-            BackupClient(recorder.address, "two", client_dir, retry_delay=0, dialect=DIALECT_2024A).backup(
-                data
-            )
+            result = BackupClient(
+                recorder.address, "packets", client_dir, retry_delay=0, dialect=dialect
+            ).backup(data)
+            assert result.status is FileStatus.VERIFIED
             (path,) = recorder.wait_for(1)
         finally:
             recorder.stop()
-    packets = [m for m in load(path).messages if m.content is not None]
-    assert [m.content.size for m in packets if m.content is not None] == [65536, 76816 - 65536]
-    for message in packets:
-        assert message.content is not None and message.content.plaintext is None
-        assert "does not yet decrypt a file sent in several packets" in (
-            message.content.plaintext_error or ""
+    return load(path)
+
+
+@pytest.mark.parametrize("dialect", [DIALECTS["2024A"], DIALECTS["2024C"]], ids=["2024A", "2024C"])
+def test_a_file_of_several_packets_is_recorded_once_and_replayed_split_as_recorded(
+    tmp_path: Path, dialect: Dialect
+) -> None:
+    content = bytes(range(256)) * 600  # 153600 bytes: packets of 65536, 65536 and 22544 ciphertext bytes
+    session = record_backup(tmp_path, dialect, content)
+    packets = [m for m in session.messages if m.content is not None]
+    assert [(m.decoded or {})["fields"]["packet_number"] for m in packets] == [1, 2, 3]
+    assert [m.content.size for m in packets if m.content is not None] == [65536, 65536, 153616 - 2 * 65536]
+    first = packets[0].content
+    assert first is not None and first.plaintext is not None and first.plaintext.size == len(content)
+    assert b"".join(plaintext_chunks(first.plaintext)) == content
+    for later in packets[1:]:  # covered by packet 1: neither plaintext nor ciphertext kept
+        assert (
+            later.content is not None and later.content.plaintext is None and later.content.ciphertext is None
         )
+        assert later.content.plaintext_error is None
+    assert session.blockers() == []
+    save(session, tmp_path / "out" / "packets.json")  # beside its side file
+
+    with FakeServer(dialect=dialect) as fresh:
+        report = replay_against_server(tmp_path / "out" / "packets.json", fresh.address)
+        assert report.messages == len(session.messages)
+        (stored,) = fresh.files.values()
+        assert stored.content == content
+
+    replaying = ReplayServer(load(tmp_path / "out" / "packets.json"), timeout=10).start()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "data.bin").write_bytes(content)
+    result = BackupClient(replaying.address, "again", other, retries=0, dialect=dialect).backup(
+        other / "data.bin"
+    )
+    assert replaying.wait(30).messages == len(session.messages)
+    assert result.status is FileStatus.VERIFIED
+
+
+def test_the_replay_server_notices_a_different_file_across_packets(tmp_path: Path) -> None:
+    content = bytes(range(256)) * 600
+    session = record_backup(tmp_path, DIALECT_2024A, content)
+    replaying = ReplayServer(session, timeout=10).start()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "data.bin").write_bytes(content[:-1] + b"!")  # the last packet differs
+    client = BackupClient(replaying.address, "again", other, retries=0, dialect=DIALECT_2024A)
+    with pytest.raises(FatalError, match="closed the connection instead of answering"):
+        client.backup(other / "data.bin")  # the replay stops at the mismatch and closes
+    with pytest.raises(ReplayMismatch) as caught:
+        replaying.wait(30)
+    assert "plaintext differs" in caught.value.reason
+    assert caught.value.index == next(m.index for m in session.messages if m.content is not None)

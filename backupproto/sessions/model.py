@@ -133,6 +133,8 @@ class Session:
             content = message.content
             if message.direction is not Direction.REQUEST or content is None:
                 continue
+            if message.decoded is not None and message.decoded["fields"].get("packet_number", 1) > 1:
+                continue  # a later 2024 packet: the file's plaintext is kept on its packet 1
             if content.plaintext is None and content.ciphertext is None:
                 why = content.plaintext_error or "no plaintext recorded"
                 reasons.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from backupproto.schemas import build_struct, schemas_for
 from backupproto.sessions import Direction, Message, Session, Splitter
 
 from ..recording.files import load
-from .content import content_chunks, fresh_name, private_keys
+from .content import FileStream, content_chunks, fresh_name, private_keys
 from .peer import Peer
 from .report import NotReplayable, ReplayMismatch, ReplayReport
 
@@ -120,12 +121,26 @@ class ServerReplay:
             )
             peer.send(header + bytes(prefix))
             if message.content is not None:
-                replace = "content" in self.variables
-                what = f"session {self.session.name!r}, message {message.index}"
-                for chunk in content_chunks(message.content, peer.aes_key, replace, what):
+                for chunk in self._content(peer, message, fields):
                     peer.send(chunk)
             return
         peer.send(schemas.build_request(code, client_id, fields, decoded["version"]))
+
+    def _content(self, peer: Peer, message: Message, fields: dict[str, Any]) -> Iterator[bytes]:
+        """A SEND_FILE's content for this run; a 2024 packet's share of its file's one ciphertext."""
+        content = message.content
+        assert content is not None
+        replace = "content" in self.variables
+        what = f"session {self.session.name!r}, message {message.index}"
+        number, total = fields.get("packet_number", 1), fields.get("total_packets", 1)
+        if total == 1 or not replace:
+            return content_chunks(content, peer.aes_key, replace, what)
+        if number == 1:
+            whole = content_chunks(content, peer.aes_key, replace, what, size=fields["content_size"])
+            peer.file = FileStream(whole)
+        if not isinstance(peer.file, FileStream):
+            raise NotReplayable(f"{what}: packet {number} of a file whose packet 1 was not sent")
+        return peer.file.take(content.size)
 
     # responses
 

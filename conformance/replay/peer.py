@@ -47,6 +47,8 @@ class Peer:
         self.timeout = timeout
         self.aes_key: bytes | None = None
         self.send_failed: str | None = None
+        self.file: Any = None
+        """What a half keeps of the file whose packets are in transit (2024A/C), between packets."""
 
     @classmethod
     def over(cls, sock: socket.socket, incoming: Direction, timeout: float, schemas: Schemas) -> Peer:

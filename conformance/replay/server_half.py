@@ -147,7 +147,7 @@ class ReplayServer:
 
     def _expect(self, peer: Peer, message: Message) -> None:
         expected: Any = "the client closes the connection" if message.close else message.decoded
-        sink = _PlainSink(peer.aes_key)
+        sink, first = self._file_sink(peer, message)
         actual = peer.receive_like(
             self.session.name, message, expected or message.raw.hex(), "client", on_body=sink.update
         )
@@ -174,8 +174,28 @@ class ReplayServer:
                 value = self._bind(key, value, got["fields"][key])
             if got["fields"].get(key) != value:
                 self._fail(message, f"field {key} differs", want, got)
-        if message.content is not None and want["code"] == self.schemas.wire_code(RequestCode.SEND_FILE):
-            self._check_content(message, sink)
+        is_file = want["code"] == self.schemas.wire_code(RequestCode.SEND_FILE)
+        if message.content is not None and is_file and self._last_packet(message):
+            peer.file = None
+            self._check_content(first, sink)
+
+    def _file_sink(self, peer: Peer, message: Message) -> tuple[_PlainSink, Message]:
+        """Where a SEND_FILE's content is decrypted, and the message holding its file's plaintext:
+        its own, or for a later 2024 packet those of the file's packet 1 (kept on `peer.file`)."""
+        fields = {} if message.decoded is None else message.decoded["fields"]
+        if fields.get("packet_number", 1) > 1 and isinstance(peer.file, tuple):
+            sink, first = peer.file
+            return sink, first
+        sink = _PlainSink(peer.aes_key)
+        if fields.get("total_packets", 1) > 1:
+            peer.file = (sink, message)
+        return sink, message
+
+    @staticmethod
+    def _last_packet(message: Message) -> bool:
+        assert message.decoded is not None
+        fields = message.decoded["fields"]
+        return bool(fields.get("packet_number", 1) == fields.get("total_packets", 1))
 
     def _check_content(self, message: Message, sink: _PlainSink) -> None:
         recorded = message.content
