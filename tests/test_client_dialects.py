@@ -23,6 +23,7 @@ from backupproto.dialect import (
     DIALECT_2023A,
     DIALECT_2023C,
     DIALECT_2024A,
+    DIALECT_2024C,
     DIALECTS,
     Dialect,
     ResponseCode,
@@ -163,8 +164,13 @@ def test_the_command_line_prints_one_fatal_line_for_a_foreign_dialect(
 
 @pytest.mark.parametrize(
     ("client", "server", "named"),
-    [(DIALECT_2023A, DIALECT_2023C, "2023C"), (DIALECT_2023C, DIALECT_2023A, "2023A")],
-    ids=["2023A-client-2023C-server", "2023C-client-2023A-server"],
+    [
+        (DIALECT_2023A, DIALECT_2023C, "2023C"),
+        (DIALECT_2023C, DIALECT_2023A, "2023A"),
+        (DIALECT_2024C, DIALECT_2024A, "2024A"),
+        (DIALECT_2024A, DIALECT_2024C, "2024C"),
+    ],
+    ids=lambda value: value.name if isinstance(value, Dialect) else value,
 )
 def test_an_error_to_every_first_request_names_the_dialect_that_refuses_it(
     tmp_path: Path, client: Dialect, server: Dialect, named: str
@@ -174,9 +180,20 @@ def test_an_error_to_every_first_request_names_the_dialect_that_refuses_it(
         make_client(fake, tmp_path, dialect=client).backup(data)
     message = str(caught.value)
     register = client.requests[R.REGISTER]
-    assert "the server answered with an error (2107) on all 4 attempts while registering" in message
+    error = server.responses[ResponseCode.SERVER_ERROR]  # 2107, or 1607 in 2024
+    assert f"the server answered with an error ({error}) on all 4 attempts while registering" in message
     assert f"our first request, {register} (REGISTER), which a {named} server does not know" in message
     assert f"run with --dialect {named}" in message
+
+
+def test_a_2024a_client_answered_2100_is_sent_to_2023c(tmp_path: Path) -> None:
+    # 1025 is REGISTER in 2023C and 2024A; 2100 is a 2022C/2023A/2023C code: only 2023C fits both
+    (data,) = make_files(tmp_path, (10,))
+    with FakeServer(dialect=DIALECT_2023C) as server, pytest.raises(FatalError) as caught:
+        make_client(server, tmp_path, dialect=DIALECT_2024A).backup(data)
+    assert str(caught.value) == (
+        "the server answered 2100 (a 2022C/2023A/2023C code, not a 2024A one): run with --dialect 2023C"
+    )
 
 
 def test_a_2022c_server_closing_on_reconnect_is_named(tmp_path: Path) -> None:
