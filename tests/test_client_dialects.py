@@ -18,16 +18,7 @@ from fake_servers import FakeClient, FakeServer
 from test_client_flow import Recorder, gnu_cksum, make_client
 
 from backupproto.crypto import RsaKey, new_aes_key, wrap_aes_key
-from backupproto.dialect import (
-    DIALECT_2022C,
-    DIALECT_2023A,
-    DIALECT_2023C,
-    DIALECT_2024A,
-    DIALECT_2024C,
-    DIALECTS,
-    Dialect,
-    ResponseCode,
-)
+from backupproto.dialect import DIALECTS, Dialect, ResponseCode
 from backupproto.dialect import RequestCode as R
 from backupproto.engine import ServerConnection
 from backupproto.events import Register
@@ -37,6 +28,9 @@ from backupproto.schemas import schemas_for
 from reference_client import BackupResult, FatalError, FileStatus, read_identity
 from reference_client.cli import EXIT_FATAL, main
 
+DIALECT_2022C, DIALECT_2023A, DIALECT_2023C, DIALECT_2024A, DIALECT_2024C = (
+    DIALECTS[name] for name in ("2022C", "2023A", "2023C", "2024A", "2024C")
+)
 MiB = 1 << 20
 SIZES = (0, 15, 16, 17, MiB)
 ALL = pytest.mark.parametrize("dialect", list(DIALECTS.values()), ids=list(DIALECTS))
@@ -46,7 +40,8 @@ def make_files(folder: Path, sizes: tuple[int, ...]) -> list[Path]:
     paths = []
     for size in sizes:
         path = folder / f"size-{size}.bin"
-        path.write_bytes(bytes((index * 7 + 3) % 251 for index in range(size)))
+        block = bytes((index * 7 + 3) % 251 for index in range(4096))
+        path.write_bytes((block * (size // len(block) + 1))[:size])
         paths.append(path)
     return paths
 
