@@ -1,0 +1,247 @@
+"""One running client case: runs the client against a scripted server, keeps every run for the
+evidence, and fails with the requirement, expected vs actual, the decoded conversation, the
+client's output tail and the files it wrote."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import pytest
+
+from backupproto import crypto
+from backupproto.dialect import V3, Dialect
+from conformance.case import CASE_ATTRIBUTE, CaseInfo, Level, Target, case
+
+from .runner import ClientRun, run_command, wait_by_hand
+from .server import Connection, ScriptedServer, Script
+from .workdir import ME_INFO, PRIV_KEY, TRANSFER_INFO, Identity, listing, prepare
+
+CLIENT_MARK = "bp_client"
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def client_case(case_id: str, *, level: Level, requirement: str) -> Callable[[_F], _F]:
+    """`conformance.case.case` for a client case (collected only in client mode)."""
+
+    def decorate(function: _F) -> _F:
+        marked = getattr(pytest.mark, CLIENT_MARK)(case(case_id, level=level, requirement=requirement)(function))
+        return marked  # type: ignore[no-any-return]
+
+    return decorate
+
+
+def is_client_case(item: pytest.Item) -> bool:
+    """True for an item declared with `client_case`."""
+    return item.get_closest_marker(CLIENT_MARK) is not None
+
+
+@dataclass(frozen=True)
+class ClientMode:
+    """The options of client mode."""
+
+    command: str | None
+    listen: Target | None
+    cwd_template: Path | None
+    timeout_s: float
+    silent_timeout_s: float
+    dialect: Dialect = V3
+
+    def describe(self) -> str:
+        who = f"`{self.command}`" if self.command else f"a client started by hand, to {self.listen}"
+        return f"client mode: {who}; each run may take {self.timeout_s:g} s (silent server: {self.silent_timeout_s:g} s)"
+
+
+@dataclass
+class SavedIdentity:
+    """The identity a returning-client case starts from, and where it came from."""
+
+    identity: Identity
+    origin: str
+
+
+_SAVED: list[SavedIdentity] = []
+"""The first valid me.info a client wrote in this run (returning-client cases reuse it)."""
+
+
+@dataclass
+class Outcome:
+    """One run of the client against one scripted server."""
+
+    number: int
+    folder: Path
+    server: ScriptedServer
+    run: ClientRun
+    files: dict[str, bytes]
+    name: str
+    origin: str = ""
+
+    @property
+    def connections(self) -> list[Connection]:
+        return self.server.connections
+
+    def requests(self) -> list[int]:
+        """Every request code of the run, over all connections."""
+        return [code for connection in self.connections for code in connection.codes()]
+
+    def evidence(self) -> list[str]:
+        who = "a client started by hand" if self.run.by_hand else f"`{self.run.command}`"
+        lines = [f"--- run {self.number}: {who} in {self.folder}{self.origin}"]
+        lines += [f"  {line}" for line in self.run.tail()]
+        lines.append("  working folder after the run:")
+        lines += [f"    {line}" for line in listing(self.folder)]
+        if not self.connections:
+            lines.append("  conversation: the client never connected")
+        for connection in self.connections:
+            closed = f", closed by the {connection.closed_by}" if connection.closed_by else ""
+            lines.append(f"  connection {connection.number}{closed}:")
+            lines += [f"    {line}" for line in connection.lines]
+        return lines
+
+
+@dataclass
+class ClientCase:
+    """The fixture ``client_case``: run the client, judge, fail with evidence."""
+
+    info: CaseInfo | None
+    mode: ClientMode
+    tmp_path: Path
+    outcomes: list[Outcome] = field(default_factory=list)
+    _numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def dialect(self) -> Dialect:
+        return self.mode.dialect
+
+    def run(
+        self,
+        script: Script,
+        files: dict[str, bytes],
+        *,
+        name: str = "alice",
+        identity: SavedIdentity | None = None,
+        folder: Path | None = None,
+        timeout_s: float | None = None,
+    ) -> Outcome:
+        """Serve `script` and run the client once in a fresh working folder (or `folder`)."""
+        number = next(self._numbers)
+        folder = folder or self.tmp_path / f"run-{number}"
+        listen = self.mode.listen
+        address = ("127.0.0.1", 0) if listen is None else (listen.host, listen.port)
+        origin = ""
+        if identity is not None:
+            known = identity.identity
+            name = known.name
+            script.known[known.client_id] = (known.name, known.private_key.publickey())
+            origin = f" (me.info and priv.key {identity.origin})"
+        server = ScriptedServer(script, dialect=self.dialect, listen=address).start()
+        try:
+            server_text = f"127.0.0.1:{server.address[1]}"
+            fresh = not folder.exists()
+            if fresh:
+                prepare(
+                    folder,
+                    server_text,
+                    name,
+                    files,
+                    identity=identity.identity if identity is not None else None,
+                    template=self.mode.cwd_template,
+                )
+            budget = timeout_s or self.mode.timeout_s
+            if self.mode.command is not None:
+                run = run_command(self.mode.command, folder, budget)
+            else:
+                run = wait_by_hand(server, self._prompt(folder, budget), budget)
+        finally:
+            server.stop()
+        outcome = Outcome(number, folder, server, run, files, name, origin)
+        self.outcomes.append(outcome)
+        return outcome
+
+    def _prompt(self, folder: Path, budget: float) -> str:
+        info = self.info.id if self.info is not None else "a client case"
+        transfer = (folder / TRANSFER_INFO).read_text().splitlines()
+        listen = self.mode.listen
+        lines = [
+            "",
+            f"=== {info}: start your client now (waiting up to {budget:g} s) ===",
+            f"copy the files of {folder} next to your client; its transfer.info reads:",
+            f"    {listen.host if listen else '?'}:{listen.port if listen else '?'}   "
+            "(line 1 as written here; use this machine's address as seen by the client)",
+            *(f"    {line}" for line in transfer[1:]),
+        ]
+        if (folder / ME_INFO).exists():
+            lines.append(f"keep {ME_INFO} and {PRIV_KEY} from that folder (a returning client)")
+        else:
+            lines.append(f"delete any {ME_INFO} and {PRIV_KEY} beside the client (a new client)")
+        return "\n".join(lines)
+
+    # --- judging ------------------------------------------------------------------------------
+
+    def fail(self, expected: str, actual: str, *, hint: str = "") -> NoReturn:
+        """Fail the case with the requirement, expected vs actual, and the evidence of every run."""
+        lines = []
+        if self.info is not None:
+            lines.append(f"[{self.info.id}] {self.info.level}: {self.info.requirement}")
+        lines += [f"expected: {expected}", f"actual:   {actual}"]
+        if hint:
+            lines.append(f"diagnosis: {hint}")
+        for outcome in self.outcomes:
+            lines += outcome.evidence()
+        raise pytest.fail.Exception("\n".join(lines), pytrace=False) from None
+
+    def check_finished(self, outcome: Outcome, after: str = "") -> None:
+        """Fail if the client hung or crashed (killed by a signal, uncaught exception)."""
+        run = outcome.run
+        last = _last_line(outcome)
+        if run.hung:
+            budget = self.mode.timeout_s
+            self.fail(
+                f"the client ends its run{after}",
+                f"the client HUNG: it did not exit within {run.seconds:.0f} s (limit {budget:g} s) and was "
+                f"killed; last thing on the wire: {last}",
+                hint=run.stderr.strip() or "a client must never wait forever (spec 2.4, 8.4)",
+            )
+        crash = run.crashed
+        if crash:
+            self.fail(
+                f"the client ends its run{after} without crashing",
+                f"the client CRASHED ({crash}) with exit status {run.describe_exit()}; "
+                f"last thing on the wire: {last}",
+            )
+
+    def check_exit(self, outcome: Outcome, *, success: bool, why: str) -> None:
+        """Exit status 0 (`success`) or non-zero; unknown when started by hand."""
+        code = outcome.run.returncode
+        if code is None:
+            return
+        if success and code != 0:
+            self.fail(f"exit status 0 ({why})", f"exit status {code}")
+        if not success and code == 0:
+            self.fail(f"a non-zero exit status ({why})", "exit status 0")
+
+    def saved_identity(self) -> SavedIdentity:
+        """The me.info of an earlier case, or one made by the suite (with its origin)."""
+        if _SAVED:
+            return _SAVED[0]
+        made = Identity("bob-returning", crypto.new_aes_key(), crypto.generate_private_key())
+        return SavedIdentity(made, "made by the suite (no earlier case left a valid me.info)")
+
+    @staticmethod
+    def remember(identity: Identity, case_id: str) -> None:
+        """Offer a client-written identity to later returning-client cases."""
+        if not _SAVED:
+            _SAVED.append(SavedIdentity(identity, f"written by the client in case {case_id}"))
+
+
+def _last_line(outcome: Outcome) -> str:
+    for connection in reversed(outcome.connections):
+        if connection.lines:
+            return connection.lines[-1].strip()
+    return "nothing (the client never connected)"
+
+
+__all__ = ["CASE_ATTRIBUTE", "ClientCase", "ClientMode", "Outcome", "client_case", "is_client_case"]
