@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import random
 from typing import Any
 
 from backupproto import crypto
@@ -10,6 +11,7 @@ from backupproto.cksum import cksum
 from backupproto.dialect import RequestCode
 from backupproto.engine import schemas_for
 from backupproto.errors import BackupProtoError
+from backupproto.schemas import _field_offsets
 
 from .context import ClientCase, Outcome
 from .server import Connection, FileRecord
@@ -92,7 +94,8 @@ def check_file_sent(case: ClientCase, outcome: Outcome, file_name: str, plain: b
         case.fail(f"{want} content bytes", f"{record.received} before the connection ended")
     if record.decrypt_error or (record.plain_size, record.plain_cksum) != (len(plain), cksum(plain)):
         case.fail(
-            f"content that decrypts (session key, zero IV, one CBC stream, PKCS#7) to the {len(plain)}-byte file",
+            "content that decrypts (session key, zero IV, one CBC stream, PKCS#7) to the "
+            f"{len(plain)}-byte file",
             record.decrypt_error or f"{record.plain_size} bytes with cksum {record.plain_cksum}",
             hint=explain_content(record, plain, connection.aes_key),
         )
@@ -124,7 +127,10 @@ def _diagnose(case: ClientCase, connection: Connection, outcome: Outcome) -> str
         return f"the version byte is {header.version}; every request carries version {version} (spec 3.1)"
     swapped_code = int.from_bytes(int(header.code).to_bytes(2, "little"), "big")
     if header.code not in set(RequestCode) and swapped_code in set(RequestCode):
-        return f"the code is big-endian ({swapped_code} sent as {header.code}); integers are little-endian (spec 3.3)"
+        return (
+            f"the code is big-endian ({swapped_code} sent as {header.code}); "
+            "integers are little-endian (spec 3.3)"
+        )
     swapped = int.from_bytes(int(header.payload_size).to_bytes(4, "little"), "big")
     if header.code in set(RequestCode) and swapped < header.payload_size:
         return (
@@ -153,7 +159,7 @@ def check_me_info_written(case: ClientCase, outcome: Outcome) -> Any:
         return None
     me_info, priv_key = outcome.folder / ME_INFO, outcome.folder / PRIV_KEY
     if not me_info.exists():
-        case.fail(f"{ME_INFO} written after 2100 (spec 8.4 step 4, 12.2)", f"no {ME_INFO} in the working folder")
+        case.fail(f"{ME_INFO} written after 2100 (spec 8.4 step 4, 12.2)", f"no {ME_INFO} in the folder")
     try:
         identity = read_me_info(me_info)
     except BadClientFile as error:
@@ -167,3 +173,50 @@ def check_me_info_written(case: ClientCase, outcome: Outcome) -> Any:
     if key != identity.private_key:
         case.fail("priv.key holds the key of me.info line 3", "a different key")
     return identity
+
+
+def raw_field(case: ClientCase, raw: bytes, code: RequestCode | None, field: str) -> Any:
+    """A header field's value (`code` None), or a payload field's raw bytes, from a received request.
+
+    Offsets come from the schemas (`Schemas.offset` replaces `_field_offsets` once it lands)."""
+    schemas = schemas_for(case.dialect)
+    header_size = schemas.request_header_size
+    if code is None:
+        return getattr(schemas.request_header.parse(raw[:header_size]), field)
+    schema = schemas.requests[code]
+    start = header_size + _field_offsets(schema)[field]
+    size = next(sub for sub in schema.subcons if sub.name == field).sizeof()
+    return raw[start : start + size]
+
+
+def content(size: int, seed: int = 1) -> bytes:
+    """`size` reproducible binary bytes."""
+    return random.Random(seed).randbytes(size)
+
+
+def backup_ok(case: ClientCase, outcome: Outcome, files: dict[str, bytes]) -> None:
+    """The run backed every file up: sent, decrypted, confirmed with 1104; exit 0."""
+    case.check_finished(outcome)
+    explain_rejected(case, outcome)
+    for file_name, plain in files.items():
+        check_file_sent(case, outcome, file_name, plain)
+        confirmed = [
+            request.file_name  # type: ignore[attr-defined]
+            for connection in outcome.connections
+            for request in connection.requests
+            if request.code is RequestCode.CRC_OK
+        ]
+        if file_name not in confirmed:
+            case.fail(f"1104 CRC_OK for {file_name!r} after a matching 2103", _codes(outcome))
+    case.check_exit(outcome, success=True, why="every file was backed up and verified")
+
+
+def first_requests(case: ClientCase, outcome: Outcome, want: list[RequestCode], what: str) -> None:
+    """The first connection begins with `want`."""
+    case.check_finished(outcome)
+    explain_rejected(case, outcome)
+    if not outcome.connections:
+        case.fail(what, "the client never connected")
+    codes = outcome.connections[0].codes()[: len(want)]
+    if codes != [int(code) for code in want]:
+        case.fail(what, f"requests {codes or 'none'} on the first connection")

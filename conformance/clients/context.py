@@ -17,7 +17,7 @@ from backupproto.dialect import V3, Dialect
 from conformance.case import CASE_ATTRIBUTE, CaseInfo, Level, Target, case
 
 from .runner import ClientRun, run_command, wait_by_hand
-from .server import Connection, ScriptedServer, Script
+from .server import Connection, Script, ScriptedServer
 from .workdir import ME_INFO, PRIV_KEY, TRANSFER_INFO, Identity, listing, prepare
 
 CLIENT_MARK = "bp_client"
@@ -28,8 +28,8 @@ def client_case(case_id: str, *, level: Level, requirement: str) -> Callable[[_F
     """`conformance.case.case` for a client case (collected only in client mode)."""
 
     def decorate(function: _F) -> _F:
-        marked = getattr(pytest.mark, CLIENT_MARK)(case(case_id, level=level, requirement=requirement)(function))
-        return marked  # type: ignore[no-any-return]
+        declared = case(case_id, level=level, requirement=requirement)(function)
+        return getattr(pytest.mark, CLIENT_MARK)(declared)  # type: ignore[no-any-return]
 
     return decorate
 
@@ -52,7 +52,8 @@ class ClientMode:
 
     def describe(self) -> str:
         who = f"`{self.command}`" if self.command else f"a client started by hand, to {self.listen}"
-        return f"client mode: {who}; each run may take {self.timeout_s:g} s (silent server: {self.silent_timeout_s:g} s)"
+        limits = f"each run may take {self.timeout_s:g} s (silent server: {self.silent_timeout_s:g} s)"
+        return f"client mode: {who}; {limits}"
 
 
 @dataclass
@@ -135,7 +136,7 @@ class ClientCase:
         if identity is not None:
             known = identity.identity
             name = known.name
-            script.known[known.client_id] = (known.name, known.private_key.publickey())
+            script.known[known.client_id] = (known.name, known.private_key)  # wraps with its public half
             origin = f" (me.info and priv.key {identity.origin})"
         server = ScriptedServer(script, dialect=self.dialect, listen=address).start()
         try:

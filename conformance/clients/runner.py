@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -109,7 +110,9 @@ def _kill_group(process: subprocess.Popen[str]) -> None:
         process.kill()
 
 
-def wait_by_hand(server: ScriptedServer, prompt: str, timeout_s: float, out: TextIO = sys.stderr) -> ClientRun:
+def wait_by_hand(
+    server: ScriptedServer, prompt: str, timeout_s: float, out: TextIO = sys.stderr
+) -> ClientRun:
     """Print what to run, then wait for the client's connections to come and end."""
     out.write(prompt + "\n")
     out.flush()
@@ -128,11 +131,15 @@ def wait_by_hand(server: ScriptedServer, prompt: str, timeout_s: float, out: Tex
             if not server.activity.wait_for(server.idle.is_set, timeout=left()):
                 hung = True
                 break
-            seen = len(server.connections)
             if not server.activity.wait_for(
-                lambda: len(server.connections) > seen, timeout=min(LISTEN_GRACE_S, left())
+                _more_than(server, len(server.connections)), timeout=min(LISTEN_GRACE_S, left())
             ):
                 break
     run = ClientRun("(started by hand)", None, stderr=note, hung=hung, by_hand=True)
     run.seconds = time.monotonic() - started
     return run
+
+
+def _more_than(server: ScriptedServer, seen: int) -> Callable[[], bool]:
+    """A predicate: the client opened another connection."""
+    return lambda: len(server.connections) > seen

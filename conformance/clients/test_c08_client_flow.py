@@ -3,57 +3,22 @@
 from __future__ import annotations
 
 import base64
-import random
 
 from Crypto.IO import PKCS8
 
 from backupproto import crypto
 from backupproto.dialect import RequestCode
-from backupproto.events import Registered, SendPublicKey
 from backupproto.errors import BackupProtoError
-
-from .checks import check_file_sent, check_me_info_written, explain_rejected
+from backupproto.events import Registered, SendPublicKey
 from conformance.case import MUST
 
-from .context import ClientCase, Outcome, client_case
+from .checks import backup_ok, check_me_info_written, content, explain_rejected, first_requests
+from .context import ClientCase, client_case
 from .server import Script
 from .workdir import ME_INFO, PRIV_KEY, read_me_info
 
-
-def content(size: int, seed: int = 1) -> bytes:
-    """`size` reproducible binary bytes."""
-    return random.Random(seed).randbytes(size)
-
-
-def backup_ok(case: ClientCase, outcome: Outcome, files: dict[str, bytes]) -> None:
-    """The run backed every file up: sent, decrypted, confirmed with 1104; exit 0."""
-    case.check_finished(outcome)
-    explain_rejected(case, outcome)
-    for file_name, plain in files.items():
-        check_file_sent(case, outcome, file_name, plain)
-        confirmed = [
-            request.file_name  # type: ignore[attr-defined]
-            for connection in outcome.connections
-            for request in connection.requests
-            if request.code is RequestCode.CRC_OK
-        ]
-        if file_name not in confirmed:
-            case.fail(f"1104 CRC_OK for {file_name!r} after a matching 2103", f"requests {outcome.requests()}")
-    case.check_exit(outcome, success=True, why="every file was backed up and verified")
-
-
-def first_requests(case: ClientCase, outcome: Outcome, want: list[RequestCode], what: str) -> None:
-    """The first connection begins with `want`."""
-    case.check_finished(outcome)
-    explain_rejected(case, outcome)
-    if not outcome.connections:
-        case.fail(what, "the client never connected")
-    codes = outcome.connections[0].codes()[: len(want)]
-    if codes != [int(code) for code in want]:
-        case.fail(what, f"requests {codes or 'none'} on the first connection")
-
-
 FILE = {"report.txt": b"quarterly report\n"}
+REGISTRATION = [RequestCode.REGISTER, RequestCode.SEND_PUBLIC_KEY]
 
 
 @client_case(
@@ -65,7 +30,7 @@ FILE = {"report.txt": b"quarterly report\n"}
 )
 def test_registers(client_case: ClientCase) -> None:
     outcome = client_case.run(Script(), FILE)
-    first_requests(client_case, outcome, [RequestCode.REGISTER, RequestCode.SEND_PUBLIC_KEY], "1100 then 1101")
+    first_requests(client_case, outcome, REGISTRATION, "1100 then 1101")
     connection = outcome.connections[0]
     register, send_key = connection.requests[0], connection.requests[1]
     given = connection.responses[0]
@@ -91,7 +56,7 @@ def test_registers(client_case: ClientCase) -> None:
 )
 def test_public_key(client_case: ClientCase) -> None:
     outcome = client_case.run(Script(), FILE)
-    first_requests(client_case, outcome, [RequestCode.REGISTER, RequestCode.SEND_PUBLIC_KEY], "1100 then 1101")
+    first_requests(client_case, outcome, REGISTRATION, "1100 then 1101")
     send_key = outcome.connections[0].requests[1]
     assert isinstance(send_key, SendPublicKey)
     try:
@@ -99,7 +64,7 @@ def test_public_key(client_case: ClientCase) -> None:
     except BackupProtoError as error:
         client_case.fail("a SubjectPublicKeyInfo DER of a 1024-bit RSA key", str(error))
     identity = check_me_info_written(client_case, outcome)
-    if identity is not None and identity.private_key.publickey() != public:
+    if identity is not None and crypto.public_key_der(identity.private_key) != crypto.public_key_der(public):
         client_case.fail("the public half of the key in me.info", "another key")
 
 
@@ -127,7 +92,8 @@ def test_me_info(client_case: ClientCase) -> None:
     identity = check_me_info_written(client_case, outcome)
     if identity is None:
         return
-    registered = next((r for c in outcome.connections for r in c.responses if isinstance(r, Registered)), None)
+    responses = [response for connection in outcome.connections for response in connection.responses]
+    registered = next((r for r in responses if isinstance(r, Registered)), None)
     if registered is None:
         client_case.fail("a registration (1100, 2100)", f"requests {outcome.requests()}")
     if identity.name != outcome.name or identity.client_id != registered.client_id:
