@@ -80,13 +80,13 @@ def check_file_sent(case: ClientCase, outcome: Outcome, file_name: str, plain: b
     want = crypto.encrypted_size(len(plain))
     prefix = schemas_for(case.dialect).send_file_prefix_size
     if record.content_size != want:
-        hint = ""
-        if record.content_size == len(plain):
+        hint = explain_content(record, plain, connection.aes_key)
+        if record.content_size == len(plain) and len(plain) % 16:
             hint = "content_size is the PLAINTEXT size; it must be the encrypted size (with PKCS#7 padding)"
         case.fail(
             f"content_size {want} for a {len(plain)}-byte file (spec 4.4, 7.3)",
             f"content_size {record.content_size}",
-            hint=hint or explain_content(record, plain, connection.aes_key),
+            hint=hint,
         )
     if record.payload_size != prefix + want:
         case.fail(f"payload_size {prefix} + {want}", f"payload_size {record.payload_size}")

@@ -162,13 +162,16 @@ def test_reconnects(client_case: ClientCase) -> None:
 def test_reconnect_denied(client_case: ClientCase) -> None:
     saved = client_case.saved_identity()
     outcome = client_case.run(Script(deny_reconnect=True), FILE, identity=saved)
-    first_requests(client_case, outcome, [RequestCode.RECONNECT], "1102 first")
-    codes = outcome.connections[0].codes()
-    if codes[1:3] != [int(RequestCode.REGISTER), int(RequestCode.SEND_PUBLIC_KEY)]:
+    client_case.check_finished(outcome)
+    first = outcome.connections[0] if outcome.connections else None
+    codes = first.codes() if first is not None else []
+    if codes[:1] == [int(RequestCode.RECONNECT)] and codes[1:3] != REGISTRATION:
         client_case.fail(
             "1100 then 1101 on the same connection after 2106",
-            f"requests {codes} on the first connection (the client ignored 2106)",
+            f"requests {codes} on the first connection: the client ignored 2106",
+            hint=(first.error if first is not None else None) or "",
         )
+    first_requests(client_case, outcome, [RequestCode.RECONNECT, *REGISTRATION], "1102, 1100, 1101")
     backup_ok(client_case, outcome, FILE)
     if outcome.run.by_hand:
         return

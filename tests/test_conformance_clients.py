@@ -1,0 +1,110 @@
+"""Self-test of client mode: the reference client passes every client case, and each deliberately
+broken client (tests/broken_clients/client.py --fault NAME) is caught by the named MUST case with a
+message naming its fault; a client that hangs or crashes is reported as such."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BROKEN = ROOT / "tests" / "broken_clients" / "client.py"
+REFERENCE = f"{shlex.quote(sys.executable)} -m reference_client --timeout 2 --retry-delay 0.05"
+SUITE_TIMEOUT_S = 240
+REPORT_OPTION = "--report"
+"""The suite's JSON report option (``--bp-report`` once the plugin's options are namespaced)."""
+
+# fault -> {case id that must fail: a pattern its message must contain}
+CAUGHT_BY: dict[str, dict[str, str]] = {
+    "never-retry-crc": {"8.4-client-crc-mismatch-resends": r"NEVER RESENDS"},
+    "retry-forever": {"8.4-client-crc-gives-up": r"RETRIES FOREVER"},
+    "four-sends": {"8.4-client-crc-gives-up": r"ONE SEND TOO MANY, the 4-send reading"},
+    "no-1106": {"8.4-client-crc-gives-up": r"NO 1106 after the last mismatch"},
+    "chunked-cbc": {"7.3-client-content-1-mib": r"each 65536-byte chunk as a separate CBC stream"},
+    "no-padding": {"7.3-client-content-16-bytes": r"no padding block"},
+    "re-register": {"8.4-client-reconnects": r"re-registers \(1100\) although me.info exists"},
+    "ignore-2106": {"8.4-client-reconnect-denied": r"ignored 2106"},
+    "big-endian": {"8.4-client-registers": r"payload_size is big-endian"},
+    "wrong-content-size": {"4.4-client-content-size": r"content_size 17 is the PLAINTEXT size"},
+    "no-retry-2107": {"8.4-client-2107-retries": r"GIVES UP ON THE FIRST 2107"},
+    "version-2": {"3.1-client-version-byte": r"the version byte is 2"},
+    "hang": {"8.4-client-registers": r"the client HUNG: it did not exit within"},
+    "crash-on-binary": {"7.3-client-content-1-mib": r"the client CRASHED \(an uncaught exception"},
+}
+
+
+def run_client_suite(command: str, tmp_path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+    """`pytest conformance --bp-client-cmd COMMAND` in a subprocess; (exit code, JSON report, output)."""
+    report = tmp_path / f"report-{len(list(tmp_path.glob('report-*')))}.json"
+    suite = [sys.executable, "-m", "pytest", "conformance", "--bp-client-cmd", command]
+    suite += [REPORT_OPTION, str(report), "-p", "no:cacheprovider", "-q", *args]
+    done = subprocess.run(suite, cwd=ROOT, capture_output=True, text=True, timeout=SUITE_TIMEOUT_S)
+    data = json.loads(report.read_text()) if report.exists() else {}
+    return done.returncode, data, done.stdout + done.stderr
+
+
+def outcomes(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row["id"]: row for row in report.get("cases", [])}
+
+
+def test_reference_client_passes_every_case(tmp_path: Path) -> None:
+    """Every client case passes against `backup-client`; only client cases run in client mode."""
+    code, report, output = run_client_suite(REFERENCE, tmp_path, "--bp-client-silent-timeout", "60")
+    rows = outcomes(report)
+    bad = {case_id: row["message"][:600] for case_id, row in rows.items() if row["outcome"] != "passed"}
+    assert bad == {}, output[-3000:]
+    assert code == 0, output[-3000:]
+    assert report["verdict"] == "CONFORMANT"
+    assert all("-client-" in case_id for case_id in rows), sorted(rows)
+    assert {"8.4-client-crc-gives-up", "7.3-client-content-8-mib", "2.4-client-silent-server"} <= set(rows)
+
+
+def test_client_cases_are_deselected_without_client_mode(tmp_path: Path) -> None:
+    """Without --bp-client-cmd the client cases are deselected (and the server cases stay)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "conformance", "--collect-only", "-p", "no:cacheprovider", "-q"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SUITE_TIMEOUT_S,
+    )
+    assert "4.1-register-new" in done.stdout, done.stdout[-2000:]
+    assert "8.4-client-registers" not in done.stdout and "7.3-client-content-" not in done.stdout
+
+
+@pytest.mark.parametrize("fault", sorted(CAUGHT_BY))
+def test_broken_client_is_caught(fault: str, tmp_path: Path) -> None:
+    """Each fault fails its MUST case with a message naming it; the run exits non-zero."""
+    expected = CAUGHT_BY[fault]
+    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(BROKEN))} --fault {fault} --timeout 2"
+    args = ["-k", " or ".join(expected)]
+    if fault == "hang":
+        args += ["--bp-client-timeout", "6"]
+    code, report, output = run_client_suite(command, tmp_path, *args)
+    rows = outcomes(report)
+    for case_id, pattern in expected.items():
+        assert rows[case_id]["outcome"] == "failed", output[-3000:]
+        assert rows[case_id]["level"] == "MUST"
+        assert re.search(pattern, rows[case_id]["message"]), rows[case_id]["message"][:3000]
+        assert "--- run 1:" in rows[case_id]["message"]  # the evidence: output tail, folder, conversation
+    assert code == 1
+    assert report["verdict"] == "NOT CONFORMANT"
+
+
+def test_broken_client_without_fault_passes_the_cases_that_catch_the_others(tmp_path: Path) -> None:
+    """The broken client with no fault passes every case used above: the faults alone fail them."""
+    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(BROKEN))} --fault none --timeout 2"
+    selection = sorted({case_id for cases in CAUGHT_BY.values() for case_id in cases})
+    code, report, output = run_client_suite(command, tmp_path, "-k", " or ".join(selection))
+    rows = outcomes(report)
+    assert set(selection) <= set(rows)
+    failed = {case_id: row["message"][:600] for case_id, row in rows.items() if row["outcome"] != "passed"}
+    assert failed == {}, output[-3000:]
+    assert code == 0
