@@ -110,6 +110,8 @@ class ClientCase:
     info: CaseInfo | None
     mode: ClientMode
     tmp_path: Path
+    announce: Callable[[str], None] = print
+    """Shows the prompt of listen mode (past pytest's output capture)."""
     outcomes: list[Outcome] = field(default_factory=list)
     _numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -130,37 +132,46 @@ class ClientCase:
         """Serve `script` and run the client once in a fresh working folder (or `folder`)."""
         number = next(self._numbers)
         folder = folder or self.tmp_path / f"run-{number}"
+        if folder.exists():
+            identity = None  # a later run in the same folder: the client's own me.info stays
         listen = self.mode.listen
         address = ("127.0.0.1", 0) if listen is None else (listen.host, listen.port)
         origin = ""
-        if identity is not None:
-            known = identity.identity
-            name = known.name
-            script.known[known.client_id] = (known.name, known.private_key)  # wraps with its public half
+        saved = identity.identity if identity is not None else None
+        if identity is not None and saved is not None:
+            name = saved.name
+            script.known[saved.client_id] = (saved.name, saved.private_key)  # wraps with its public half
             origin = f" (me.info and priv.key {identity.origin})"
         server = ScriptedServer(script, dialect=self.dialect, listen=address).start()
         try:
-            server_text = f"127.0.0.1:{server.address[1]}"
-            fresh = not folder.exists()
-            if fresh:
-                prepare(
-                    folder,
-                    server_text,
-                    name,
-                    files,
-                    identity=identity.identity if identity is not None else None,
-                    template=self.mode.cwd_template,
-                )
-            budget = timeout_s or self.mode.timeout_s
-            if self.mode.command is not None:
-                run = run_command(self.mode.command, folder, budget)
-            else:
-                run = wait_by_hand(server, self._prompt(folder, budget), budget)
+            run = self.launch(server.address, folder, name, files, saved, timeout_s, server)
         finally:
             server.stop()
         outcome = Outcome(number, folder, server, run, files, name, origin)
         self.outcomes.append(outcome)
         return outcome
+
+    def launch(
+        self,
+        address: tuple[str, int],
+        folder: Path,
+        name: str,
+        files: dict[str, bytes],
+        identity: Identity | None = None,
+        timeout_s: float | None = None,
+        server: ScriptedServer | None = None,
+    ) -> ClientRun:
+        """Fill the working folder for a server at `address`, then run the client there (or wait
+        for it to be run by hand: needs the scripted `server` to see its connections)."""
+        host = address[0] if address[0] not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        template = self.mode.cwd_template
+        prepare(folder, f"{host}:{address[1]}", name, files, identity=identity, template=template)
+        budget = timeout_s or self.mode.timeout_s
+        if self.mode.command is not None:
+            return run_command(self.mode.command, folder, budget)
+        if server is None:
+            pytest.skip("this case needs --bp-client-cmd (it cannot be played to a client started by hand)")
+        return wait_by_hand(server, self._prompt(folder, budget), budget, self.announce)
 
     def _prompt(self, folder: Path, budget: float) -> str:
         info = self.info.id if self.info is not None else "a client case"
@@ -170,9 +181,10 @@ class ClientCase:
             "",
             f"=== {info}: start your client now (waiting up to {budget:g} s) ===",
             f"copy the files of {folder} next to your client; its transfer.info reads:",
-            f"    {listen.host if listen else '?'}:{listen.port if listen else '?'}   "
-            "(line 1 as written here; use this machine's address as seen by the client)",
+            f"    {transfer[0]}   (line 1: use this machine's address as the client sees it, port "
+            f"{listen.port if listen else '?'})",
             *(f"    {line}" for line in transfer[1:]),
+            "(lines 3+: the files, copied beside the client; give their paths on the client's machine)",
         ]
         if (folder / ME_INFO).exists():
             lines.append(f"keep {ME_INFO} and {PRIV_KEY} from that folder (a returning client)")

@@ -7,7 +7,10 @@ client cases are deselected. Nothing happens when no conformance case is collect
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -126,4 +129,12 @@ def client_mode(request: pytest.FixtureRequest) -> ClientMode:
 @pytest.fixture
 def client_case(request: pytest.FixtureRequest, client_mode: ClientMode, tmp_path: Path) -> ClientCase:
     """The running client case: `ClientCase.run` plays a scripted server to the client."""
-    return ClientCase(case_of(request.node), client_mode, tmp_path)
+    config = request.config
+
+    def announce(text: str) -> None:
+        capture: Any = config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+
+    return ClientCase(case_of(request.node), client_mode, tmp_path, announce)

@@ -8,12 +8,10 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
 
 from .server import ScriptedServer
 
@@ -111,11 +109,10 @@ def _kill_group(process: subprocess.Popen[str]) -> None:
 
 
 def wait_by_hand(
-    server: ScriptedServer, prompt: str, timeout_s: float, out: TextIO = sys.stderr
+    server: ScriptedServer, prompt: str, timeout_s: float, announce: Callable[[str], None]
 ) -> ClientRun:
-    """Print what to run, then wait for the client's connections to come and end."""
-    out.write(prompt + "\n")
-    out.flush()
+    """Show what to run, then wait for the client's connections to come and end."""
+    announce(prompt)
     started = time.monotonic()
     deadline = started + timeout_s
 
