@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,34 @@ def test_broken_client_without_fault_passes_the_cases_that_catch_the_others(tmp_
     failed = {case_id: row["message"][:600] for case_id, row in rows.items() if row["outcome"] != "passed"}
     assert failed == {}, output[-3000:]
     assert code == 0
+
+
+def test_listen_mode_waits_for_a_client_started_by_hand(tmp_path: Path) -> None:
+    """--bp-client-listen prints the working folder and transfer.info; a client run there passes."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    report = tmp_path / "report.json"
+    suite = [sys.executable, "-m", "pytest", "conformance", "--bp-client-listen", f"127.0.0.1:{port}"]
+    suite += ["-k", "8.4-client-registers", REPORT_OPTION, str(report), "-p", "no:cacheprovider", "-q"]
+    process = subprocess.Popen(suite, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        prompt = []
+        for line in process.stderr:  # ends at the prompt's last line, or at EOF
+            prompt.append(line)
+            if "delete any me.info" in line:
+                break
+        text = "".join(prompt)
+        match = re.search(r"copy the files of (\S+) next to your client", text)
+        assert match, text
+        assert f"127.0.0.1:{port}" in text and "alice" in text
+        client = [sys.executable, "-m", "reference_client", "--dir", match[1], "--timeout", "5"]
+        assert subprocess.run(client, capture_output=True, timeout=60).returncode == 0
+        process.communicate(timeout=SUITE_TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    rows = outcomes(json.loads(report.read_text()))
+    assert rows["8.4-client-registers"]["outcome"] == "passed", rows
+    assert process.returncode == 0
