@@ -10,7 +10,7 @@ from backupproto import crypto
 from backupproto.dialect import RequestCode
 from backupproto.errors import BackupProtoError
 from backupproto.events import Registered, SendPublicKey
-from conformance.case import MUST
+from conformance.case import MUST, SHOULD
 
 from .checks import backup_ok, check_me_info_written, content, explain_rejected, first_requests
 from .context import ClientCase, client_case
@@ -198,3 +198,26 @@ def test_name_taken(client_case: ClientCase) -> None:
         if "Fatal" not in outcome.run.output():
             client_case.fail("a message starting 'Fatal'", "no 'Fatal' in the output")
     client_case.check_exit(outcome, success=False, why="the name is taken")
+
+
+@client_case(
+    "8.4-client-denied-then-taken",
+    level=SHOULD,
+    requirement="If the 1100 after a 2106 gets 2101 and the client holds me.info, it SHOULD send 1101 "
+    "with its saved id, name and public key on the same connection, completing an interrupted "
+    "registration (spec 8.4 '2106 handling').",
+)
+def test_denied_then_taken(client_case: ClientCase) -> None:
+    saved = client_case.saved_identity()
+    known = saved.identity
+    script = Script(deny_reconnect=True, taken_names=frozenset({known.name}))
+    outcome = client_case.run(script, FILE, identity=saved)
+    first_requests(client_case, outcome, [RequestCode.RECONNECT, RequestCode.REGISTER], "1102, then 1100")
+    connection = outcome.connections[0]
+    follow = connection.requests[2] if len(connection.requests) > 2 else None
+    if not isinstance(follow, SendPublicKey):
+        client_case.fail("1101 with the saved id and key after 2101", f"requests {connection.codes()}")
+    offered = (follow.client_id, follow.public_key)
+    if offered != (known.client_id, crypto.public_key_der(known.private_key)):
+        client_case.fail("1101 with the id and public key of me.info", "another id or key")
+    backup_ok(client_case, outcome, FILE)
