@@ -16,6 +16,12 @@ from pathlib import Path
 from .server import ScriptedServer
 
 TAIL_LINES = 15
+SHELL_SIGNALS = {134: "SIGABRT", 139: "SIGSEGV"}
+WINDOWS_CRASHES = {
+    0xC0000005: "access violation",
+    0xC00000FD: "stack overflow",
+    0xC0000409: "stack buffer overrun",
+}
 LISTEN_GRACE_S = 10.0
 """In listen mode: the run is over when no connection is open and none came for this long."""
 
@@ -43,8 +49,10 @@ class ClientRun:
             except ValueError:
                 name = f"signal {-code}"
             return f"killed by {name}"
-        if code is not None and code > 128 + 1 and os.name != "nt" and code - 128 in (6, 11):
-            return f"exit status {code} (signal {code - 128} through a shell)"
+        if code in SHELL_SIGNALS:
+            return f"exit status {code} ({SHELL_SIGNALS[code]} through a shell)"
+        if code in WINDOWS_CRASHES:
+            return f"exit status {code:#x} ({WINDOWS_CRASHES[code]})"
         if "Traceback (most recent call last)" in self.stderr:
             return "an uncaught exception (Python traceback on stderr)"
         return ""

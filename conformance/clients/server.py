@@ -205,8 +205,7 @@ class _Session:
                 return
             if not data:
                 self.record.closed_by = "client"
-            elif len(self.unread) < RECEIVE_SIZE:
-                self.unread += data
+            self.unread += data  # bounded: content leaves it as the engine hands it on
             try:
                 self.engine.receive_data(data)
                 if not self._drain():
