@@ -218,6 +218,12 @@ class ClientCase:
                 f"killed; last thing on the wire: {last}",
                 hint=run.stderr.strip() or "a client must never wait forever (spec 2.4, 8.4)",
             )
+        if not outcome.connections and not run.by_hand:
+            self.fail(
+                "the client connects to the server named in line 1 of transfer.info",
+                f"the client never connected; it exited with status {run.describe_exit()}",
+                hint="did the command start? It runs in the case's working folder (see stderr below)",
+            )
         crash = run.crashed
         if crash:
             self.fail(

@@ -8,6 +8,8 @@ client cases are deselected. Nothing happens when no conformance case is collect
 from __future__ import annotations
 
 import contextlib
+import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -90,12 +92,29 @@ def _mode(config: pytest.Config) -> ClientMode | None:
     except ValueError as error:
         raise pytest.UsageError(str(error).replace("--target", "--bp-client-listen")) from None
     return ClientMode(
-        command=command or None,
+        command=absolute_paths(command) if command else None,
         listen=target,
         cwd_template=Path(template) if template else None,
         timeout_s=float(config.getoption("bp_client_timeout")),
         silent_timeout_s=float(config.getoption("bp_client_silent_timeout")),
         dialect=_dialect(config),
+    )
+
+
+def absolute_paths(command: str) -> str:
+    """CMD with each word that names an existing relative path made absolute: the client runs in
+    the case's working folder, not where pytest was started."""
+    words = shlex.split(command, posix=os.name != "nt")
+    fixed = [str(Path(word).resolve()) if _relative_path(word) else word for word in words]
+    return shlex.join(fixed) if fixed != words else command
+
+
+def _relative_path(word: str) -> bool:
+    return (
+        not word.startswith("-")
+        and ("/" in word or os.sep in word)
+        and not Path(word).is_absolute()
+        and Path(word).exists()
     )
 
 
