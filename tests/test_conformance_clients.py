@@ -153,3 +153,13 @@ def test_listen_mode_waits_for_a_client_started_by_hand(tmp_path: Path) -> None:
     rows = outcomes(json.loads(report.read_text()))
     assert rows["8.4-client-registers"]["outcome"] == "passed", rows
     assert process.returncode == 0
+
+
+def test_relative_paths_in_the_command_are_made_absolute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client runs in the case's folder: words naming existing relative paths become absolute."""
+    from conformance.clients.plugin import absolute_paths
+
+    monkeypatch.chdir(ROOT)
+    assert absolute_paths("python tests/broken_clients/client.py --fault x") == f"python {BROKEN} --fault x"
+    assert absolute_paths("backup-client --timeout 5") == "backup-client --timeout 5"
+    assert absolute_paths("./no-such-client --dir a/b") == "./no-such-client --dir a/b"
