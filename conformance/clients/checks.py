@@ -6,6 +6,8 @@ import hashlib
 import random
 from typing import Any
 
+from construct import ConstructError
+
 from backupproto import crypto
 from backupproto.cksum import cksum
 from backupproto.dialect import RequestCode
@@ -15,6 +17,7 @@ from backupproto.schemas import _field_offsets
 
 from .context import ClientCase, Outcome
 from .server import Connection, FileRecord
+from .workdir import ME_INFO, PRIV_KEY, BadClientFile, Identity, read_me_info, read_priv_key
 
 CHUNK_GUESSES = tuple(1 << bits for bits in range(10, 21))
 """Chunk sizes a client may (wrongly) encrypt separately: 1 KiB .. 1 MiB."""
@@ -140,7 +143,7 @@ def _diagnose(case: ClientCase, connection: Connection, outcome: Outcome) -> str
     if header.code == RequestCode.SEND_FILE:
         try:
             prefix: Any = schemas.send_file_prefix.parse(data[schemas.request_header_size :])
-        except (BackupProtoError, Exception):
+        except (BackupProtoError, ConstructError):
             return str(connection.error)
         sizes = {len(content) for content in outcome.files.values()}
         if prefix.content_size in sizes:
@@ -151,10 +154,8 @@ def _diagnose(case: ClientCase, connection: Connection, outcome: Outcome) -> str
     return str(connection.error)
 
 
-def check_me_info_written(case: ClientCase, outcome: Outcome) -> Any:
-    """me.info and priv.key as spec 12 says; returns the identity."""
-    from .workdir import ME_INFO, PRIV_KEY, BadClientFile, read_me_info, read_priv_key
-
+def check_me_info_written(case: ClientCase, outcome: Outcome) -> Identity | None:
+    """me.info and priv.key as spec 12 says; the identity (None when the client ran elsewhere)."""
     if outcome.run.by_hand:
         return None
     me_info, priv_key = outcome.folder / ME_INFO, outcome.folder / PRIV_KEY

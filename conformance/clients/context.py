@@ -14,7 +14,7 @@ import pytest
 
 from backupproto import crypto
 from backupproto.dialect import V3, Dialect
-from conformance.case import CASE_ATTRIBUTE, CaseInfo, Level, Target, case
+from conformance.case import CaseInfo, Level, Target, case
 
 from .runner import ClientRun, run_command, wait_by_hand
 from .server import Connection, Script, ScriptedServer
@@ -263,4 +263,4 @@ def _last_line(outcome: Outcome) -> str:
     return "nothing (the client never connected)"
 
 
-__all__ = ["CASE_ATTRIBUTE", "ClientCase", "ClientMode", "Outcome", "client_case", "is_client_case"]
+__all__ = ["ClientCase", "ClientMode", "Outcome", "client_case", "is_client_case"]

@@ -127,6 +127,11 @@ class ScriptedServer:
         self.activity = threading.Condition()
         self._thread = threading.Thread(target=self._serve, name="scripted-server", daemon=True)
 
+    @property
+    def stopping(self) -> bool:
+        """True once `stop` was called (the case is over)."""
+        return self._stop.is_set()
+
     def start(self) -> ScriptedServer:
         self._thread.start()
         return self
@@ -194,7 +199,7 @@ class _Session:
         sock.settimeout(POLL_S)
 
     def run(self) -> None:
-        while not self.server._stop.is_set():
+        while not self.server.stopping:
             try:
                 data = self.sock.recv(RECEIVE_SIZE)
             except TimeoutError:
