@@ -257,9 +257,12 @@ class ClientCase:
 
 
 def _last_line(outcome: Outcome) -> str:
+    """The last message exchanged (and whether the connection was closed after it)."""
     for connection in reversed(outcome.connections):
-        if connection.lines:
-            return connection.lines[-1].strip()
+        messages = [line.strip() for line in connection.lines if line[:2] in (">>", "<<", "!!")]
+        if messages:
+            closer = connection.closed_by
+            return messages[-1] + (f" (then the {closer} closed the connection)" if closer else "")
     return "nothing (the client never connected)"
 
 
