@@ -19,8 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BROKEN = ROOT / "tests" / "broken_clients" / "client.py"
 REFERENCE = f"{shlex.quote(sys.executable)} -m reference_client --timeout 2 --retry-delay 0.05"
 SUITE_TIMEOUT_S = 240
-REPORT_OPTION = "--report"
-"""The suite's JSON report option (``--bp-report`` once the plugin's options are namespaced)."""
+REPORT_OPTION = "--bp-report"
 
 # fault -> {case id that must fail: a pattern its message must contain}
 CAUGHT_BY: dict[str, dict[str, str]] = {

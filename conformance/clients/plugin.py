@@ -11,6 +11,7 @@ import contextlib
 import os
 import shlex
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,7 @@ def _mode(config: pytest.Config) -> ClientMode | None:
     try:
         target = parse_target(listen) if listen else None
     except ValueError as error:
-        raise pytest.UsageError(str(error).replace("--target", "--bp-client-listen")) from None
+        raise pytest.UsageError(f"--bp-client-listen: {error}") from None
     return ClientMode(
         command=absolute_paths(command) if command else None,
         listen=target,
@@ -123,17 +124,17 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [mode.describe()] if mode is not None else []
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Client mode runs the client cases only; otherwise they are deselected."""
-    cases = [item for item in items if case_of(item) is not None]
-    if not cases:
-        return
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Iterator[None]:
+    """Client mode runs the client cases only; otherwise they are deselected (before any other
+    plugin counts, samples or lists the cases)."""
     client_mode = config.stash.get(_MODE, None) is not None
-    dropped = [item for item in cases if is_client_case(item) != client_mode]
+    dropped = [item for item in items if case_of(item) is not None and is_client_case(item) != client_mode]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         gone = set(dropped)
         items[:] = [item for item in items if item not in gone]
+    yield
 
 
 @pytest.fixture

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from backupproto.dialect import RequestCode, ResponseCode
-from backupproto.sessions import Direction, Session, SessionError, load
+from backupproto.sessions import Direction, Session, SessionError
 from conformance.case import Level
+from conformance.recording import load, plaintext_chunks
 from conformance.replay import ReplayMismatch, ReplayServer
 
 from .context import ClientCase, client_case
@@ -73,7 +74,7 @@ def _file(messages: list[Any]) -> dict[str, bytes]:
         if message.code == int(RequestCode.SEND_FILE) and message.content is not None:
             plain = message.content.plaintext
             if plain is not None and message.decoded is not None:
-                return {str(message.decoded["fields"]["file_name"]): b"".join(plain.chunks())}
+                return {str(message.decoded["fields"]["file_name"]): b"".join(plaintext_chunks(plain))}
     return PLACEHOLDER
 
 

@@ -5,31 +5,25 @@ client wrote there."""
 from __future__ import annotations
 
 import base64
-import binascii
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
+from Crypto.IO import PKCS8
+
 from backupproto import crypto
-from backupproto.errors import BackupProtoError
+from backupproto.client_files import (
+    ME_INFO,
+    PRIV_KEY,
+    ClientFileError,
+    Identity,
+    format_me_info,
+    format_private_key,
+    parse_me_info,
+    parse_private_key,
+)
 
 TRANSFER_INFO = "transfer.info"
-ME_INFO = "me.info"
-PRIV_KEY = "priv.key"
-
-
-@dataclass(frozen=True)
-class Identity:
-    """A client's saved identity (me.info): name, id, private key."""
-
-    name: str
-    client_id: bytes
-    private_key: crypto.RsaKey
-
-
-def key_base64(key: crypto.RsaKey) -> str:
-    """me.info line 3 / priv.key: base64 of the PKCS#8 DER, one line."""
-    return base64.b64encode(crypto.export_private_key(key)).decode("ascii")
+__all__ = ["ME_INFO", "PRIV_KEY", "TRANSFER_INFO", "BadClientFile", "Identity", "listing", "prepare"]
 
 
 def prepare(
@@ -53,56 +47,52 @@ def prepare(
     lines = [server, name, *(str(path) for path in paths)]
     (folder / TRANSFER_INFO).write_text("\n".join(lines) + "\n")
     if identity is not None:
-        text = key_base64(identity.private_key)
-        (folder / ME_INFO).write_text(f"{identity.name}\n{identity.client_id.hex()}\n{text}\n")
-        (folder / PRIV_KEY).write_text(text + "\n")
+        (folder / ME_INFO).write_text(format_me_info(identity))
+        (folder / PRIV_KEY).write_text(format_private_key(identity.private_key))
     return paths
 
 
 class BadClientFile(Exception):
-    """me.info or priv.key does not have the format of spec 12 (the message says how)."""
+    """me.info or priv.key is not as spec 12 says writers write it (the message says how)."""
 
 
-def _lines(path: Path) -> list[str]:
+def _text(path: Path) -> str:
     try:
-        text = path.read_bytes().decode("ascii")
+        return path.read_bytes().decode("ascii")
     except UnicodeDecodeError as error:
         raise BadClientFile(f"{path.name} is not ASCII text (byte {error.start})") from None
-    return [line.strip() for line in text.splitlines()]
 
 
-def _key(text: str, where: str) -> crypto.RsaKey:
+def _written_key_line(path: Path, lines: list[str], number: int) -> None:
+    """Writers put the key on ONE line, base64 of the PKCS#8 DER (readers accept more)."""
+    if len(lines) != number:
+        raise BadClientFile(f"{path.name} has {len(lines)} non-empty lines; a writer writes {number}")
     try:
-        der = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise BadClientFile(f"{where} is not base64: {error}") from None
-    try:
-        return crypto.import_private_key(der)
-    except BackupProtoError as error:
-        raise BadClientFile(f"{where} is base64 but not an RSA private key DER: {error}") from None
+        PKCS8.unwrap(base64.b64decode(lines[-1]))
+    except ValueError as error:
+        raise BadClientFile(f"{path.name} line {number}: not the base64 of a PKCS#8 DER ({error})") from None
 
 
 def read_me_info(path: Path) -> Identity:
-    """Parse me.info strictly as spec 12.2 says writers write it."""
-    lines = [line for line in _lines(path) if line]
-    if len(lines) < 3:
-        raise BadClientFile(f"{path.name} has {len(lines)} non-empty lines; expected 3 (name, id, key)")
-    name, hex_id = lines[0], lines[1]
+    """me.info as spec 12.2 says a writer writes it: name, 32 hex digits, one line of PKCS#8."""
+    text = _text(path)
     try:
-        client_id = bytes.fromhex(hex_id)
-    except ValueError:
-        client_id = b""
-    if len(client_id) != 16 or len(hex_id) != 32:
-        raise BadClientFile(f"{path.name} line 2 {hex_id!r} is not 32 hexadecimal digits")
-    return Identity(name, client_id, _key("".join(lines[2:]), f"{path.name} line 3"))
+        identity = parse_me_info(text)
+    except ClientFileError as error:
+        raise BadClientFile(f"{path.name} {error}") from None
+    _written_key_line(path, [line for line in text.splitlines() if line.strip()], 3)
+    return identity
 
 
 def read_priv_key(path: Path) -> crypto.RsaKey:
-    """Parse priv.key (one line of base64 PKCS#8 DER, spec 12.3)."""
-    lines = [line for line in _lines(path) if line]
-    if not lines:
-        raise BadClientFile(f"{path.name} is empty")
-    return _key("".join(lines), path.name)
+    """priv.key as spec 12.3 says a writer writes it: one line, base64 of the PKCS#8 DER."""
+    text = _text(path)
+    try:
+        key = parse_private_key(text)
+    except ClientFileError as error:
+        raise BadClientFile(f"{path.name} {error}") from None
+    _written_key_line(path, [line for line in text.splitlines() if line.strip()], 1)
+    return key
 
 
 def listing(folder: Path) -> list[str]:

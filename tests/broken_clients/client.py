@@ -8,7 +8,6 @@ Run in a working folder holding transfer.info (and me.info, priv.key for a retur
 from __future__ import annotations
 
 import argparse
-import base64
 import socket
 import sys
 import time
@@ -16,6 +15,14 @@ from pathlib import Path
 
 from backupproto import crypto
 from backupproto.cksum import Cksum
+from backupproto.client_files import (
+    ME_INFO,
+    PRIV_KEY,
+    Identity,
+    format_me_info,
+    format_private_key,
+    parse_me_info,
+)
 from backupproto.engine import ClientConnection
 from backupproto.errors import BackupProtoError
 from backupproto.events import (
@@ -75,12 +82,10 @@ class Client:
         self.address = (host, int(port))
         self.name = lines[1]
         self.files = [Path(line) for line in lines[2:]]
-        self.identity: tuple[str, bytes, crypto.RsaKey] | None = None
-        me_info = Path("me.info")
+        self.identity: Identity | None = None
+        me_info = Path(ME_INFO)
         if me_info.exists() and fault != "re-register":
-            name, hex_id, *key = me_info.read_text().split()
-            private_key = crypto.import_private_key(base64.b64decode("".join(key)))
-            self.identity = (name, bytes.fromhex(hex_id), private_key)
+            self.identity = parse_me_info(me_info.read_text())
 
     # --- wire ---------------------------------------------------------------------------------
 
@@ -147,10 +152,9 @@ class Client:
             print("Fatal: the name is taken (2101)", file=sys.stderr)
             raise SystemExit(3)
         key = crypto.generate_private_key()
-        text = base64.b64encode(crypto.export_private_key(key)).decode()
-        Path("priv.key").write_text(text + "\n")
-        Path("me.info").write_text(f"{self.name}\n{answer.client_id.hex()}\n{text}\n")
-        self.identity = (self.name, answer.client_id, key)
+        self.identity = Identity(self.name, answer.client_id, key)
+        Path(PRIV_KEY).write_text(format_private_key(key))
+        Path(ME_INFO).write_text(format_me_info(self.identity))
         keyed = self.request(SendPublicKey(answer.client_id, self.name, crypto.public_key_der(key)))
         assert isinstance(keyed, AesKey)
         return answer.client_id, crypto.unwrap_aes_key(key, keyed.encrypted_aes_key)
