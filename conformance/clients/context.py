@@ -20,7 +20,7 @@ from .runner import ClientRun, run_command, wait_by_hand
 from .server import Connection, Script, ScriptedServer
 from .workdir import ME_INFO, PRIV_KEY, TRANSFER_INFO, Identity, listing, prepare
 
-CLIENT_MARK = "bp_client"
+CLIENT_ATTRIBUTE = "__conformance_client_case__"
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -28,15 +28,15 @@ def client_case(case_id: str, *, level: Level, requirement: str) -> Callable[[_F
     """`conformance.case.case` for a client case (collected only in client mode)."""
 
     def decorate(function: _F) -> _F:
-        declared = case(case_id, level=level, requirement=requirement)(function)
-        return getattr(pytest.mark, CLIENT_MARK)(declared)  # type: ignore[no-any-return]
+        setattr(function, CLIENT_ATTRIBUTE, True)
+        return case(case_id, level=level, requirement=requirement)(function)
 
     return decorate
 
 
 def is_client_case(item: pytest.Item) -> bool:
     """True for an item declared with `client_case`."""
-    return item.get_closest_marker(CLIENT_MARK) is not None
+    return bool(getattr(getattr(item, "function", None), CLIENT_ATTRIBUTE, False))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import pytest
 from backupproto import dialect as dialects
 from conformance.case import case_of, parse_target
 
-from .context import CLIENT_MARK, ClientCase, ClientMode, is_client_case
+from .context import ClientCase, ClientMode, is_client_case
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_SILENT_TIMEOUT_S = 300.0
@@ -63,7 +63,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", f"{CLIENT_MARK}: a client case of the conformance suite (client mode)")
     config.stash[_MODE] = _mode(config)
 
 
