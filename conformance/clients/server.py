@@ -38,6 +38,7 @@ from backupproto.events import (
     SendPublicKey,
     ServerError,
 )
+from backupproto.io.listener import ThreadedListener
 from conformance.describe import describe_event, describe_request_bytes
 
 RECEIVE_SIZE = 1 << 16
@@ -106,7 +107,7 @@ class Connection:
 
 
 class ScriptedServer:
-    """Serves connections one at a time until `stop`; `connections` is the record."""
+    """Serves each connection in its own thread until `stop`; `connections` is the record."""
 
     def __init__(
         self, script: Script, *, dialect: Dialect = V3, listen: tuple[str, int] = ("127.0.0.1", 0)
@@ -114,18 +115,17 @@ class ScriptedServer:
         self.script = script
         self.dialect = dialect
         self.schemas = schemas_for(dialect)
-        self._listener = socket.create_server(listen)
-        self._listener.settimeout(POLL_S)
-        self.address: tuple[str, int] = self._listener.getsockname()[:2]
+        self._listener = ThreadedListener(listen, self._handle)
+        self.address: tuple[str, int] = (self._listener.address.host, self._listener.address.port)
         self.connections: list[Connection] = []
         self.crc_lies_told: dict[str, int] = {}
         self.keys_sent: list[bytes] = []
         self._stop = threading.Event()
+        self._open = 0
         self.idle = threading.Event()
         """Set while no connection is open."""
         self.idle.set()
         self.activity = threading.Condition()
-        self._thread = threading.Thread(target=self._serve, name="scripted-server", daemon=True)
 
     @property
     def stopping(self) -> bool:
@@ -133,15 +133,13 @@ class ScriptedServer:
         return self._stop.is_set()
 
     def start(self) -> ScriptedServer:
-        self._thread.start()
+        self._listener.start()
         return self
 
     def stop(self) -> None:
-        """Stop accepting, close the open connection, wait for the thread."""
+        """Stop accepting, end the open connections, wait for their threads."""
         self._stop.set()
-        self._thread.join(timeout=10)
-        with contextlib.suppress(OSError):
-            self._listener.close()
+        self._listener.close(timeout=10)
 
     def __enter__(self) -> ScriptedServer:
         return self.start()
@@ -149,29 +147,24 @@ class ScriptedServer:
     def __exit__(self, *_: object) -> None:
         self.stop()
 
-    # --- serving ------------------------------------------------------------------------------
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                sock, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            record = Connection(len(self.connections) + 1)
+    def _handle(self, sock: socket.socket, number: int) -> None:
+        record = Connection(number)
+        with self.activity:
+            self.connections.append(record)
+            self.connections.sort(key=lambda connection: connection.number)
+            self._open += 1
+            self.idle.clear()
+            self.activity.notify_all()
+        try:
+            _Session(self, sock, record).run()
+        finally:
+            with contextlib.suppress(OSError):
+                sock.close()
             with self.activity:
-                self.connections.append(record)
-                self.idle.clear()
-                self.activity.notify_all()
-            try:
-                _Session(self, sock, record).run()
-            finally:
-                with contextlib.suppress(OSError):
-                    sock.close()
-                with self.activity:
+                self._open -= 1
+                if not self._open:
                     self.idle.set()
-                    self.activity.notify_all()
+                self.activity.notify_all()
 
     def wrap_key(self, public_key: crypto.RsaKey) -> tuple[bytes, bytes]:
         """(fresh AES key, wrapped with OAEP SHA-1 to `public_key`)."""

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from Crypto.IO import PKCS8
 
@@ -75,24 +77,25 @@ def _written_key_line(path: Path, lines: list[str], number: int) -> None:
 
 def read_me_info(path: Path) -> Identity:
     """me.info as spec 12.2 says a writer writes it: name, 32 hex digits, one line of PKCS#8."""
-    text = _text(path)
-    try:
-        identity = parse_me_info(text)
-    except ClientFileError as error:
-        raise BadClientFile(f"{path.name} {error}") from None
-    _written_key_line(path, [line for line in text.splitlines() if line.strip()], 3)
+    identity: Identity = _read_written(path, parse_me_info, 3)
     return identity
 
 
 def read_priv_key(path: Path) -> crypto.RsaKey:
     """priv.key as spec 12.3 says a writer writes it: one line, base64 of the PKCS#8 DER."""
+    key: crypto.RsaKey = _read_written(path, parse_private_key, 1)
+    return key
+
+
+def _read_written(path: Path, parse: Callable[[str], Any], lines: int) -> Any:
+    """Parse with backupproto's reader, then hold the file to the writers' form (`lines` lines)."""
     text = _text(path)
     try:
-        key = parse_private_key(text)
+        value = parse(text)
     except ClientFileError as error:
         raise BadClientFile(f"{path.name} {error}") from None
-    _written_key_line(path, [line for line in text.splitlines() if line.strip()], 1)
-    return key
+    _written_key_line(path, [line for line in text.splitlines() if line.strip()], lines)
+    return value
 
 
 def listing(folder: Path) -> list[str]:
