@@ -4,6 +4,7 @@ message naming its fault; a client that hangs or crashes is reported as such."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import shlex
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from conformance.case import CASES
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN = ROOT / "tests" / "broken_clients" / "client.py"
@@ -162,3 +165,14 @@ def test_relative_paths_in_the_command_are_made_absolute(monkeypatch: pytest.Mon
     assert absolute_paths("python tests/broken_clients/client.py --fault x") == f"python {BROKEN} --fault x"
     assert absolute_paths("backup-client --timeout 5") == "backup-client --timeout 5"
     assert absolute_paths("./no-such-client --dir a/b") == "./no-such-client --dir a/b"
+
+
+def test_client_requirements_are_quoted_from_the_spec() -> None:
+    """Every client case's requirement occurs in spec/protocol.md (whitespace aside), as for servers."""
+    for module in sorted((ROOT / "conformance" / "clients").glob("test_*.py")):
+        importlib.import_module(f"conformance.clients.{module.stem}")
+    spec = " ".join((ROOT / "spec" / "protocol.md").read_text().split())
+    clients = {case_id: info for case_id, info in CASES.items() if "-client-" in case_id}
+    assert len(clients) > 25
+    quoted = {case_id: info for case_id, info in clients.items() if not case_id.startswith("15")}
+    assert [case_id for case_id, info in quoted.items() if info.requirement not in spec] == []

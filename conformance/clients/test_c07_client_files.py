@@ -14,9 +14,9 @@ from .server import Script
 
 SIZES = {"0-bytes": 0, "15-bytes": 15, "16-bytes": 16, "17-bytes": 17, "1-mib": 1 << 20, "8-mib": 8 << 20}
 CBC_REQUIREMENT = (
-    "The client encrypts the whole file as ONE AES-CBC stream under the session key, zero IV, PKCS#7 "
-    "padding (always: 16 bytes of 0x10 for a multiple of 16), content_size the encrypted size and "
-    "payload_size 259 + content_size; the content decrypts to the file (spec 4.4, 7.3)."
+    "The whole file is one CBC stream: one IV for the whole file, the blocks chained from the "
+    "first byte to the last, one padding at the end. Chunking the encryption (a new IV or new "
+    "padding per chunk) is not conformant."
 )
 
 
@@ -42,8 +42,12 @@ del _label, _size, _name, _function  # a case collected once, under its own name
 @client_case(
     "4.4-client-content-size",
     level=MUST,
-    requirement="content_size is the ENCRYPTED size (32 for a 17-byte file) and payload_size is "
-    "259 + content_size, little-endian (spec 3.3, 4.4).",
+    requirement=(
+        "`content_size` is the size of the encrypted content: a multiple of 16 and at least 16 "
+        "(an empty file encrypts to one block of padding), else `bad_content_size` (offset 23). "
+        "Then `payload_size` MUST equal `259 + content_size`, else `payload_size_mismatch` (field"
+        " `payload_size`, offset 19)."
+    ),
 )
 def test_content_size(client_case: ClientCase) -> None:
     files = {"seventeen.txt": b"seventeen bytes!\n"}
@@ -54,8 +58,10 @@ def test_content_size(client_case: ClientCase) -> None:
 @client_case(
     "3.4-client-names-nul-padded",
     level=MUST,
-    requirement="Name fields are 255 bytes: the ASCII text, a NUL terminator, NUL padding; the name is "
-    "line 2 of transfer.info and the file name the last component of line 3 (spec 3.4, 12.1).",
+    requirement=(
+        "The fields `name` and `file_name` are 255 bytes: the text, one NUL byte (0x00) "
+        "terminating it, then NUL bytes up to 255."
+    ),
 )
 def test_names(client_case: ClientCase) -> None:
     files = {"plain name.txt": b"x"}
@@ -79,7 +85,7 @@ def test_names(client_case: ClientCase) -> None:
 @client_case(
     "3.1-client-version-byte",
     level=MUST,
-    requirement="Every request header carries version 3 (spec 3.1).",
+    requirement=("`version`: MUST be 3."),
 )
 def test_version_byte(client_case: ClientCase) -> None:
     outcome = client_case.run(Script(), {"v.txt": b"version\n"})
@@ -95,8 +101,7 @@ def test_version_byte(client_case: ClientCase) -> None:
 @client_case(
     "12.1-client-several-files",
     level=INFO,
-    requirement="A client that accepts several files (transfer.info lines 3+, as the reference client "
-    "does) backs each up in turn; spec 12.1 names one file, so this is informational.",
+    requirement=("The file name sent is its last path component, which must satisfy the file-name grammar."),
 )
 def test_several_files(client_case: ClientCase) -> None:
     files = {"a.txt": b"first\n", "b.bin": content(5000, 5), "c.txt": b""}
