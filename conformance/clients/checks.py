@@ -11,9 +11,8 @@ from construct import ConstructError
 from backupproto import crypto
 from backupproto.cksum import cksum
 from backupproto.dialect import RequestCode
-from backupproto.engine import schemas_for
 from backupproto.errors import BackupProtoError
-from backupproto.schemas import _field_offsets
+from backupproto.schemas import schemas_for
 
 from .context import ClientCase, Outcome
 from .server import Connection, FileRecord
@@ -177,15 +176,13 @@ def check_me_info_written(case: ClientCase, outcome: Outcome) -> Identity | None
 
 
 def raw_field(case: ClientCase, raw: bytes, code: RequestCode | None, field: str) -> Any:
-    """A header field's value (`code` None), or a payload field's raw bytes, from a received request.
-
-    Offsets come from the schemas (`Schemas.offset` replaces `_field_offsets` once it lands)."""
+    """A header field's value (`code` None), or a payload field's raw bytes, from a received request
+    (offsets from the schemas' declarations)."""
     schemas = schemas_for(case.dialect)
-    header_size = schemas.request_header_size
     if code is None:
-        return getattr(schemas.request_header.parse(raw[:header_size]), field)
+        return getattr(schemas.request_header.parse(raw[: schemas.request_header_size]), field)
     schema = schemas.requests[code]
-    start = header_size + _field_offsets(schema)[field]
+    start = schemas.offset(code, field)
     size = next(sub for sub in schema.subcons if sub.name == field).sizeof()
     return raw[start : start + size]
 

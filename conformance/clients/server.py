@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from backupproto import crypto
 from backupproto.cksum import Cksum
 from backupproto.dialect import V3, Dialect
-from backupproto.engine import ServerConnection, schemas_for
+from backupproto.engine import ServerConnection
 from backupproto.errors import BackupProtoError
 from backupproto.events import (
     NEED_DATA,
@@ -39,6 +39,7 @@ from backupproto.events import (
     ServerError,
 )
 from backupproto.io.listener import ThreadedListener
+from backupproto.schemas import schemas_for
 from conformance.describe import describe_event, describe_request_bytes
 
 RECEIVE_SIZE = 1 << 16
