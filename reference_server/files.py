@@ -37,6 +37,8 @@ QUEUE_CHUNKS: Final = 4
 """Plaintext chunks waiting for the writer thread, at most (4 x 1 MiB = 4 MiB)."""
 FLUSH_EVERY: Final = 32 * 1024 * 1024
 """Bytes written between two fdatasync calls of a large upload."""
+LOCK_STRIPES: Final = 64
+"""Locks that order the changes of one file (hashed by client id and file name)."""
 _CLIENT_DIR: Final = re.compile(r"[0-9a-f]{32}")
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ class FileStore:
     def __init__(self, data_dir: Path) -> None:
         self.root = data_dir.resolve()
         self.temp_dir = self.root / TEMP_DIR
+        self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         try:
             self.temp_dir.mkdir(mode=0o700, exist_ok=True)
             self.own_names = os.name == "posix" and not _folds_case(self.temp_dir)
@@ -86,6 +89,29 @@ class FileStore:
         if folder.resolve() != folder or final.parent != folder or final.name != parts[1]:
             raise StorageError(f"path name {path_name!r} resolves outside its client folder ({final})")
         return final
+
+    def _lock(self, client_id: bytes, file_name: str) -> threading.Lock:
+        """The lock that orders every change of one (client, file name): one of `LOCK_STRIPES`."""
+        return self._locks[hash((client_id, file_name)) % LOCK_STRIPES]
+
+    def install(self, store: Store, client_id: bytes, file_name: str, upload: Upload) -> None:
+        """Make a finished upload the stored version: row (Verified=0, new version tag), then rename.
+
+        Both steps run under the file's lock, so the version tag in the store always names the
+        bytes at the final path: two uploads of one name can never commit in one order and
+        rename in the other (spec 9.2 rule 2).
+        """
+        with self._lock(client_id, file_name):
+            store.put_file(client_id, file_name, upload.path_name, upload.version)
+            upload.commit()
+
+    def verify(self, store: Store, client_id: bytes, file_name: str, version: str | None) -> bool:
+        """1104: mark `version` Verified=1 if it is still the stored one; False if it was replaced
+        (or if this connection wrote no version)."""
+        if version is None:
+            return False
+        with self._lock(client_id, file_name):
+            return store.set_verified(client_id, file_name, True, version) is not None
 
     def begin(self, client_id: bytes, file_name: str, aes_key: bytes) -> Upload:
         """Start receiving a file into a fresh temp file."""

@@ -288,8 +288,7 @@ class Session:
         assert upload is not None and request is not None
         try:
             crc = upload.finish()
-            self.store.put_file(request.client_id, request.file_name, upload.path_name, upload.version)
-            upload.commit()
+            self.files.install(self.store, request.client_id, request.file_name, upload)
         except Exception:
             self._drop_upload()
             raise
@@ -303,8 +302,8 @@ class Session:
     def _verdict(self, request: CrcOk | CrcGiveUp) -> Response:
         client_id = self._known_client(request)
         if isinstance(request, CrcOk):
-            record = self.store.set_verified(client_id, request.file_name, True, self.written_version)
-            outcome = "verified" if record else "left unverified: replaced since by another connection"
+            verified = self.files.verify(self.store, client_id, request.file_name, self.written_version)
+            outcome = "verified" if verified else "left unverified: replaced since by another connection"
         else:
             self.store.touch(client_id)
             outcome = "kept unverified"
