@@ -98,27 +98,32 @@ def test_racing_uploads_never_verify_unconfirmed_bytes(in_process_server: Server
         client_id = setup.new_client("crowd", key)
     for round_number in range(rounds):
         contents = [bytes([65 + round_number % 26]) * 700, bytes([97 + round_number % 26]) * 900]
-        connections = [TestClient(server.address), TestClient(server.address)]
-        try:
-            for connection in connections:
-                connection.client_id = client_id
-                assert isinstance(connection.reconnect("crowd", key), ReconnectApproved)
-            start = threading.Barrier(2, timeout=10)
-            answers: list[object] = [None, None]
-
-            def upload(index: int) -> None:
-                start.wait()
-                answers[index] = connections[index].send_file("race.bin", contents[index])
-
-            threads = [threading.Thread(target=upload, args=(index,), daemon=True) for index in (0, 1)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(10)
-            assert all(isinstance(answer, FileReceived) for answer in answers), answers
-            connections[1].crc_ok("race.bin")
-        finally:
-            for connection in connections:
-                connection.close()
-        data, verified = stored(server, client_id, "race.bin")
+        data, verified = race_once(server, client_id, key, contents)
         assert not (verified and data != contents[1]), f"round {round_number}: unconfirmed bytes verified"
+
+
+def race_once(server: Server, client_id: bytes, key: Any, contents: list[bytes]) -> tuple[bytes, int]:
+    """Both connections upload `race.bin` at once; the second confirms with 1104."""
+    connections = [TestClient(server.address), TestClient(server.address)]
+    try:
+        for connection in connections:
+            connection.client_id = client_id
+            assert isinstance(connection.reconnect("crowd", key), ReconnectApproved)
+        start = threading.Barrier(2, timeout=10)
+        answers: list[object] = [None, None]
+
+        def upload(index: int) -> None:
+            start.wait()
+            answers[index] = connections[index].send_file("race.bin", contents[index])
+
+        threads = [threading.Thread(target=upload, args=(index,), daemon=True) for index in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert all(isinstance(answer, FileReceived) for answer in answers), answers
+        connections[1].crc_ok("race.bin")
+    finally:
+        for connection in connections:
+            connection.close()
+    return stored(server, client_id, "race.bin")
