@@ -28,6 +28,12 @@ def _positive(kind: type[int] | type[float]) -> type:
     return parse  # type: ignore[return-value]
 
 
+def _non_negative(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return int(text)
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number 0..65535")
@@ -78,6 +84,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=MAX_CONTENT_SIZE,
         help=f"largest accepted content_size (encrypted bytes; default {MAX_CONTENT_SIZE}, the protocol max)",
     )
+    parser.add_argument(
+        "--keep-versions",
+        type=_non_negative,
+        default=1,
+        help="older verified versions kept per file once a newer one is verified (default 1)",
+    )
+    parser.add_argument(
+        "--max-decrypt-failures",
+        type=_positive(int),
+        default=5,
+        help="failed decryptions of one client id that lock it out (default 5)",
+    )
+    parser.add_argument(
+        "--decrypt-lockout",
+        type=_positive(float),
+        default=900.0,
+        help="seconds a locked-out client id is refused 1102/1103 (default 900)",
+    )
     return parser.parse_args(argv)
 
 
@@ -100,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         idle_timeout=args.idle_timeout,
         read_timeout=args.read_timeout,
         max_file_size=args.max_file_size,
+        keep_versions=args.keep_versions,
+        max_decrypt_failures=args.max_decrypt_failures,
+        decrypt_lockout=args.decrypt_lockout,
     )
     try:
         server = Server(config)

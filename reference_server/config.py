@@ -27,6 +27,12 @@ class ServerConfig:
     idle_timeout: float = 60.0
     read_timeout: float = 30.0
     max_file_size: int = MAX_CONTENT_SIZE
+    keep_versions: int = 1
+    """Older verified versions kept per file after a newer one is verified (spec 9.2 rule 7)."""
+    max_decrypt_failures: int = 5
+    """Failed decryptions (bad padding) of one client id that start a lockout (spec 13.3)."""
+    decrypt_lockout: float = 900.0
+    """Seconds a locked-out client id is refused 1102 and 1103; also how long failures count."""
     shutdown_grace: float = 5.0
     """How long shutdown waits for sessions to wind down before it stops waiting."""
 

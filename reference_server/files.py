@@ -21,6 +21,7 @@ import logging
 import os
 import queue
 import re
+import shutil
 import threading
 import uuid
 from pathlib import Path
@@ -33,6 +34,8 @@ from .errors import StorageError
 from .store import Store
 
 TEMP_DIR: Final = ".tmp"
+VERSIONS_DIR: Final = ".versions"
+"""Older verified versions: `<root>/.versions/<client id hex>/<random>` (never a client folder)."""
 QUEUE_CHUNKS: Final = 4
 """Plaintext chunks waiting for the writer thread, at most (4 x 1 MiB = 4 MiB)."""
 FLUSH_EVERY: Final = 32 * 1024 * 1024
@@ -61,12 +64,16 @@ def _folds_case(folder: Path) -> bool:
 class FileStore:
     """Where files live under the data folder, and how they get there."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, keep_versions: int = 1) -> None:
         self.root = data_dir.resolve()
         self.temp_dir = self.root / TEMP_DIR
+        self.versions_dir = self.root / VERSIONS_DIR
+        self.keep_versions = keep_versions
+        """Older verified versions kept per file once a newer one is verified (0: none)."""
         self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         try:
             self.temp_dir.mkdir(mode=0o700, exist_ok=True)
+            self.versions_dir.mkdir(mode=0o700, exist_ok=True)
             self.own_names = os.name == "posix" and not _folds_case(self.temp_dir)
         except OSError as error:
             raise StorageError(f"cannot use the temp folder {self.temp_dir}: {error}") from None
@@ -102,8 +109,28 @@ class FileStore:
         rename in the other (spec 9.2 rule 2).
         """
         with self._lock(client_id, file_name):
-            store.put_file(client_id, file_name, upload.path_name, upload.version)
+            current = store.file(client_id, file_name)
+            archived = None
+            if current is not None and current.verified:
+                archived = self._archive(client_id, upload.final)
+            store.put_file(client_id, file_name, upload.path_name, upload.version, archived)
             upload.commit()
+
+    def _archive(self, client_id: bytes, final: Path) -> str | None:
+        """Keep the verified file at `final` as an older version (a hard link); its PathName."""
+        folder = self.versions_dir / client_id.hex()
+        name = uuid.uuid4().hex
+        try:
+            if not folder.is_dir():
+                folder.mkdir(mode=0o700)
+                _fsync_dir(self.versions_dir)
+            os.link(final, folder / name)
+            _fsync_dir(folder)
+        except FileNotFoundError:
+            return None  # the verified file vanished from disk: nothing to keep
+        except OSError as error:
+            raise StorageError(f"cannot keep the verified version of {final}: {error}") from None
+        return f"{VERSIONS_DIR}/{client_id.hex()}/{name}"
 
     def verify(self, store: Store, client_id: bytes, file_name: str, version: str | None) -> bool:
         """1104: mark `version` Verified=1 if it is still the stored one; False if it was replaced
@@ -111,7 +138,20 @@ class FileStore:
         if version is None:
             return False
         with self._lock(client_id, file_name):
-            return store.set_verified(client_id, file_name, True, version) is not None
+            if store.set_verified(client_id, file_name, True, version) is None:
+                return False
+            kept = store.versions(client_id, file_name)
+            expired = kept[: max(0, len(kept) - self.keep_versions)]
+            store.forget_versions(expired)
+        for path_name in expired:
+            self._remove_version(path_name)
+        return True
+
+    def _remove_version(self, path_name: str) -> None:
+        try:
+            (self.root / path_name).unlink(missing_ok=True)
+        except OSError as error:
+            log.error("cannot remove the expired version %s: %s (startup repair will)", path_name, error)
 
     def begin(self, client_id: bytes, file_name: str, aes_key: bytes) -> Upload:
         """Start receiving a file into a fresh temp file."""
@@ -123,8 +163,12 @@ class FileStore:
         are kept with Verified=0. Returns a line per repair; files without a row are logged."""
         done: list[str] = []
         for entry in sorted(self.temp_dir.iterdir()):
-            entry.unlink()
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
             done.append(f"removed the unfinished upload {entry}")
+        done += self._repair_versions(store)
         known: set[Path] = set()
         for record in store.files():
             try:
@@ -152,6 +196,21 @@ class FileStore:
                 for entry in sorted(folder.iterdir()):
                     if entry not in known:
                         log.warning("kept %s: no database row refers to it", entry)
+        return done
+
+    def _repair_versions(self, store: Store) -> list[str]:
+        """Drop kept-version rows without a file and kept-version files without a row."""
+        done: list[str] = []
+        rows = store.versions()
+        missing = [name for name in rows if not (self.root / name).is_file()]
+        store.forget_versions(missing)
+        done += [f"forgot the kept version {name}: its file is missing" for name in missing]
+        known = set(rows)
+        for folder in sorted(self.versions_dir.iterdir()):
+            for entry in sorted(folder.iterdir()) if folder.is_dir() else [folder]:
+                if entry.relative_to(self.root).as_posix() not in known:
+                    entry.unlink()
+                    done.append(f"removed {entry}: an older version no row refers to")
         return done
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from .config import ServerConfig
 from .errors import ReferenceServerError, StartupError
 from .files import FileStore
+from .lockout import DecryptionFailures
 from .session import Session
 from .store import DB_NAME, Store
 
@@ -44,7 +45,7 @@ class Server:
         self.config = config
         self.data_dir = prepare_data_dir(config.data_dir)
         try:
-            self.files = FileStore(self.data_dir)
+            self.files = FileStore(self.data_dir, config.keep_versions)
             self.store = Store(self.data_dir / DB_NAME)
         except ReferenceServerError as error:
             raise StartupError(str(error)) from None
@@ -54,6 +55,7 @@ class Server:
         self._lock = threading.Lock()
         self._sessions: dict[Session, threading.Thread] = {}
         self._refused_total = 0
+        self.failures = DecryptionFailures(config.max_decrypt_failures, config.decrypt_lockout)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -110,7 +112,7 @@ class Server:
         with self._lock:
             full = len(self._sessions) >= self.config.max_connections
             if not full:
-                session = Session(sock, peer, self.store, self.files, self.config)
+                session = Session(sock, peer, self.store, self.files, self.config, self.failures)
                 thread = threading.Thread(
                     target=self._run, args=(session,), name=f"session {peer}", daemon=True
                 )

@@ -16,7 +16,7 @@ from typing import Final
 
 from backupproto.crypto import import_public_key, new_aes_key, wrap_aes_key
 from backupproto.engine import ServerConnection
-from backupproto.errors import BackupProtoError, RemoteProtocolError
+from backupproto.errors import BackupProtoError, CryptoError, RemoteProtocolError
 from backupproto.events import (
     NEED_DATA,
     Acknowledged,
@@ -45,6 +45,7 @@ from backupproto.schemas import V3_SCHEMAS, der_length
 from .config import ServerConfig
 from .errors import ReferenceServerError, RequestRefused
 from .files import FileStore, Upload
+from .lockout import DecryptionFailures
 from .store import Store
 
 RECV_SIZE: Final = 1024 * 1024
@@ -60,7 +61,16 @@ log = logging.getLogger(__name__)
 class Session:
     """Serves one accepted connection until the client leaves, a 2107, a timeout or shutdown."""
 
-    def __init__(self, sock: socket.socket, peer: str, store: Store, files: FileStore, config: ServerConfig):
+    def __init__(
+        self,
+        sock: socket.socket,
+        peer: str,
+        store: Store,
+        files: FileStore,
+        config: ServerConfig,
+        failures: DecryptionFailures,
+    ) -> None:
+        self.failures = failures
         self.sock = sock
         self.peer = peer
         self.store = store
@@ -252,6 +262,7 @@ class Session:
         return AesKey(client_id, wrapped)
 
     def _reconnect(self, request: Reconnect) -> Response:
+        self._check_not_locked_out(request.client_id)
         client = self.store.client(request.client_id)
         reason = None
         if client is None:
@@ -277,6 +288,7 @@ class Session:
 
     def _send_file(self, request: SendFile) -> None:
         client_id = self._known_client(request)
+        self._check_not_locked_out(client_id)
         if self.aes_key is None:  # pragma: no cover - the engine allows 1103 only when keyed
             raise RequestRefused("no AES key on this connection")
         self.upload = self.files.begin(client_id, request.file_name, self.aes_key)
@@ -287,7 +299,11 @@ class Session:
         request = self.engine.conversation.file
         assert upload is not None and request is not None
         try:
-            crc = upload.finish()
+            try:
+                crc = upload.finish()
+            except CryptoError:
+                self._count_failure(request.client_id)
+                raise
             self.files.install(self.store, request.client_id, request.file_name, upload)
         except Exception:
             self._drop_upload()
@@ -298,6 +314,25 @@ class Session:
             request, f"2103 FILE_RECEIVED: {upload.size} bytes, cksum {crc}, stored as {upload.path_name}"
         )
         return FileReceived(request.client_id, request.content_size, request.file_name, crc)
+
+    def _count_failure(self, client_id: bytes) -> None:
+        if self.failures.record(client_id):
+            log.warning(
+                "%s: client %s: %d failed decryptions within %g s; its 1102 and 1103 are refused for %g s",
+                self.peer,
+                client_id.hex(),
+                self.failures.limit,
+                self.failures.lockout,
+                self.failures.lockout,
+            )
+
+    def _check_not_locked_out(self, client_id: bytes) -> None:
+        left = self.failures.locked_for(client_id)
+        if left > 0:
+            raise RequestRefused(
+                f"client id {client_id.hex()} is locked out for {left:.0f} more s after "
+                f"{self.failures.limit} failed decryptions (spec 13.3)"
+            )
 
     def _verdict(self, request: CrcOk | CrcGiveUp) -> Response:
         client_id = self._known_client(request)

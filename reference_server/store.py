@@ -35,6 +35,12 @@ CREATE TABLE IF NOT EXISTS files (
     Verified INTEGER NOT NULL DEFAULT 0 CHECK (Verified IN (0, 1)),
     PRIMARY KEY (ID, FileName)
 );
+CREATE TABLE IF NOT EXISTS versions (
+    ID BLOB NOT NULL REFERENCES clients (ID),
+    FileName TEXT NOT NULL,
+    PathName TEXT NOT NULL PRIMARY KEY,
+    StoredAt TEXT NOT NULL
+);
 """
 
 
@@ -128,7 +134,8 @@ class Store:
                     self._db.execute(sql, values)
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite may have rolled back already (e.g. disk full)
+                    self._db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as error:
             raise StorageError(f"database write failed: {error}") from None
@@ -185,12 +192,24 @@ class Store:
             self._write([("UPDATE clients SET LastSeen = ? WHERE ID = ?", (now, client_id))])
             self._clients[client_id] = replace(self._clients[client_id], last_seen=now)
 
-    def put_file(self, client_id: bytes, file_name: str, path_name: str, version: str) -> FileRecord:
-        """Record a newly received version of a file: Verified=0 (replaces an older row)."""
+    def put_file(
+        self, client_id: bytes, file_name: str, path_name: str, version: str, archived: str | None = None
+    ) -> FileRecord:
+        """Record a newly received version of a file: Verified=0 (replaces an older row). `archived`:
+        where the previous verified version was kept (a `versions` row in the same transaction)."""
         with self._lock:
             now = utc_now()
+            archive_rows: list[tuple[str, tuple[object, ...]]] = []
+            if archived is not None:
+                archive_rows.append(
+                    (
+                        "INSERT INTO versions (ID, FileName, PathName, StoredAt) VALUES (?, ?, ?, ?)",
+                        (client_id, file_name, archived, now),
+                    )
+                )
             self._write(
                 [
+                    *archive_rows,
                     (
                         "INSERT INTO files (ID, FileName, PathName, Verified) VALUES (?, ?, ?, 0) "
                         "ON CONFLICT (ID, FileName) DO UPDATE SET PathName = excluded.PathName, Verified = 0",
@@ -227,3 +246,24 @@ class Store:
             self._files[(client_id, file_name)] = record
             self._clients[client_id] = replace(self._clients[client_id], last_seen=now)
             return record
+
+    def versions(self, client_id: bytes | None = None, file_name: str | None = None) -> list[str]:
+        """PathNames of kept older verified versions (of one file, or all), oldest first."""
+        where: str = ""
+        values: tuple[object, ...] = ()
+        if client_id is not None:
+            where, values = " WHERE ID = ? AND FileName = ?", (client_id, file_name)
+        with self._lock:
+            try:
+                found = self._db.execute(
+                    f"SELECT PathName FROM versions{where} ORDER BY StoredAt, rowid", values
+                ).fetchall()
+            except sqlite3.Error as error:
+                raise StorageError(f"database read failed: {error}") from None
+        return [row[0] for row in found]
+
+    def forget_versions(self, path_names: list[str]) -> None:
+        """Delete the `versions` rows of these PathNames (one transaction)."""
+        if path_names:
+            with self._lock:
+                self._write([("DELETE FROM versions WHERE PathName = ?", (name,)) for name in path_names])
