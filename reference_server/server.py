@@ -22,13 +22,21 @@ log = logging.getLogger(__name__)
 
 
 def prepare_data_dir(path: Path) -> Path:
-    """Create the data folder if needed and check that it is a writable folder."""
+    """Create the data folder if needed, make it owner-only (0700, spec 13.10), check it is writable."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except FileExistsError:
         raise StartupError(f"data dir {path} exists and is not a folder") from None
     except OSError as error:
         raise StartupError(f"cannot create the data dir {path}: {error.strerror or error}") from None
+    if os.name == "posix":
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            try:
+                path.chmod(mode & 0o700)
+            except OSError as error:
+                raise StartupError(f"cannot make the data dir {path} owner-only: {error}") from None
+            log.info("data dir %s: permissions %04o -> %04o (owner only)", path, mode, mode & 0o700)
     probe = path / f".write-probe-{uuid.uuid4().hex}"
     try:
         probe.write_bytes(b"")

@@ -8,6 +8,8 @@ is a few small row writes, so it never waits on a client.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import threading
 import uuid
@@ -42,6 +44,16 @@ CREATE TABLE IF NOT EXISTS versions (
     StoredAt TEXT NOT NULL
 );
 """
+
+
+def _owner_only(path: Path) -> None:
+    """Create the database file 0600 (SQLite gives its -wal and -shm the same mode) and
+    tighten the mode of existing ones, whatever the umask (spec 13.10)."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    if os.name == "posix":
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(f"{path}{suffix}", 0o600)
 
 
 def utc_now() -> str:
@@ -81,6 +93,7 @@ class Store:
         self.path = path
         self._lock = threading.Lock()
         try:
+            _owner_only(path)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
@@ -94,7 +107,7 @@ class Store:
                 (row[0], row[1]): FileRecord(row[0], row[1], row[2], bool(row[3]))
                 for row in self._db.execute("SELECT ID, FileName, PathName, Verified FROM files")
             }
-        except sqlite3.Error as error:
+        except (sqlite3.Error, OSError) as error:
             raise StorageError(f"cannot open the database {path}: {error}") from None
         self._names = {client.name: client.id for client in self._clients.values()}
 
