@@ -1,5 +1,14 @@
-"""The cryptography of protocol v3 on pycryptodome: RSA-1024 keys, OAEP-wrapped AES keys,
-and streaming AES-128-CBC with a zero IV and PKCS#7 padding (as Crypto++ does it).
+"""The cryptography of protocol v3: RSA-1024 keys, OAEP-wrapped AES keys, and streaming
+AES-CBC (128- or 256-bit keys) with a zero IV and PKCS#7 padding (as Crypto++ does it).
+
+Two libraries, each where it is best. RSA and OAEP run on pycryptodome: its `RsaKey` is
+part of this module's API, its DER reader gives the precise refusals of `import_public_key`,
+and there is one RSA operation per connection, so speed does not matter there. Bulk AES
+runs on OpenSSL through the `cryptography` package when it is installed (a declared
+dependency): OpenSSL uses AES-NI and decrypts CBC blocks in parallel (about 10x
+pycryptodome's decryption here) and lets other threads run meanwhile; pycryptodome is the
+fallback when `cryptography` cannot be imported. Both give the same bytes; the test vectors
+run on both (`AES_BACKENDS`, the `backend=` argument of the CBC classes).
 
 Keys travel as Crypto++ writes them: the public key as X.509 SubjectPublicKeyInfo DER
 (160 bytes for RSA-1024 with e=17), the private key as PKCS#8 DER. Refused keys and
@@ -19,10 +28,18 @@ from Crypto.PublicKey.RSA import RsaKey
 from Crypto.Random import get_random_bytes
 from Crypto.Util.asn1 import DerBitString, DerObjectId, DerSequence
 
+try:
+    from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
+except ImportError:  # pragma: no cover - the fallback when `cryptography` is not installed
+    Cipher = None  # type: ignore[assignment,misc]
+
 from backupproto.dialect import V3
 from backupproto.errors import CryptoError, ErrorKind
 
 __all__ = [
+    "AES_BACKENDS",
+    "AES_KEY_SIZES",
+    "DEFAULT_AES_BACKEND",
     "CbcDecryptor",
     "CbcEncryptor",
     "RsaKey",
@@ -41,6 +58,13 @@ RSA_ENCRYPTION_OID: Final = "1.2.840.113549.1.1.1"
 BLOCK: Final = V3.aes_block_size
 ZERO_IV: Final = bytes(BLOCK)
 _OAEP_HASHES: Final = {"sha1": SHA1, "sha256": SHA256}
+AES_KEY_SIZES: Final = (16, 32)
+"""AES-128 (v3, 2022C, 2023A/C) and AES-256 (2024A/C)."""
+AES_BACKENDS: Final[tuple[str, ...]] = (
+    ("openssl", "pycryptodome") if Cipher is not None else ("pycryptodome",)
+)
+"""The AES implementations available here, preferred first."""
+DEFAULT_AES_BACKEND: Final = AES_BACKENDS[0]
 
 _Buffer = bytes | bytearray | memoryview
 
@@ -157,9 +181,11 @@ def import_private_key(data: _Buffer | str) -> RsaKey:
 # --- AES key transport ----------------------------------------------------------------------
 
 
-def new_aes_key() -> bytes:
-    """A fresh random AES-128 key (16 bytes)."""
-    return get_random_bytes(V3.aes_key_size)
+def new_aes_key(size: int = V3.aes_key_size) -> bytes:
+    """A fresh random AES key: 16 bytes (AES-128, the default) or 32 (AES-256)."""
+    if size not in AES_KEY_SIZES:
+        raise ValueError(f"AES key size must be one of {AES_KEY_SIZES}, not {size}")
+    return get_random_bytes(size)
 
 
 def _oaep(key: RsaKey, hash_name: str) -> PKCS1_OAEP.PKCS1OAEP_Cipher:
@@ -213,7 +239,7 @@ def unwrap_aes_key(private_key: RsaKey, wrapped: _Buffer) -> bytes:
     )
 
 
-# --- AES-128-CBC, zero IV, PKCS#7, streaming ------------------------------------------------
+# --- AES-CBC, zero IV, PKCS#7, streaming ----------------------------------------------------
 
 
 def encrypted_size(plain_size: int) -> int:
@@ -223,20 +249,32 @@ def encrypted_size(plain_size: int) -> int:
 
 def _check_key(key: _Buffer) -> bytes:
     key = bytes(key)
-    if len(key) != V3.aes_key_size:
-        raise ValueError(f"AES key must be {V3.aes_key_size} bytes, not {len(key)}")
+    if len(key) not in AES_KEY_SIZES:
+        raise ValueError(f"AES key must be 16 or 32 bytes, not {len(key)}")
     return key
 
 
 class _CbcStream:
-    """Shared machinery: feed whole blocks to pycryptodome in one call per update.
+    """Shared machinery: feed whole blocks to the AES backend in one call per update.
 
     Bytes carried over from the previous call (`_pending`) and the head of the new chunk
     are joined in a reused scratch buffer, so each update allocates only its output.
+    `backend`: one of `AES_BACKENDS` (default `DEFAULT_AES_BACKEND`).
     """
 
-    def __init__(self, key: _Buffer) -> None:
-        self._cipher = AES.new(_check_key(key), AES.MODE_CBC, iv=ZERO_IV)
+    _encrypting = True
+
+    def __init__(self, key: _Buffer, *, backend: str = DEFAULT_AES_BACKEND) -> None:
+        key = _check_key(key)
+        if backend not in AES_BACKENDS:
+            raise ValueError(f"AES backend must be one of {AES_BACKENDS}, not {backend!r}")
+        self.backend = backend
+        self._openssl: CipherContext | None = None
+        if backend == "openssl":
+            cipher = Cipher(algorithms.AES(key), modes.CBC(ZERO_IV))
+            self._openssl = cipher.encryptor() if self._encrypting else cipher.decryptor()
+        else:
+            self._cipher = AES.new(key, AES.MODE_CBC, iv=ZERO_IV)
         self._pending = bytearray()
         self._scratch = bytearray()
         self._length = 0
@@ -286,10 +324,12 @@ class _CbcStream:
 
 
 class CbcEncryptor(_CbcStream):
-    """Streaming AES-128-CBC encryption (IV zero, PKCS#7): ``update()`` chunks, then
+    """Streaming AES-CBC encryption (IV zero, PKCS#7): ``update()`` chunks, then
     ``finalize()``. Only a partial block (< 16 bytes) is kept between calls."""
 
     def _process(self, data: bytes | bytearray | memoryview) -> bytes:
+        if self._openssl is not None:
+            return self._openssl.update(data)
         out: bytes = self._cipher.encrypt(data)
         return out
 
@@ -304,10 +344,14 @@ class CbcEncryptor(_CbcStream):
 
 
 class CbcDecryptor(_CbcStream):
-    """Streaming AES-128-CBC decryption (IV zero, PKCS#7). ``update()`` holds back the last
+    """Streaming AES-CBC decryption (IV zero, PKCS#7). ``update()`` holds back the last
     full block so that ``finalize()`` can check and strip the padding."""
 
+    _encrypting = False
+
     def _process(self, data: bytes | bytearray | memoryview) -> bytes:
+        if self._openssl is not None:
+            return self._openssl.update(data)
         out: bytes = self._cipher.decrypt(data)
         return out
 
