@@ -81,10 +81,10 @@ class ConnectionTable(Generic[Slot]):
         self._count[address] += 1
 
     def remove(self, slot: Slot) -> None:
-        address = self._address.pop(slot, None)
-        if address is None:
+        if slot not in self._address:
             return
         self.busy(slot)
+        address = self._address.pop(slot)
         self._count[address] -= 1
         if not self._count[address]:
             del self._count[address]

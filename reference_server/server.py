@@ -154,6 +154,7 @@ class Server:
                     self.table.events["accept failed"] += 1
                 continue
             self._admit(sock, f"{address[0]}:{address[1]}", address[0])
+            await asyncio.sleep(0)  # let the sessions run between accepts in a burst
 
     def _admit(self, sock: socket.socket, peer: str, host: str) -> None:
         """Room for the connection (dropping the longest idle if needed), else close it at once."""
@@ -169,6 +170,7 @@ class Server:
             sock, peer, self.store, self.files, self.config, self.failures, self.pool, self.table
         )
         self.table.add(session, host)
+        self.table.idle(session)  # nothing received yet: at a message boundary
         log.debug("%s: connected", peer)
         task = asyncio.create_task(session.run(), name=f"session {peer}")
         self._tasks[session] = task
