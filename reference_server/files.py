@@ -36,6 +36,8 @@ from .store import Store
 TEMP_DIR: Final = ".tmp"
 VERSIONS_DIR: Final = ".versions"
 """Older verified versions: `<root>/.versions/<client id hex>/<random>` (never a client folder)."""
+DIRECT_WRITE_LIMIT: Final = 1024 * 1024
+"""Files up to this size are written by the decrypting thread itself; larger ones by a writer thread."""
 QUEUE_CHUNKS: Final = 4
 """Plaintext chunks waiting for the writer thread, at most (4 x 1 MiB = 4 MiB)."""
 FLUSH_EVERY: Final = 32 * 1024 * 1024
@@ -262,8 +264,8 @@ class Upload:
             raise StorageError(f"cannot create {self.temp}: {error}") from None
         self._decryptor = CbcDecryptor(aes_key)
         self._cksum = Cksum()
-        self._writer: _Writer | None = _Writer(self._fd, self.temp)
-        self._writer.start()
+        self._writer: _Writer | None = None
+        """Started once the file outgrows `DIRECT_WRITE_LIMIT` (small files need no thread)."""
 
     @property
     def size(self) -> int:
@@ -271,13 +273,26 @@ class Upload:
         return self._cksum.length
 
     def _write(self, plain: bytes) -> None:
+        if not plain:
+            return
+        self._cksum.update(plain)
         writer = self._writer
-        assert writer is not None
+        if writer is None and self._cksum.length <= DIRECT_WRITE_LIMIT:
+            assert self._fd is not None
+            try:
+                view = memoryview(plain)
+                while view:
+                    view = view[os.write(self._fd, view) :]
+            except OSError as error:
+                raise StorageError(f"cannot write {self.temp}: {error}") from None
+            return
+        if writer is None:
+            assert self._fd is not None
+            writer = self._writer = _Writer(self._fd, self.temp)
+            writer.start()
         if writer.error is not None:
             raise writer.error
-        if plain:
-            self._cksum.update(plain)
-            writer.queue.put(plain)
+        writer.queue.put(plain)
 
     def _stop_writer(self, cancel: bool) -> None:
         writer, self._writer = self._writer, None

@@ -441,6 +441,8 @@ class Session:
         return Acknowledged(client_id)
 
     def _log(self, request: Request, outcome: str) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
         client = self.store.client(request.client_id)
         who = f"client {request.client_id.hex()} ({client.name!r})" if client else "new client"
         log.info("%s: %s %s -> %s", self.peer, who, _describe(request), outcome)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,3 +93,36 @@ def test_a_folder_inside_tmp_does_not_stop_startup(tmp_path: Path) -> None:
         assert "removed the unfinished upload" in server.log()
     finally:
         server.stop()
+
+
+def test_concurrent_steps_share_one_commit(tmp_path: Path) -> None:
+    """Group commit: registrations written while a commit is under way share the next COMMIT, and
+    none returns before its row is committed (visible to another connection)."""
+    store = Store(tmp_path / "server.db")
+    commits: list[str] = []
+    store._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    done: list[str] = []
+    try:
+        with store._commit_lock:  # a commit under way: the steps below queue behind it
+            threads = [
+                threading.Thread(target=lambda n=n: done.append(str(store.register(f"c{n}"))))
+                for n in range(10)
+            ]
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 10
+            while len(store._names) < 10 and time.monotonic() < deadline:  # bounded wait: all written
+                time.sleep(0.01)
+            assert done == []  # written, not yet durable: nobody has returned
+        for thread in threads:
+            thread.join(10)
+        assert len(done) == 10
+        assert commits == ["COMMIT"]
+        assert rows_of(tmp_path / "server.db", "SELECT COUNT(*) FROM clients") == [(10,)]
+    finally:
+        store.close()
+
+
+def rows_of(path: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return list(db.execute(sql))
