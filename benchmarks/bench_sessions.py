@@ -26,12 +26,19 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from backupproto.cksum import Cksum
-from backupproto.crypto import RsaKey, generate_private_key, import_private_key, unwrap_aes_key
-from backupproto.crypto import CbcEncryptor, encrypted_size, export_private_key, public_key_der
+from backupproto.crypto import (
+    CbcEncryptor,
+    RsaKey,
+    encrypted_size,
+    export_private_key,
+    generate_private_key,
+    import_private_key,
+    public_key_der,
+    unwrap_aes_key,
+)
 from backupproto.engine import ClientConnection
 from backupproto.events import (
     NEED_DATA,
@@ -48,15 +55,28 @@ from backupproto.events import (
     SendPublicKey,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 FILE = os.urandom(1000)
 FILE_CRC = Cksum(FILE).value
 
 
-def start_server(checkout: Path, data_dir: Path, *extra: str) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
+def start_server(
+    checkout: Path, data_dir: Path, *extra: str
+) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
     env = dict(os.environ, PYTHONPATH=str(checkout))
     process = subprocess.Popen(
-        [sys.executable, "-m", "reference_server", "--port", "0", "--data-dir", str(data_dir),
-         "--log-level", "WARNING", *extra],
+        [
+            sys.executable,
+            "-m",
+            "reference_server",
+            "--port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+            "--log-level",
+            "WARNING",
+            *extra,
+        ],
         stdout=subprocess.PIPE,
         cwd=checkout,
         env=env,
@@ -112,7 +132,9 @@ def one_session(address: tuple[str, int], name: str, key: RsaKey, der: bytes) ->
         assert isinstance(exchange(sock, conn, CrcOk(client_id, "small.bin")), Acknowledged)
 
 
-def sessions_per_second(address: tuple[str, int], clients: int, seconds: float, key: RsaKey, tag: str) -> float:
+def sessions_per_second(
+    address: tuple[str, int], clients: int, seconds: float, key: RsaKey, tag: str
+) -> float:
     der = public_key_der(key)
     counts = [0] * clients
     errors: list[BaseException] = []
@@ -125,7 +147,7 @@ def sessions_per_second(address: tuple[str, int], clients: int, seconds: float, 
             while time.perf_counter() < stop_at[0]:
                 one_session(address, f"{tag}-{index}-{counts[index]}", key, der)
                 counts[index] += 1
-        except BaseException as error:  # noqa: BLE001 - reported below
+        except BaseException as error:  # reported below
             errors.append(error)
 
     threads = [threading.Thread(target=worker, args=(index,), daemon=True) for index in range(clients)]
@@ -147,9 +169,7 @@ def idle_cost(checkout: Path, root: Path, count: int, *extra: str) -> tuple[floa
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < count + 100:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(count + 100, hard), hard))
-    process, address = start_server(
-        checkout, root / "idle", "--max-connections", str(count + 10), *extra
-    )
+    process, address = start_server(checkout, root / "idle", "--max-connections", str(count + 10), *extra)
     try:
         time.sleep(0.5)
         before = rss_kib(process.pid)
@@ -169,7 +189,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement (default 5)")
     parser.add_argument("--repeat", type=int, default=2, help="measurements per level; best (default 2)")
     parser.add_argument("--baseline", type=Path, help="a checkout of another version to compare with")
-    parser.add_argument("--idle", type=int, default=2000, help="idle connections for the RSS figure (0: skip)")
+    parser.add_argument(
+        "--idle", type=int, default=2000, help="idle connections for the RSS figure (0: skip)"
+    )
     options = parser.parse_args()
     key = import_private_key(export_private_key(generate_private_key()))
     versions = [("this", ROOT)] + ([("baseline", options.baseline.resolve())] if options.baseline else [])
@@ -186,7 +208,9 @@ def main() -> None:
                     process, address = start_server(checkout, data_dir)
                     try:
                         before = cpu_seconds(process.pid)
-                        rate = sessions_per_second(address, clients, options.seconds, key, f"{tag}{round_number}")
+                        rate = sessions_per_second(
+                            address, clients, options.seconds, key, f"{tag}{round_number}"
+                        )
                         best[tag].append(rate)
                         cpu[tag].append((cpu_seconds(process.pid) - before) / (rate * options.seconds) * 1000)
                     finally:
@@ -203,8 +227,10 @@ def main() -> None:
             for tag, checkout in versions:
                 extra = ("--max-per-address", "0") if tag == "this" else ()
                 base, per = idle_cost(checkout, root / tag, options.idle, *extra)
-                print(f"idle cost ({tag}): server RSS {base:.1f} MiB, +{per:.1f} KiB per idle connection "
-                      f"({options.idle} held)")
+                print(
+                    f"idle cost ({tag}): server RSS {base:.1f} MiB, +{per:.1f} KiB per idle connection "
+                    f"({options.idle} held)"
+                )
 
 
 if __name__ == "__main__":

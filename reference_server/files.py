@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import queue
 import re
 import shutil
 import threading
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Final
 
 from backupproto.cksum import Cksum
-from backupproto.crypto import CbcDecryptor
+from backupproto.crypto import UPDATE_INTO_SLACK, CbcDecryptor
 
 from .errors import StorageError
 from .store import Store
@@ -36,10 +35,6 @@ from .store import Store
 TEMP_DIR: Final = ".tmp"
 VERSIONS_DIR: Final = ".versions"
 """Older verified versions: `<root>/.versions/<client id hex>/<random>` (never a client folder)."""
-DIRECT_WRITE_LIMIT: Final = 1024 * 1024
-"""Files up to this size are written by the decrypting thread itself; larger ones by a writer thread."""
-QUEUE_CHUNKS: Final = 4
-"""Plaintext chunks waiting for the writer thread, at most (4 x 1 MiB = 4 MiB)."""
 FLUSH_EVERY: Final = 32 * 1024 * 1024
 """Bytes written between two fdatasync calls of a large upload."""
 LOCK_STRIPES: Final = 64
@@ -216,41 +211,14 @@ class FileStore:
         return done
 
 
-class _Writer(threading.Thread):
-    """Writes plaintext chunks to the temp file so that disk writes overlap decryption.
-
-    The queue is bounded (`QUEUE_CHUNKS` chunks of at most one recv each), so memory stays
-    constant; every `FLUSH_EVERY` bytes it starts writeback (fdatasync) so that the final
-    fsync does not have to push the whole file at once.
-    """
-
-    def __init__(self, fd: int, temp: Path) -> None:
-        super().__init__(name=f"writer {temp.name}", daemon=True)
-        self.fd = fd
-        self.temp = temp
-        self.queue: queue.Queue[bytes | None] = queue.Queue(QUEUE_CHUNKS)
-        self.error: StorageError | None = None
-        self.cancelled = False
-
-    def run(self) -> None:
-        unflushed = 0
-        while (chunk := self.queue.get()) is not None:
-            if self.error is not None or self.cancelled:
-                continue  # keep draining so that the producer never blocks
-            try:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(self.fd, view) :]
-                unflushed += len(chunk)
-                if unflushed >= FLUSH_EVERY:
-                    _flush(self.fd)
-                    unflushed = 0
-            except OSError as error:
-                self.error = StorageError(f"cannot write {self.temp}: {error}")
-
-
 class Upload:
-    """One file arriving: decrypt and CRC each chunk, write it to a temp file; then commit or abort."""
+    """One file arriving: decrypt and CRC each chunk, write it to a temp file; then commit or abort.
+
+    Each chunk is decrypted into one reused buffer (no allocation per chunk), CRC'd and written
+    by the calling thread; every `FLUSH_EVERY` bytes a background thread starts writeback
+    (fdatasync) so that the final fsync does not have to push the whole file at once. Memory:
+    one buffer of the largest chunk, whatever the file size.
+    """
 
     def __init__(self, final: Path, path_name: str, temp_dir: Path, aes_key: bytes) -> None:
         self.final = final
@@ -264,48 +232,54 @@ class Upload:
             raise StorageError(f"cannot create {self.temp}: {error}") from None
         self._decryptor = CbcDecryptor(aes_key)
         self._cksum = Cksum()
-        self._writer: _Writer | None = None
-        """Started once the file outgrows `DIRECT_WRITE_LIMIT` (small files need no thread)."""
+        self._buffer = bytearray()
+        self._unflushed = 0
+        self._flusher: threading.Thread | None = None
+        self._flush_error: StorageError | None = None
 
     @property
     def size(self) -> int:
         """Plaintext bytes received so far."""
         return self._cksum.length
 
-    def _write(self, plain: bytes) -> None:
+    def write(self, ciphertext: bytes) -> None:
+        """Decrypt a chunk of content, CRC it and write it to the temp file."""
+        if len(self._buffer) < len(ciphertext) + UPDATE_INTO_SLACK:
+            self._buffer = bytearray(len(ciphertext) + UPDATE_INTO_SLACK)
+        self._write(self._decryptor.update_into(ciphertext, self._buffer))
+
+    def _write(self, plain: bytes | memoryview) -> None:
         if not plain:
             return
+        if self._flush_error is not None:
+            raise self._flush_error
         self._cksum.update(plain)
-        writer = self._writer
-        if writer is None and self._cksum.length <= DIRECT_WRITE_LIMIT:
-            assert self._fd is not None
-            try:
-                view = memoryview(plain)
-                while view:
-                    view = view[os.write(self._fd, view) :]
-            except OSError as error:
-                raise StorageError(f"cannot write {self.temp}: {error}") from None
+        assert self._fd is not None
+        try:
+            view = memoryview(plain)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as error:
+            raise StorageError(f"cannot write {self.temp}: {error}") from None
+        self._unflushed += len(plain)
+        if self._unflushed >= FLUSH_EVERY and (self._flusher is None or not self._flusher.is_alive()):
+            self._unflushed = 0
+            self._flusher = threading.Thread(target=self._flush_in_background, name="flush", daemon=True)
+            self._flusher.start()
+
+    def _flush_in_background(self) -> None:
+        fd = self._fd
+        if fd is None:  # pragma: no cover - closed before the thread ran (it is joined first)
             return
-        if writer is None:
-            assert self._fd is not None
-            writer = self._writer = _Writer(self._fd, self.temp)
-            writer.start()
-        if writer.error is not None:
-            raise writer.error
-        writer.queue.put(plain)
+        try:
+            _flush(fd)
+        except OSError as error:
+            self._flush_error = StorageError(f"cannot flush {self.temp}: {error}")
 
-    def _stop_writer(self, cancel: bool) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.cancelled = cancel
-            writer.queue.put(None)
-            writer.join()
-            if writer.error is not None and not cancel:
-                raise writer.error
-
-    def write(self, ciphertext: bytes) -> None:
-        """Decrypt a chunk of content and queue the plaintext for writing."""
-        self._write(self._decryptor.update(ciphertext))
+    def _join_flusher(self) -> None:
+        if self._flusher is not None:
+            self._flusher.join()
+            self._flusher = None
 
     def finish(self) -> int:
         """Check the padding, write the rest, fsync, close; return the cksum of the plaintext.
@@ -313,7 +287,9 @@ class Upload:
         Raises CryptoError (bad padding) or StorageError; the temp file stays until commit/abort.
         """
         self._write(self._decryptor.finalize())
-        self._stop_writer(cancel=False)
+        self._join_flusher()
+        if self._flush_error is not None:
+            raise self._flush_error
         assert self._fd is not None
         try:
             os.fsync(self._fd)
@@ -336,7 +312,7 @@ class Upload:
 
     def abort(self) -> None:
         """Drop the temp file (safe to call at any time, also after commit)."""
-        self._stop_writer(cancel=True)
+        self._join_flusher()
         self._close()
         try:
             self.temp.unlink(missing_ok=True)

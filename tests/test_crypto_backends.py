@@ -96,3 +96,31 @@ def test_key_sizes() -> None:
         crypto.CbcDecryptor(bytes(24))
     with pytest.raises(ValueError, match="backend"):
         crypto.CbcEncryptor(bytes(16), backend="rot13")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    data=st.binary(max_size=3000),
+    cuts=st.lists(st.integers(min_value=0, max_value=3100), max_size=6),
+    backend=st.sampled_from(crypto.AES_BACKENDS),
+)
+def test_update_into_gives_the_bytes_of_update(data: bytes, cuts: list[int], backend: str) -> None:
+    key = bytes(range(16))
+    bounds = [0, *sorted(min(cut, len(data)) for cut in cuts), len(data)]
+    pieces = [data[start:end] for start, end in itertools.pairwise(bounds)]
+    expected = crypto.CbcEncryptor(key, backend=backend)
+    ciphertext = b"".join(expected.update(piece) for piece in pieces) + expected.finalize()
+    encryptor, decryptor = (
+        crypto.CbcEncryptor(key, backend=backend),
+        crypto.CbcDecryptor(key, backend=backend),
+    )
+    out = bytearray(3000 + crypto.UPDATE_INTO_SLACK)
+    produced = b"".join(bytes(encryptor.update_into(piece, out)) for piece in pieces) + encryptor.finalize()
+    assert produced == ciphertext
+    plain = b"".join(bytes(decryptor.update_into(piece, out)) for piece in [ciphertext[:17], ciphertext[17:]])
+    assert plain + decryptor.finalize() == data
+
+
+def test_update_into_needs_room() -> None:
+    with pytest.raises(ValueError, match="needs len"):
+        crypto.CbcDecryptor(bytes(16)).update_into(bytes(64), bytearray(64))

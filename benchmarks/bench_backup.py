@@ -1,0 +1,150 @@
+"""End to end: `backup-client` backing up one big file to `backup-server` over loopback, vs
+`openssl enc -aes-128-cbc` encrypting the same file to /dev/null, in the same run.
+
+Run: python benchmarks/bench_backup.py [--size-mib 1024] [--repeat 3] [--dir DIR]
+
+The client's time is its whole process (start, reconnect, read, encrypt, send, the
+server's decrypt/cksum/write/fsync/rename, 2103, 1104, exit); the first run also
+registers. openssl's time is its whole process too. Best of --repeat each, alternating, so
+that load from other processes hits both alike. Also printed: peak RSS of the client
+(getrusage of the child) and of the server (VmHWM). Goals: ratio <= 1.4; RSS < 64 MiB each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MIB = 1 << 20
+
+
+def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "reference_server",
+            "--port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().decode()
+    match = re.fullmatch(r"listening on (\S+:\d+)\n", line)
+    if match is None:
+        process.kill()
+        raise SystemExit(f"server did not start: {line!r}")
+    return process, match[1]
+
+
+def vm_hwm_mib(pid: int) -> float:
+    found = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return int(found[1]) / 1024 if found else 0.0
+
+
+def timed(command: list[str], **options: object) -> tuple[float, float]:
+    """Run a command to completion: (seconds, peak RSS MiB); exits if it fails."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, **options)  # type: ignore[call-overload]
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{command[0]} ... failed with exit status {process.returncode}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024, help="file size in MiB (default 1024)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each; best (default 3)")
+    parser.add_argument("--dir", type=Path, default=None, help="where to put the temp files (default TMPDIR)")
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-backup-", dir=options.dir) as temp:
+        root = Path(temp)
+        source = root / "big.bin"
+        block = os.urandom(MIB)
+        with source.open("wb") as stream:
+            for _ in range(options.size_mib):
+                stream.write(block)
+        client_dir = root / "client"
+        client_dir.mkdir()
+        process, address = start_server(root / "server")
+        client_runs: list[tuple[float, float]] = []
+        openssl_runs: list[tuple[float, float]] = []
+        try:
+            for _ in range(options.repeat):
+                openssl_runs.append(
+                    timed(
+                        [
+                            "openssl",
+                            "enc",
+                            "-aes-128-cbc",
+                            "-K",
+                            "00" * 16,
+                            "-iv",
+                            "00" * 16,
+                            "-in",
+                            str(source),
+                            "-out",
+                            "/dev/null",
+                        ]
+                    )
+                )
+                client_runs.append(
+                    timed(
+                        [
+                            sys.executable,
+                            "-m",
+                            "reference_client",
+                            "--dir",
+                            str(client_dir),
+                            "--server",
+                            address,
+                            "--name",
+                            "bench",
+                            str(source),
+                        ],
+                        cwd=ROOT,
+                    )
+                )
+            server_rss = vm_hwm_mib(process.pid)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+    client_seconds = min(seconds for seconds, _ in client_runs)
+    openssl_seconds = min(seconds for seconds, _ in openssl_runs)
+    size = options.size_mib * MIB
+    print(f"{options.size_mib} MiB, best of {options.repeat}; {os.cpu_count()} CPUs")
+    print(
+        f"backup-client -> backup-server: {client_seconds:.2f} s = {size / client_seconds / 1e6:.0f} MB/s "
+        f"(runs {', '.join(f'{seconds:.2f}' for seconds, _ in client_runs)})"
+    )
+    print(
+        f"openssl enc -aes-128-cbc > /dev/null: {openssl_seconds:.2f} s = "
+        f"{size / openssl_seconds / 1e6:.0f} MB/s "
+        f"(runs {', '.join(f'{seconds:.2f}' for seconds, _ in openssl_runs)})"
+    )
+    print(f"ratio backup / openssl time: {client_seconds / openssl_seconds:.2f}x (goal <= 1.4x)")
+    print(
+        f"peak RSS: client {max(rss for _, rss in client_runs):.1f} MiB, server {server_rss:.1f} MiB "
+        "(goal < 64 MiB each)"
+    )
+
+
+if __name__ == "__main__":
+    main()
