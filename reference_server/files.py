@@ -8,10 +8,12 @@ directly in the client's folder anyway. On a file system that folds case, or on 
 records whichever mapping was used, so both read back the same way.
 
 An upload streams into `<root>/.tmp/<random>` (a folder no client folder or file name can
-be) while it is decrypted and CRC'd; when complete it is fsync'd, its row is committed with
-Verified=0, and only then is it renamed over the final name and the folder fsync'd. A crash
-at any point leaves the old or the new version in place, never a partial one, and the row
-never claims Verified for bytes the client did not confirm.
+be) while it is decrypted and CRC'd; when complete it is fsync'd, and under the file's lock
+a verified previous version is kept (hard link into `<root>/.versions/`), the row is
+committed with Verified=0 and the version tag set, and only then is it renamed over the
+final name and the folder fsync'd. A crash at any point leaves the old or the new version
+in place, never a partial one, and the row never claims Verified for bytes the client did
+not confirm. 1104 takes the same lock, and expires kept versions beyond the retention.
 """
 
 from __future__ import annotations
