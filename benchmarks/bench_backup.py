@@ -14,46 +14,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from server_process import ROOT, start_server, status_kib, stop_server
+
 MIB = 1 << 20
-
-
-def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reference_server",
-            "--port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-            "--log-level",
-            "WARNING",
-        ],
-        stdout=subprocess.PIPE,
-        cwd=ROOT,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().decode()
-    match = re.fullmatch(r"listening on (\S+:\d+)\n", line)
-    if match is None:
-        process.kill()
-        raise SystemExit(f"server did not start: {line!r}")
-    return process, match[1]
-
-
-def vm_hwm_mib(pid: int) -> float:
-    found = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
-    return int(found[1]) / 1024 if found else 0.0
 
 
 def timed(command: list[str], **options: object) -> tuple[float, float]:
@@ -83,7 +52,8 @@ def main() -> None:
                 stream.write(block)
         client_dir = root / "client"
         client_dir.mkdir()
-        process, address = start_server(root / "server")
+        process, (host, port) = start_server(root / "server")
+        address = f"{host}:{port}"
         client_runs: list[tuple[float, float]] = []
         openssl_runs: list[tuple[float, float]] = []
         try:
@@ -122,10 +92,9 @@ def main() -> None:
                         cwd=ROOT,
                     )
                 )
-            server_rss = vm_hwm_mib(process.pid)
+            server_rss = status_kib(process.pid, "VmHWM") / 1024
         finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(60)
+            stop_server(process)
     client_seconds = min(seconds for seconds, _ in client_runs)
     openssl_seconds = min(seconds for seconds, _ in openssl_runs)
     size = options.size_mib * MIB

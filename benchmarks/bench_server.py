@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from server_process import start_server, status_kib, stop_server
 
 from backupproto.cksum import Cksum
 from backupproto.crypto import (
@@ -58,37 +57,6 @@ from backupproto.events import (
 )
 
 MIB = 1 << 20
-
-
-def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reference_server",
-            "--port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-            "--log-level",
-            "WARNING",
-        ],
-        stdout=subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().decode()
-    match = re.fullmatch(r"listening on (\S+):(\d+)\n", line)
-    if match is None:
-        process.kill()
-        raise SystemExit(f"server did not start: {line!r}")
-    return process, (match[1], int(match[2]))
-
-
-def vm_hwm_kib(pid: int) -> int:
-    status = Path(f"/proc/{pid}/status").read_text()
-    found = re.search(r"VmHWM:\s+(\d+) kB", status)
-    assert found is not None
-    return int(found[1])
 
 
 class Client:
@@ -181,7 +149,7 @@ def main() -> None:
         expected_crc = write_plaintext(plain, size)
         process, address = start_server(root / "server")
         try:
-            rss_idle = vm_hwm_kib(process.pid)
+            rss_idle = status_kib(process.pid, "VmHWM")
             key = generate_private_key()
             client = Client(address)
             client.send(Register(bytes(16), "bench"))
@@ -204,11 +172,10 @@ def main() -> None:
                 )
                 for backend in AES_BACKENDS:
                     aes_runs[backend].append(raw_aes_seconds(cipher_path, aes_key, chunk, backend))
-            rss_peak = vm_hwm_kib(process.pid)
+            rss_peak = status_kib(process.pid, "VmHWM")
             client.sock.close()
         finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(60)
+            stop_server(process)
 
     elapsed, sent = min(runs)
     server_rate = content_size / elapsed / 1e6

@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import resource
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,6 +24,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from server_process import ROOT, start_server, status_kib, stop_server
 
 from backupproto.cksum import Cksum
 from backupproto.crypto import (
@@ -55,55 +54,14 @@ from backupproto.events import (
     SendPublicKey,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 FILE = os.urandom(1000)
 FILE_CRC = Cksum(FILE).value
-
-
-def start_server(
-    checkout: Path, data_dir: Path, *extra: str
-) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
-    env = dict(os.environ, PYTHONPATH=str(checkout))
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reference_server",
-            "--port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-            "--log-level",
-            "WARNING",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        cwd=checkout,
-        env=env,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().decode()
-    match = re.fullmatch(r"listening on (\S+):(\d+)\n", line)
-    if match is None:
-        process.kill()
-        raise SystemExit(f"server in {checkout} did not start: {line!r}")
-    return process, (match[1], int(match[2]))
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    process.wait(60)
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_kib(pid: int) -> int:
-    found = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
-    return int(found[1]) if found else 0
 
 
 def exchange(sock: socket.socket, conn: ClientConnection, event: object) -> Response:
@@ -169,13 +127,15 @@ def idle_cost(checkout: Path, root: Path, count: int, *extra: str) -> tuple[floa
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < count + 100:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(count + 100, hard), hard))
-    process, address = start_server(checkout, root / "idle", "--max-connections", str(count + 10), *extra)
+    process, address = start_server(
+        root / "idle", "--max-connections", str(count + 10), *extra, checkout=checkout
+    )
     try:
         time.sleep(0.5)
-        before = rss_kib(process.pid)
+        before = status_kib(process.pid, "VmRSS")
         held = [socket.create_connection(address, timeout=30) for _ in range(count)]
         time.sleep(1.0)
-        after = rss_kib(process.pid)
+        after = status_kib(process.pid, "VmRSS")
         for sock in held:
             sock.close()
     finally:
@@ -202,17 +162,21 @@ def main() -> None:
         for clients in levels:
             best: dict[str, list[float]] = {tag: [] for tag, _ in versions}
             cpu: dict[str, list[float]] = {tag: [] for tag, _ in versions}
+            client_cpu: list[float] = []
             for round_number in range(options.repeat):
                 for tag, checkout in versions:  # alternate, so that load from others hits both alike
                     data_dir = root / f"{tag}-{clients}-{round_number}"
-                    process, address = start_server(checkout, data_dir)
+                    process, address = start_server(data_dir, checkout=checkout)
                     try:
                         before = cpu_seconds(process.pid)
+                        own_before = cpu_seconds(os.getpid())
                         rate = sessions_per_second(
                             address, clients, options.seconds, key, f"{tag}{round_number}"
                         )
                         best[tag].append(rate)
-                        cpu[tag].append((cpu_seconds(process.pid) - before) / (rate * options.seconds) * 1000)
+                        sessions = rate * options.seconds
+                        cpu[tag].append((cpu_seconds(process.pid) - before) / sessions * 1000)
+                        client_cpu.append((cpu_seconds(os.getpid()) - own_before) / sessions * 1000)
                     finally:
                         stop_server(process)
             line = f"{clients:4d} clients: " + "; ".join(
@@ -220,6 +184,7 @@ def main() -> None:
                 f"server CPU {min(cpu[tag]):.1f} ms/session)"
                 for tag, rates in best.items()
             )
+            line += f"; clients' CPU {min(client_cpu):.1f} ms/session"
             if options.baseline:
                 line += f"; ratio this/baseline {max(best['this']) / max(best['baseline']):.2f}x"
             print(line, flush=True)
