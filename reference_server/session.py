@@ -57,6 +57,7 @@ from .files import FileStore, Upload
 from .limits import ConnectionTable
 from .lockout import DecryptionFailures
 from .store import Store
+from .wire import Wire
 
 RECV_SIZE: Final = 1024 * 1024
 """Bytes asked of each read: the most content received ahead of decryption per connection, about."""
@@ -87,8 +88,7 @@ class Session:
         table: ConnectionTable[Session],
     ) -> None:
         self.sock = sock
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        self.wire: Wire | None = None
         self.peer = peer
         self.store = store
         self.files = files
@@ -115,7 +115,8 @@ class Session:
         try:
             if self.interrupted or self.dropped:
                 return
-            self.reader, self.writer = await asyncio.open_connection(sock=self.sock, limit=RECV_SIZE)
+            loop = asyncio.get_running_loop()
+            _, self.wire = await loop.connect_accepted_socket(lambda: Wire(RECV_SIZE), self.sock)
             await self._serve()
         except Exception:
             log.exception("%s: internal error; closing the connection", self.peer)
@@ -123,8 +124,8 @@ class Session:
         finally:
             self.table.remove(self)
             await self._drop_upload()
-            if self.writer is not None:
-                self.writer.close()
+            if self.wire is not None:
+                self.wire.close()
             else:
                 self.sock.close()
 
@@ -139,8 +140,8 @@ class Session:
         self._abort()
 
     def _abort(self) -> None:
-        if self.writer is not None:
-            self.writer.transport.abort()
+        if self.wire is not None:
+            self.wire.abort()
 
     async def _in_pool(self, function: object, *args: object) -> object:
         loop = asyncio.get_running_loop()
@@ -222,13 +223,15 @@ class Session:
         timeout, kind = self._timeout()
         if kind == "idle":
             self.table.idle(self)
+            if self.wire is not None:
+                self.wire.release()
         try:
             if timeout <= 0:
                 raise _Deadline
             try:
-                assert self.reader is not None
+                assert self.wire is not None
                 async with asyncio.timeout(timeout):
-                    data = await self.reader.read(RECV_SIZE)
+                    data = await self.wire.read()
             except TimeoutError:
                 raise _Deadline from None
         except _Deadline:
@@ -258,11 +261,11 @@ class Session:
         return True
 
     async def _send(self, data: bytes) -> bool:
-        assert self.writer is not None
+        assert self.wire is not None
         try:
-            self.writer.write(data)
+            self.wire.write(data)
             async with asyncio.timeout(self.config.read_timeout):
-                await self.writer.drain()
+                await self.wire.drain()
         except (OSError, TimeoutError) as error:
             log.info("%s: cannot send the response: %s", self.peer, error or "timed out")
             return False
@@ -279,17 +282,17 @@ class Session:
 
     async def _refuse(self) -> None:
         """Send 2107, half-close, and drain briefly so that the client can read it."""
-        if self.reader is None or self.writer is None:
+        wire = self.wire
+        if wire is None:
             return
         try:
             if not await self._send(self.engine.send(ServerError())):
                 return
-            if self.writer.can_write_eof():
-                self.writer.write_eof()
+            wire.write_eof()
             drained = 0
             async with asyncio.timeout(LINGER_SECONDS):
                 while drained < LINGER_BYTES:
-                    chunk = await self.reader.read(RECV_SIZE)
+                    chunk = await wire.read()
                     if not chunk:
                         break
                     drained += len(chunk)
