@@ -200,6 +200,7 @@ class Server:
                 log.error("%d sessions did not end within %g s", len(late), self.config.shutdown_grace)
                 for task in late:
                     task.cancel()
+                await asyncio.wait(late, timeout=1.0)  # let their clean-up use the pool first
         self.pool.shutdown(wait=True)
         self.store.close()
         log.info("stopped")
