@@ -63,6 +63,12 @@ def test_aes_256_matches_the_openssl_command(backend: str, size: int) -> None:
     assert decryptor.update(expected) + decryptor.finalize() == plaintext
 
 
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    """`data` cut at these offsets (clamped, sorted): pieces that join back to `data`."""
+    bounds = [0, *sorted(min(cut, len(data)) for cut in cuts), len(data)]
+    return [data[start:end] for start, end in itertools.pairwise(bounds)]
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     data=st.binary(max_size=2000),
@@ -71,8 +77,7 @@ def test_aes_256_matches_the_openssl_command(backend: str, size: int) -> None:
 )
 def test_backends_agree_on_any_split(data: bytes, cuts: list[int], key_size: int) -> None:
     key = bytes(range(key_size))
-    bounds = [0, *sorted(min(cut, len(data)) for cut in cuts), len(data)]
-    pieces = [data[start:end] for start, end in itertools.pairwise(bounds)]
+    pieces = split(data, cuts)
     results = []
     for backend in crypto.AES_BACKENDS:
         encryptor = crypto.CbcEncryptor(key, backend=backend)
@@ -106,8 +111,7 @@ def test_key_sizes() -> None:
 )
 def test_update_into_gives_the_bytes_of_update(data: bytes, cuts: list[int], backend: str) -> None:
     key = bytes(range(16))
-    bounds = [0, *sorted(min(cut, len(data)) for cut in cuts), len(data)]
-    pieces = [data[start:end] for start, end in itertools.pairwise(bounds)]
+    pieces = split(data, cuts)
     expected = crypto.CbcEncryptor(key, backend=backend)
     ciphertext = b"".join(expected.update(piece) for piece in pieces) + expected.finalize()
     encryptor, decryptor = (

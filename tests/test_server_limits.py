@@ -12,24 +12,14 @@ import time
 from pathlib import Path
 
 from helpers.client import TestClient, read_until_closed
+from helpers.clock import FakeClock
 from helpers.keys import rsa_key
 from helpers.server_process import LISTENING, ServerProcess
+from test_server_failures import SERVER_ERROR, header, name_field
 
 from backupproto.dialect import RequestCode
 from backupproto.events import Registered, SendFile
-from backupproto.schemas import V3_SCHEMAS
 from reference_server.limits import ConnectionTable
-
-SERVER_ERROR = bytes.fromhex("033b0800000000")
-"""2107 as bytes: version 3, code 2107 little-endian, payload_size 0."""
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_table_drops_the_longest_idle_and_refuses_when_none_is_idle() -> None:
@@ -69,8 +59,7 @@ def test_table_per_address_cap() -> None:
 
 
 def register_request(name: bytes) -> bytes:
-    header = V3_SCHEMAS.build_request_header(bytes(16), RequestCode.REGISTER, 255, 3)
-    return header + name.ljust(255, b"\x00")
+    return header(RequestCode.REGISTER, 255) + name_field(name)
 
 
 def test_a_trickled_message_meets_its_deadline(tmp_path: Path) -> None:

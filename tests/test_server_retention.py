@@ -6,9 +6,11 @@ from pathlib import Path
 
 from Crypto.Cipher import AES
 from helpers.client import TestClient, read_until_closed
+from helpers.clock import FakeClock
 from helpers.db import file_rows, rows
 from helpers.keys import rsa_key
 from helpers.server_process import ServerProcess
+from test_server_failures import SERVER_ERROR
 
 from backupproto.events import (
     ConnectionClosed,
@@ -19,9 +21,6 @@ from backupproto.events import (
     ServerError,
 )
 from reference_server.lockout import DecryptionFailures
-
-SERVER_ERROR = bytes.fromhex("033b0800000000")
-"""2107 as bytes: version 3, code 2107 little-endian, payload_size 0."""
 
 
 def kept_versions(data_dir: Path, client_id: bytes, file_name: str) -> list[bytes]:
@@ -144,16 +143,8 @@ def test_failed_decryptions_lock_the_client_id_out(tmp_path: Path) -> None:
         server.stop()
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_lockout_counts_recent_failures_and_expires() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     failures = DecryptionFailures(limit=3, lockout=60.0, clock=clock)
     victim, other = b"\x01" * 16, b"\x02" * 16
     assert [failures.record(victim) for _ in range(2)] == [False, False]
