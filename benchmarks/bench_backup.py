@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from server_process import ROOT, start_server, status_kib, stop_server
+from server_process import ROOT, cpu_seconds, start_server, status_kib, stop_server
 
 MIB = 1 << 20
 
@@ -37,11 +37,39 @@ def timed(command: list[str], **options: object) -> tuple[float, float]:
     return elapsed, usage.ru_maxrss / 1024
 
 
+def client_command(folder: Path, address: str, name: str, source: Path) -> list[str]:
+    folder.mkdir(exist_ok=True)
+    command = [sys.executable, "-m", "reference_client", "--dir", str(folder), "--server", address]
+    return [*command, "--name", name, str(source)]
+
+
+def parallel_backups(
+    root: Path, address: str, source: Path, count: int, server_pid: int
+) -> tuple[float, float]:
+    """`count` clients backing up `source` at once: (wall seconds, server CPU seconds)."""
+    cpu_before = cpu_seconds(server_pid)
+    started = time.perf_counter()
+    clients = [
+        subprocess.Popen(
+            client_command(root / f"parallel-{number}", address, f"parallel {number}", source),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
+        for number in range(count)
+    ]
+    if any(client.wait() != 0 for client in clients):
+        raise SystemExit("a parallel backup failed")
+    return time.perf_counter() - started, cpu_seconds(server_pid) - cpu_before
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size-mib", type=int, default=1024, help="file size in MiB (default 1024)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; best (default 3)")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the temp files (default TMPDIR)")
+    parser.add_argument(
+        "--parallel", type=int, default=2, help="clients at once for the last figure (default 2)"
+    )
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-backup-", dir=options.dir) as temp:
         root = Path(temp)
@@ -75,24 +103,9 @@ def main() -> None:
                         ]
                     )
                 )
-                client_runs.append(
-                    timed(
-                        [
-                            sys.executable,
-                            "-m",
-                            "reference_client",
-                            "--dir",
-                            str(client_dir),
-                            "--server",
-                            address,
-                            "--name",
-                            "bench",
-                            str(source),
-                        ],
-                        cwd=ROOT,
-                    )
-                )
+                client_runs.append(timed(client_command(client_dir, address, "bench", source), cwd=ROOT))
             server_rss = status_kib(process.pid, "VmHWM") / 1024
+            parallel = parallel_backups(root, address, source, options.parallel, process.pid)
         finally:
             stop_server(process)
     client_seconds = min(seconds for seconds, _ in client_runs)
@@ -112,6 +125,13 @@ def main() -> None:
     print(
         f"peak RSS: client {max(rss for _, rss in client_runs):.1f} MiB, server {server_rss:.1f} MiB "
         "(goal < 64 MiB each)"
+    )
+    wall, server_cpu = parallel
+    print(
+        f"{options.parallel} clients at once: {wall:.2f} s = "
+        f"{options.parallel * size / wall / 1e6:.0f} MB/s in all "
+        f"({options.parallel * client_seconds / wall:.2f}x one client's best rate); server used "
+        f"{server_cpu / wall:.2f} cores on average"
     )
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server_process import ROOT, start_server, status_kib, stop_server
+from server_process import ROOT, cpu_seconds, start_server, status_kib, stop_server
 
 from backupproto.cksum import Cksum
 from backupproto.crypto import (
@@ -56,12 +56,6 @@ from backupproto.events import (
 
 FILE = os.urandom(1000)
 FILE_CRC = Cksum(FILE).value
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def exchange(sock: socket.socket, conn: ClientConnection, event: object) -> Response:

@@ -45,3 +45,9 @@ def status_kib(pid: int, field: str) -> int:
     """A memory figure of /proc/PID/status in KiB: "VmRSS" (now) or "VmHWM" (peak)."""
     found = re.search(rf"{field}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
     return int(found[1]) if found else 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
