@@ -104,6 +104,20 @@ def test_file_content_below_the_minimum_rate_is_cut_off(tmp_path: Path) -> None:
         server.stop()
 
 
+def test_a_large_upload_that_stops_is_cut_off_by_the_stall_timeout(tmp_path: Path) -> None:
+    """1 MiB of content earns a deadline of days at --min-rate 1, but 0.5 s of silence still ends it."""
+    server = ServerProcess.start(tmp_path / "data", "--read-timeout", "0.5", "--min-rate", "1")
+    try:
+        with TestClient(server.address) as client:
+            client.new_client("stopper", rsa_key())
+            client.send(SendFile(client.client_id, 4 << 20, "stops.bin"))
+            client.sock.sendall(bytes(1 << 20))
+            assert read_until_closed(client.sock) == SERVER_ERROR
+        assert "message stalled" in server.log()
+    finally:
+        server.stop()
+
+
 def test_idle_connections_make_room_for_a_fresh_backup(tmp_path: Path) -> None:
     server = ServerProcess.start(
         tmp_path / "data", "--max-connections", "20", "--min-idle-to-drop", "0", "--summary-interval", "0.2"
