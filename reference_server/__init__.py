@@ -22,9 +22,10 @@ about 5 KiB, no thread (10,000 idle connections measured at +52 MiB).
 Deadlines (spec 2.4, 13.11), all per connection: at a message boundary ``--idle-timeout``
 (60 s; close silently). Once a message's first byte has arrived, the whole message must
 arrive within ``--read-timeout`` (30 s), extended by 1 s per ``--min-rate`` bytes (16384)
-of 1103 content received, so content must keep up that rate on average; else 2107 and
-close. A per-byte timer would let one byte every 20 s hold a connection for ever. Sends
-are bounded by ``--read-timeout`` too.
+of 1103 content received, so content must keep up that rate on average; and, as before,
+no read inside a message may wait longer than ``--read-timeout`` (the stall timeout);
+else 2107 and close. A per-byte timer alone would let one byte every 20 s hold a
+connection for ever. Sends are bounded by ``--read-timeout`` too.
 
 Limits (`limits.ConnectionTable`): at most ``--max-connections`` (256) connections and
 ``--max-per-address`` (128) per IP address. At a limit the server closes the connection
