@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from .dialect import RequestCode, ResponseCode
+from .dialect import V3, Dialect, RequestCode, ResponseCode
 from .errors import ErrorKind, ProtocolError
 from .events import (
     AesKey,
@@ -16,7 +17,8 @@ from .events import (
     SendFile,
     ServerError,
 )
-from .states import AFTER_RESPONSE, REQUESTS_ALLOWED, WITHOUT_RESPONSE, State
+from .schemas import V3_SCHEMAS, Schemas
+from .states import WITHOUT_RESPONSE, State, after_response, requests_allowed
 
 
 class Conversation:
@@ -26,7 +28,11 @@ class Conversation:
     send, `RemoteProtocolError` for what we receive.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, schemas: Schemas = V3_SCHEMAS) -> None:
+        self.schemas = schemas
+        self.dialect = schemas.dialect
+        self.requests_allowed = requests_allowed(self.dialect)
+        self.after_response = after_response(self.dialect)
         self.state = State.CONNECTED
         self.pending: Request | None = None
         """The request that awaits its response, if any."""
@@ -40,19 +46,26 @@ class Conversation:
         if self.pending is not None:
             raise fault(
                 ErrorKind.UNEXPECTED_MESSAGE,
-                f"{_name(code)} sent while {_name(self.pending.code)} awaits its response",
+                f"{self._name(code)} sent while {self._name(self.pending.code)} awaits its response",
                 field="code",
-                offset=17,
+                offset=self.schemas.offset(code, "code"),
                 expected="one request at a time",
             )
-        allowed = REQUESTS_ALLOWED[self.state]
+        if code not in self.dialect.requests:
+            raise fault(
+                ErrorKind.UNKNOWN_CODE,
+                f"dialect {self.dialect.name} has no {code.name}",
+                field="code",
+                expected=_one_of(self.dialect.requests, self.dialect),
+            )
+        allowed = self.requests_allowed[self.state]
         if code not in allowed:
             raise fault(
                 ErrorKind.UNEXPECTED_MESSAGE,
-                f"{_name(code)} is not allowed in state {self.state}",
+                f"{self._name(code)} is not allowed in state {self.state}",
                 field="code",
-                offset=17,
-                expected=_one_of(allowed),
+                offset=self.schemas.offset(code, "code"),
+                expected=_one_of(allowed, self.dialect),
             )
         bound = self.client_id
         if bound is not None and code is not RequestCode.REGISTER and client_id != bound:
@@ -60,7 +73,7 @@ class Conversation:
                 ErrorKind.UNEXPECTED_MESSAGE,
                 f"client_id {client_id.hex()} differs from this connection's {bound.hex()}",
                 field="client_id",
-                offset=0,
+                offset=self.schemas.offset(code, "client_id"),
                 expected=bound.hex(),
             )
 
@@ -72,9 +85,9 @@ class Conversation:
             if file_name != self.file.file_name:
                 raise fault(
                     ErrorKind.UNEXPECTED_MESSAGE,
-                    f"{_name(request.code)} names {file_name!r} while {self.file.file_name!r} is open",
+                    f"{self._name(request.code)} names {file_name!r} while {self.file.file_name!r} is open",
                     field="file_name",
-                    offset=23 + (4 if request.code is RequestCode.SEND_FILE else 0),
+                    offset=self.schemas.offset(request.code, "file_name"),
                     expected=repr(self.file.file_name),
                 )
 
@@ -94,45 +107,50 @@ class Conversation:
             return State.CLOSED
         pending = self.pending
         if pending is None:
-            after = f" after {_name(RequestCode.CRC_RETRY)}" if self.state is State.RESENDING else ""
+            after = f" after {self._name(RequestCode.CRC_RETRY)}" if self.state is State.RESENDING else ""
             raise fault(
                 ErrorKind.UNEXPECTED_MESSAGE,
-                f"response {_name(response.code)} while no request awaits one{after}",
+                f"response {self._name(response.code)} while no request awaits one{after}",
                 field="code",
-                offset=1,
+                offset=self.schemas.offset(response.code, "code"),
                 expected="no response",
             )
-        following = AFTER_RESPONSE.get((pending.code, response.code))
+        following = self.after_response.get((pending.code, response.code))
         if following is None:
-            answers = [resp for (req, resp) in AFTER_RESPONSE if req is pending.code]
+            answers = [resp for (req, resp) in self.after_response if req is pending.code]
+            if self.dialect.has_server_error:
+                answers.append(ResponseCode.SERVER_ERROR)
             raise fault(
                 ErrorKind.UNEXPECTED_MESSAGE,
-                f"{_name(response.code)} does not answer {_name(pending.code)}",
+                f"{self._name(response.code)} does not answer {self._name(pending.code)}",
                 field="code",
-                offset=1,
-                expected=_one_of([*answers, ResponseCode.SERVER_ERROR]),
+                offset=self.schemas.offset(response.code, "code"),
+                expected=_one_of(answers, self.dialect),
             )
         client_id = getattr(response, "client_id", None)
         if client_id is not None and not isinstance(response, Registered) and client_id != pending.client_id:
             raise fault(
                 ErrorKind.UNEXPECTED_MESSAGE,
-                f"{_name(response.code)} carries client_id {client_id.hex()}",
+                f"{self._name(response.code)} carries client_id {client_id.hex()}",
                 field="client_id",
-                offset=7,
+                offset=self.schemas.offset(response.code, "client_id"),
                 expected=f"the request's client_id {pending.client_id.hex()}",
             )
         if isinstance(response, FileReceived) and isinstance(pending, SendFile):
-            for field, offset in (("content_size", 23), ("file_name", 27)):
+            for field in ("content_size", "file_name"):
                 got, want = getattr(response, field), getattr(pending, field)
                 if got != want:
                     raise fault(
                         ErrorKind.UNEXPECTED_MESSAGE,
-                        f"{_name(response.code)} has {field} {got!r}",
+                        f"{self._name(response.code)} has {field} {got!r}",
                         field=field,
-                        offset=offset,
+                        offset=self.schemas.offset(response.code, field),
                         expected=f"{want!r}, as in the request",
                     )
         return following
+
+    def _name(self, code: RequestCode | ResponseCode) -> str:
+        return _name(code, self.dialect)
 
     def response_sent(self, response: Response, following: State) -> None:
         """Record a response (already checked) as sent or received."""
@@ -146,10 +164,12 @@ class Conversation:
             self.file = None
 
 
-def _name(code: RequestCode | ResponseCode) -> str:
-    return f"{code.name} ({int(code)})"
+def _name(code: RequestCode | ResponseCode, dialect: Dialect = V3) -> str:
+    """The role's name and its wire code in `dialect`, e.g. "SEND_FILE (1028)"."""
+    table: Mapping[Any, int] = dialect.requests if isinstance(code, RequestCode) else dialect.responses
+    return f"{code.name} ({table.get(code, int(code))})"
 
 
-def _one_of(codes: Iterable[RequestCode | ResponseCode]) -> str:
-    names = [_name(code) for code in sorted(codes, key=int)]
+def _one_of(codes: Iterable[RequestCode | ResponseCode], dialect: Dialect) -> str:
+    names = [_name(code, dialect) for code in sorted(codes, key=int)]
     return "one of " + ", ".join(names) if names else "nothing"

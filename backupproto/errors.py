@@ -25,6 +25,17 @@ class ErrorKind(StrEnum):
     BAD_PADDING = "bad_padding"
     UNEXPECTED_MESSAGE = "unexpected_message"
     CONNECTION_CLOSED = "connection_closed"
+    BUFFER_FULL = "buffer_full"
+    CLIENT_ID_MISMATCH = "client_id_mismatch"
+    BAD_ORIG_FILE_SIZE = "bad_orig_file_size"
+    BAD_TOTAL_PACKETS = "bad_total_packets"
+    BAD_PACKET_NUMBER = "bad_packet_number"
+    CONTENT_SIZE_INCONSISTENT = "content_size_inconsistent"
+    PACKET_MISSING = "packet_missing"
+    PACKET_DUPLICATE = "packet_duplicate"
+    PACKET_OUT_OF_ORDER = "packet_out_of_order"
+    TOTAL_CHANGED = "total_changed"
+    INVALID_FIELD = "invalid_field"
 
 
 class BackupProtoError(Exception):

@@ -21,7 +21,18 @@ class _NeedData:
 
 
 NEED_DATA: Final = _NeedData()
-"""Returned by `next_event()` when more bytes must arrive before the next event."""
+"""Returned by `next_event()` when more bytes must arrive before the next event (feed more)."""
+
+
+class _Paused:
+    """Sentinel type of `PAUSED`."""
+
+    def __repr__(self) -> str:
+        return "PAUSED"
+
+
+PAUSED: Final = _Paused()
+"""Returned by a server's `next_event()` while a request awaits our own response (send it first)."""
 
 
 @dataclass(frozen=True)
@@ -59,11 +70,17 @@ class Reconnect(Request):
 
 @dataclass(frozen=True)
 class SendFile(Request):
-    """1103, header part: `content_size` encrypted bytes of `file_name` follow as `FileChunk` events."""
+    """1103, header part: `content_size` encrypted bytes of `file_name` follow as `FileChunk` events.
+
+    In a packetised dialect (2024A/C) this is the whole file: `content_size` is its total
+    encrypted size and `orig_file_size` its plaintext size (required there, None elsewhere);
+    the engines number and split the packets.
+    """
 
     code: ClassVar[RequestCode] = RequestCode.SEND_FILE
     content_size: int
     file_name: str
+    orig_file_size: int | None = None
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
-from .dialect import RequestCode, ResponseCode
+from .dialect import Dialect, RequestCode, ResponseCode
 
 
 class State(StrEnum):
@@ -46,3 +46,18 @@ AFTER_RESPONSE: Final[dict[tuple[RequestCode, ResponseCode], State]] = {
 
 SERVER_ERROR (2107) may answer anything, at any time, and leads to CLOSED.
 """
+
+
+def requests_allowed(dialect: Dialect) -> dict[State, frozenset[RequestCode]]:
+    """`REQUESTS_ALLOWED` restricted to the request roles `dialect` has."""
+    roles = frozenset(dialect.requests)
+    return {state: codes & roles for state, codes in REQUESTS_ALLOWED.items()}
+
+
+def after_response(dialect: Dialect) -> dict[tuple[RequestCode, ResponseCode], State]:
+    """`AFTER_RESPONSE` restricted to the request and response roles `dialect` has."""
+    return {
+        (request, response): state
+        for (request, response), state in AFTER_RESPONSE.items()
+        if request in dialect.requests and response in dialect.responses
+    }

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from server_process import ROOT, cpu_seconds, start_server, status_kib, stop_server
+from proc_stats import ROOT, cpu_seconds, start_server, status_kib
 
 MIB = 1 << 20
 
@@ -80,8 +80,8 @@ def main() -> None:
                 stream.write(block)
         client_dir = root / "client"
         client_dir.mkdir()
-        process, (host, port) = start_server(root / "server")
-        address = f"{host}:{port}"
+        server = start_server(root / "server")
+        address = f"{server.host}:{server.port}"
         client_runs: list[tuple[float, float]] = []
         openssl_runs: list[tuple[float, float]] = []
         try:
@@ -104,10 +104,10 @@ def main() -> None:
                     )
                 )
                 client_runs.append(timed(client_command(client_dir, address, "bench", source), cwd=ROOT))
-            server_rss = status_kib(process.pid, "VmHWM") / 1024
-            parallel = parallel_backups(root, address, source, options.parallel, process.pid)
+            server_rss = status_kib(server.process.pid, "VmHWM") / 1024
+            parallel = parallel_backups(root, address, source, options.parallel, server.process.pid)
         finally:
-            stop_server(process)
+            server.stop(timeout=60)
     client_seconds = min(seconds for seconds, _ in client_runs)
     openssl_seconds = min(seconds for seconds, _ in openssl_runs)
     size = options.size_mib * MIB

@@ -6,11 +6,10 @@ Starts `python -m reference_server --port 0` on a temporary data folder, registe
 exchanges keys, encrypts the file with the session key into a temp file (not timed), then
 times 1103s: from the first byte sent to the 2103 received (the server decrypts, CRCs,
 writes, fsyncs and renames before it answers), each followed by a 1104. The baseline is
-the raw AES-128-CBC decrypt of the same ciphertext in the same chunks, in this process, on
-each backend of backupproto.crypto (OpenSSL, pycryptodome), timing the decrypt calls only.
+the raw AES-128-CBC decrypt (each backend of backupproto.crypto: OpenSSL, pycryptodome) of
+the same ciphertext in the same chunks, in this process, timing the decrypt calls only.
 Best of --repeat for both, alternating, so that load from other processes affects both alike.
-Also printed: the server's peak RSS (VmHWM
-from /proc/PID/status) idle and after the transfers.
+Also printed: the server's peak RSS (VmHWM from /proc/PID/status) idle and after the transfers.
 The server's speed is bounded by this benchmark's sender (a Python loop sending the
 ciphertext) when "last byte sent" is close to the total. Goal: peak RSS < 64 MiB.
 """
@@ -19,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -27,22 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server_process import start_server, status_kib, stop_server
+from proc_stats import start_server, status_kib
 
+from backupproto import crypto
 from backupproto.cksum import Cksum
-from backupproto.crypto import (
-    AES_BACKENDS,
-    UPDATE_INTO_SLACK,
-    CbcDecryptor,
-    CbcEncryptor,
-    encrypted_size,
-    generate_private_key,
-    public_key_der,
-    unwrap_aes_key,
-)
 from backupproto.engine import ClientConnection
 from backupproto.events import (
-    NEED_DATA,
     Acknowledged,
     AesKey,
     CrcOk,
@@ -55,21 +43,22 @@ from backupproto.events import (
     SendFile,
     SendPublicKey,
 )
+from backupproto.io.channel import EngineChannel
 
 MIB = 1 << 20
 
 
 class Client:
+    """A blocking client: the one channel around a `ClientConnection`."""
+
     def __init__(self, address: tuple[str, int]) -> None:
-        self.sock = socket.create_connection(address, timeout=600)
-        self.conn = ClientConnection()
+        self.channel = EngineChannel.connect(address, ClientConnection(), connect_timeout=60, timeout=600)
 
     def send(self, event: object) -> None:
-        self.sock.sendall(self.conn.send(event))  # type: ignore[arg-type]
+        self.channel.send(event)
 
     def receive(self) -> Response:
-        while (event := self.conn.next_event()) is NEED_DATA:
-            self.conn.receive_data(self.sock.recv(65536))
+        event = self.channel.next_event()
         assert isinstance(event, Response), event
         return event
 
@@ -89,7 +78,7 @@ def write_plaintext(path: Path, size: int) -> int:
 
 
 def encrypt_file(source: Path, target: Path, key: bytes) -> None:
-    encryptor = CbcEncryptor(key)
+    encryptor = crypto.CbcEncryptor(key)
     with source.open("rb") as reader, target.open("wb") as writer:
         while chunk := reader.read(8 * MIB):
             writer.write(encryptor.update(chunk))
@@ -98,8 +87,8 @@ def encrypt_file(source: Path, target: Path, key: bytes) -> None:
 
 def raw_aes_seconds(path: Path, key: bytes, chunk: int, backend: str) -> float:
     """Time of the CBC decrypt calls alone over the file, chunk by chunk, into one reused buffer."""
-    decryptor = CbcDecryptor(key, backend=backend)
-    out = bytearray(chunk + UPDATE_INTO_SLACK)
+    decryptor = crypto.CbcDecryptor(key, backend=backend)
+    out = bytearray(chunk + crypto.UPDATE_INTO_SLACK)
     spent = 0.0
     with path.open("rb", buffering=0) as reader:
         while data := reader.read(chunk):
@@ -147,35 +136,35 @@ def main() -> None:
         root = Path(temp)
         plain, cipher_path = root / "plain.bin", root / "cipher.bin"
         expected_crc = write_plaintext(plain, size)
-        process, address = start_server(root / "server")
+        server = start_server(root / "server")
         try:
-            rss_idle = status_kib(process.pid, "VmHWM")
-            key = generate_private_key()
-            client = Client(address)
+            rss_idle = status_kib(server.process.pid, "VmHWM")
+            key = crypto.generate_private_key()
+            client = Client(server.address)
             client.send(Register(bytes(16), "bench"))
             registered = client.receive()
             assert isinstance(registered, Registered)
-            client.send(SendPublicKey(registered.client_id, "bench", public_key_der(key)))
+            client.send(SendPublicKey(registered.client_id, "bench", crypto.public_key_der(key)))
             keyed = client.receive()
             assert isinstance(keyed, AesKey)
-            aes_key = unwrap_aes_key(key, keyed.encrypted_aes_key)
+            aes_key = crypto.unwrap_aes_key(key, keyed.encrypted_aes_key)
             encrypt_file(plain, cipher_path, aes_key)
             plain.unlink()
-            content_size = encrypted_size(size)
+            content_size = crypto.encrypted_size(size)
             assert cipher_path.stat().st_size == content_size
 
             runs: list[tuple[float, float]] = []
-            aes_runs: dict[str, list[float]] = {backend: [] for backend in AES_BACKENDS}
+            aes_runs: dict[str, list[float]] = {backend: [] for backend in crypto.AES_BACKENDS}
             for _ in range(options.repeat):
                 runs.append(
                     send_file(client, registered.client_id, cipher_path, content_size, chunk, expected_crc)
                 )
-                for backend in AES_BACKENDS:
+                for backend in crypto.AES_BACKENDS:
                     aes_runs[backend].append(raw_aes_seconds(cipher_path, aes_key, chunk, backend))
-            rss_peak = status_kib(process.pid, "VmHWM")
-            client.sock.close()
+            rss_peak = status_kib(server.process.pid, "VmHWM")
+            client.channel.close()
         finally:
-            stop_server(process)
+            server.stop(timeout=60)
 
     elapsed, sent = min(runs)
     server_rate = content_size / elapsed / 1e6

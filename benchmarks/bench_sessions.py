@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server_process import ROOT, cpu_seconds, start_server, status_kib, stop_server
+from proc_stats import ROOT, cpu_seconds, start_server, status_kib
 
 from backupproto.cksum import Cksum
 from backupproto.crypto import (
@@ -121,9 +121,8 @@ def idle_cost(checkout: Path, root: Path, count: int, *extra: str) -> tuple[floa
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < count + 100:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(count + 100, hard), hard))
-    process, address = start_server(
-        root / "idle", "--max-connections", str(count + 10), *extra, checkout=checkout
-    )
+    server = start_server(root / "idle", "--max-connections", str(count + 10), *extra, checkout=checkout)
+    process, address = server.process, (server.host, server.port)
     try:
         time.sleep(0.5)
         before = status_kib(process.pid, "VmRSS")
@@ -133,7 +132,7 @@ def idle_cost(checkout: Path, root: Path, count: int, *extra: str) -> tuple[floa
         for sock in held:
             sock.close()
     finally:
-        stop_server(process)
+        server.stop(timeout=60)
     return before / 1024, (after - before) / count
 
 
@@ -160,7 +159,8 @@ def main() -> None:
             for round_number in range(options.repeat):
                 for tag, checkout in versions:  # alternate, so that load from others hits both alike
                     data_dir = root / f"{tag}-{clients}-{round_number}"
-                    process, address = start_server(data_dir, checkout=checkout)
+                    server = start_server(data_dir, checkout=checkout)
+                    process, address = server.process, (server.host, server.port)
                     try:
                         before = cpu_seconds(process.pid)
                         own_before = cpu_seconds(os.getpid())
@@ -172,7 +172,7 @@ def main() -> None:
                         cpu[tag].append((cpu_seconds(process.pid) - before) / sessions * 1000)
                         client_cpu.append((cpu_seconds(os.getpid()) - own_before) / sessions * 1000)
                     finally:
-                        stop_server(process)
+                        server.stop(timeout=60)
             line = f"{clients:4d} clients: " + "; ".join(
                 f"{tag} {max(rates):7.1f} sessions/s (runs {', '.join(f'{rate:.1f}' for rate in rates)}; "
                 f"server CPU {min(cpu[tag]):.1f} ms/session)"

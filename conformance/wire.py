@@ -13,7 +13,7 @@ import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 from backupproto.crypto import CbcEncryptor, encrypted_size
 from backupproto.dialect import RequestCode, ResponseCode
@@ -29,8 +29,28 @@ from .describe import (
     describe_request_bytes,
 )
 
-if TYPE_CHECKING:
-    from .case import CaseContext
+
+class Endpoint(Protocol):
+    """Where the server under test listens (`conformance.case.Target`)."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+
+class CaseContext(Protocol):
+    """What a `Wire` needs of the running case (`conformance.case.CaseContext`); a protocol, so
+    that this module does not import `conformance.case` (which imports it)."""
+
+    @property
+    def target(self) -> Endpoint: ...
+
+    timeout_s: float
+    wires: list[Wire]
+
+    def fail(self, expected: str, actual: str, *, hint: str = "") -> NoReturn: ...
 
 _R = TypeVar("_R", bound=Response)
 _PREVIEW = 96
@@ -273,7 +293,7 @@ class Wire:
             self.fail(
                 waiting_for,
                 f"{len(timeout_error.data)} bytes within {timeout:g} s (nothing more arrived)",
-                hint=silence_hint or "the server did not answer in time (--timeout-s sets this wait)",
+                hint=silence_hint or "the server did not answer in time (--bp-timeout-s sets this wait)",
             )
         raw = SCHEMAS.response_header.parse(head)
         version, code, size = raw.version, raw.code, raw.payload_size

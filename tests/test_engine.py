@@ -13,6 +13,7 @@ from backupproto.engine import ClientConnection, ServerConnection
 from backupproto.errors import ErrorKind, LocalProtocolError, RemoteProtocolError
 from backupproto.events import (
     NEED_DATA,
+    PAUSED,
     Acknowledged,
     AesKey,
     ConnectionClosed,
@@ -88,6 +89,27 @@ def sample_response(code: ResponseCode) -> Response:
     }[code]
 
 
+def padded(text: str) -> bytes:
+    """A 255-byte name field, written out by hand."""
+    return text.encode("ascii") + bytes(255 - len(text))
+
+
+# Spec 3-4, written out by hand: header (client_id, version 3, code, payload_size) and payload.
+HAND_WRITTEN_REQUESTS = {
+    RequestCode.REGISTER: CID + bytes.fromhex("03 4c04 ff000000") + padded("alice"),
+    RequestCode.SEND_PUBLIC_KEY: CID
+    + bytes.fromhex("03 4d04 9f010000")
+    + padded("alice")
+    + KEY_DER
+    + bytes(155),
+    RequestCode.RECONNECT: CID + bytes.fromhex("03 4e04 ff000000") + padded("alice"),
+    RequestCode.SEND_FILE: CID + bytes.fromhex("03 4f04 23010000 20000000") + padded(FILE) + bytes(32),
+    RequestCode.CRC_OK: CID + bytes.fromhex("03 5004 ff000000") + padded(FILE),
+    RequestCode.CRC_RETRY: CID + bytes.fromhex("03 5104 ff000000") + padded(FILE),
+    RequestCode.CRC_GIVE_UP: CID + bytes.fromhex("03 5204 ff000000") + padded(FILE),
+}
+
+
 def request_bytes(request: Request) -> bytes:
     fields = {k: v for k, v in vars(request).items() if k != "client_id"}
     if isinstance(request, SendFile):
@@ -106,15 +128,17 @@ PATHS[State.RESENDING] = [*PATHS[State.VERIFYING], (CrcRetry(CID, FILE), None)]
 
 
 def drain(conn: ServerConnection | ClientConnection) -> list[Event]:
+    """Every event available now (until NEED_DATA, PAUSED or the end); bounded."""
     events: list[Event] = []
-    while True:
+    for _ in range(100_000):
         event = conn.next_event()
-        if event is NEED_DATA:
+        if event is NEED_DATA or event is PAUSED:
             return events
-        assert not isinstance(event, type(NEED_DATA))
+        assert isinstance(event, Event)
         events.append(event)
         if isinstance(event, ConnectionClosed):
             return events
+    raise AssertionError("no end of events")
 
 
 def feed(conn: ServerConnection | ClientConnection, data: bytes, one_byte_at_a_time: bool) -> list[Event]:
@@ -188,7 +212,7 @@ def test_client_state_x_request(state: State, code: RequestCode) -> None:
         data = client.send(request)
         if isinstance(request, SendFile):
             data += client.send(FileChunk(bytes(32))) + client.send(FileEnd())
-        assert data == request_bytes(request)
+        assert data == HAND_WRITTEN_REQUESTS[code]
     else:
         with pytest.raises(LocalProtocolError):
             client.send(request)
@@ -322,8 +346,7 @@ def test_client_content_count_is_checked() -> None:
 def test_large_file_streams_in_chunks() -> None:
     server = server_in(State.KEYED)
     size = 4 * 1024 * 1024
-    header = request_bytes(SendFile(CID, 16, FILE))[:23]
-    header = header[:19] + (259 + size).to_bytes(4, "little")
+    header = CID + bytes.fromhex("03 4f04") + (259 + size).to_bytes(4, "little")  # by hand
     server.receive_data(header + size.to_bytes(4, "little") + FILE.encode() + bytes(255 - len(FILE)))
     assert isinstance(server.next_event(), SendFile)
     largest = 0
@@ -349,7 +372,8 @@ def test_server_garbage_raises_only_remote_protocol_error(state: State, data: by
             server.receive_data(b"")
         drain(server)
     except RemoteProtocolError:
-        assert server.send(ServerError())
+        assert server.send(ServerError()) == bytes.fromhex("03 3b08 00000000")
+        assert server.state is State.CLOSED
     else:
         assert server.state is state or server.conversation.pending is not None or close
 
@@ -416,3 +440,83 @@ def test_long_fuzz_server_raises_only_remote_protocol_error(
     except RemoteProtocolError as error:
         assert error.kind in set(ErrorKind)
         assert server.send(ServerError()) == bytes.fromhex("033b0800000000")
+
+
+# -- the engine keeps its contract (issue 9) ------------------------------------------------
+
+
+def test_a_response_that_cannot_be_built_is_a_local_error_and_leaves_the_state() -> None:
+    server = server_in(State.CONNECTED)
+    feed(server, request_bytes(Register(CID, "alice")), False)
+    with pytest.raises(LocalProtocolError) as info:
+        server.send(Registered(b"short"))
+    assert info.value.field == "client_id"
+    assert server.state is State.CONNECTED
+    assert server.conversation.pending == Register(CID, "alice")
+
+
+def test_a_request_that_cannot_be_built_is_a_local_error_and_leaves_the_state() -> None:
+    client = ClientConnection()
+    with pytest.raises(LocalProtocolError) as info:
+        client.send(Register(b"\x01" * 17, "alice"))
+    assert info.value.field == "client_id"
+    assert client.state is State.CONNECTED and client.conversation.pending is None
+
+
+def test_a_local_error_is_latched() -> None:
+    server = server_in(State.CONNECTED)
+    feed(server, request_bytes(Register(CID, "alice")), False)
+    with pytest.raises(LocalProtocolError):
+        server.send(AesKey(CID, b"k" * 128))  # does not answer 1100
+    with pytest.raises(LocalProtocolError):
+        server.send(Registered(CID))  # even a right answer: the connection is in error
+    with pytest.raises(LocalProtocolError):
+        server.next_event()
+    # the one way out: 2107, written out by hand
+    assert server.send(ServerError()) == bytes.fromhex("03 3b08 00000000")
+    assert server.state is State.CLOSED
+    client = ClientConnection()
+    with pytest.raises(LocalProtocolError):
+        client.send(CrcOk(CID, FILE))
+    with pytest.raises(LocalProtocolError):
+        client.send(Register(CID, "alice"))
+
+
+def test_waiting_for_our_own_response_is_paused_not_need_data() -> None:
+    server = server_in(State.CONNECTED)
+    server.receive_data(request_bytes(Register(CID, "alice")))
+    assert server.next_event() == Register(CID, "alice")
+    assert server.next_event() is PAUSED
+    assert PAUSED is not NEED_DATA
+    server.send(Registered(CID))
+    assert server.next_event() is NEED_DATA
+
+
+def test_bytes_piling_up_while_paused_are_bounded() -> None:
+    server = ServerConnection(max_buffer_size=1000)
+    server.receive_data(request_bytes(Register(CID, "alice")))
+    assert server.next_event() == Register(CID, "alice")
+    server.receive_data(bytes(600))
+    assert server.next_event() is PAUSED
+    server.receive_data(bytes(401))
+    with pytest.raises(RemoteProtocolError) as info:
+        server.next_event()
+    assert info.value.kind is ErrorKind.BUFFER_FULL
+    assert "1001" in str(info.value) and "1000" in str(info.value)
+    assert server.send(ServerError()) == bytes.fromhex("03 3b08 00000000")
+
+
+def test_file_content_does_not_count_against_the_buffer_bound() -> None:
+    server = ServerConnection(max_buffer_size=1000)
+    server.receive_data(request_bytes(Reconnect(CID, "alice")))
+    server.next_event()
+    server.send(ReconnectApproved(CID, b"k" * 128))
+    size = 64 * 1024
+    header = CID + bytes.fromhex("03 4f04") + (259 + size).to_bytes(4, "little")
+    prefix = size.to_bytes(4, "little") + FILE.encode() + bytes(255 - len(FILE))
+    server.receive_data(header + prefix + bytes(size))  # all in one piece
+    events = drain(server)
+    assert events[0] == SendFile(CID, size, FILE)
+    assert sum(len(e.data) for e in events if isinstance(e, FileChunk)) == size
+    assert isinstance(events[-1], FileEnd)
+    assert server.next_event() is PAUSED

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 from helpers.client import TestClient, read_until_closed
 from helpers.clock import FakeClock
 from helpers.keys import rsa_key
-from helpers.server_process import LISTENING, ServerProcess
+from helpers.server_process import ServerProcess
 from test_server_failures import SERVER_ERROR, header, name_field
 
 from backupproto.dialect import RequestCode
@@ -153,36 +152,16 @@ def test_per_address_cap_refuses_when_all_are_busy(tmp_path: Path) -> None:
 def test_out_of_descriptors_pauses_accepting_instead_of_spinning(tmp_path: Path) -> None:
     """With 40 descriptors and 60 connections, accept() fails with EMFILE: the server pauses and
     counts; it writes a few summary lines (not megabytes) and serves again once descriptors free up."""
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
     code = (
         "import resource, runpy, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (40, 40)); "
         "sys.argv = ['backup-server'] + sys.argv[1:]; "
         "runpy.run_module('reference_server', run_name='__main__')"
     )
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                code,
-                "--port",
-                "0",
-                "--data-dir",
-                str(data_dir),
-                "--summary-interval",
-                "0.2",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-        )
+    server = ServerProcess.start(
+        tmp_path / "data", "--summary-interval", "0.2", command=[sys.executable, "-c", code]
+    )
     try:
-        assert process.stdout is not None
-        match = LISTENING.match(process.stdout.readline().decode())
-        assert match is not None, log_path.read_text()
-        address = (match["host"], int(match["port"]))
+        address = (server.host, server.port)
         flood = [socket.create_connection(address, timeout=10) for _ in range(60)]
         with TestClient(address) as probe:  # queued behind the flood: starved of descriptors
             probe.sock.settimeout(1.0)
@@ -201,10 +180,7 @@ def test_out_of_descriptors_pauses_accepting_instead_of_spinning(tmp_path: Path)
                     raise
                 time.sleep(0.1)
     finally:
-        process.terminate()
-        process.wait(10)
-        if process.stdout is not None:
-            process.stdout.close()
-    log_text = log_path.read_text()
+        server.stop()
+    log_text = server.log()
     assert "accept paused (EMFILE)" in log_text
     assert len(log_text.splitlines()) < 200

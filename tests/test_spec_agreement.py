@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from backupproto.dialect import RequestCode, ResponseCode
+from backupproto.dialect import DIALECTS, Dialect, RequestCode, ResponseCode
 from backupproto.engine import event_fields
 from backupproto.events import REQUEST_EVENTS, RESPONSE_EVENTS
 from backupproto.schemas import V3_SCHEMAS as S
+from backupproto.schemas import Schemas
 from backupproto.states import AFTER_RESPONSE, REQUESTS_ALLOWED, WITHOUT_RESPONSE, State
 
 SPEC = (Path(__file__).resolve().parent.parent / "spec" / "protocol.md").read_text(encoding="utf-8")
@@ -103,11 +104,29 @@ def test_message_catalogues(kind: str) -> None:
             assert int(size.split()[0]) in (S.send_file_prefix_size, 16)
 
 
+ENGINE_OWNED = {"content", "packet_number", "total_packets", "payload_client_id"}
+"""Payload fields the engines fill and check themselves: they are not event fields."""
+
+
+@pytest.mark.parametrize("dialect", list(DIALECTS.values()), ids=list(DIALECTS))
+def test_request_events_carry_each_dialects_schema_fields(dialect: Dialect) -> None:
+    schemas = Schemas(dialect)
+    for code, schema in schemas.requests.items():
+        cls = REQUEST_EVENTS[code]
+        schema_names = [name for name, _ in schema_layout(schema) if name not in ENGINE_OWNED]
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        optional = [f.name for f in dataclasses.fields(cls) if f.default is None]
+        assert [name for name in required if name != "client_id"] == [
+            name for name in schema_names if name not in optional
+        ], code.name
+        assert set(schema_names) <= set(required) | set(optional), code.name
+
+
 def test_events_carry_exactly_the_schema_fields() -> None:
     for code, cls in REQUEST_EVENTS.items():
-        names = [field.name for field in dataclasses.fields(cls) if field.name != "client_id"]
+        names = [field.name for field in dataclasses.fields(cls) if field.default is dataclasses.MISSING]
         schema_names = [name for name, _ in schema_layout(S.requests[code]) if name != "content"]
-        assert names == schema_names, code.name
+        assert names == ["client_id", *schema_names], code.name
     for code, cls in RESPONSE_EVENTS.items():
         assert [field.name for field in dataclasses.fields(cls)] == [
             n for n, _ in schema_layout(S.responses[code])

@@ -29,6 +29,7 @@ from backupproto.engine import ServerConnection, event_fields
 from backupproto.errors import BackupProtoError, RemoteProtocolError
 from backupproto.events import (
     NEED_DATA,
+    PAUSED,
     Acknowledged,
     AesKey,
     ConnectionClosed,
@@ -153,7 +154,7 @@ class Session:
                         os._exit(3)
                     self._send(ServerError())
                     return
-                if event is NEED_DATA:
+                if event is NEED_DATA or event is PAUSED:  # PAUSED: a request left unanswered on purpose
                     break
                 if isinstance(event, ConnectionClosed):
                     return
