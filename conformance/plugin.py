@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from .case import CASES, CaseContext, CaseInfo, Target, case_of
+from .clients.mode import client_under_test
 from .html_report import write_html_report
 from .results import SHOULD_NOTE, CaseResult, Results
 from .settings import DEFAULT_FUZZ_EXAMPLES, RunSettings, add_options, options_given
@@ -56,6 +57,8 @@ class _State:
         self.usage_errors: list[str] = []
         """Usage mistakes found while collecting (raised once collection is over)."""
         self.started = time.monotonic()
+        self.client: str | None = None
+        """The client under test in client mode (conformance.clients), else None."""
 
 
 _STATE = pytest.StashKey[_State]()
@@ -74,6 +77,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_STATE] = _State(RunSettings.from_config(config))
+    config.stash[_STATE].client = client_under_test(config)
     config.pluginmanager.register(_Selection(), "backupproto-conformance-selection")
     if _uses_xdist(config) and _asks_for_suite(config):
         raise pytest.UsageError(XDIST_REFUSED)
@@ -194,7 +198,7 @@ def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
     if not state.active:
         return []
     settings = state.settings
-    target = settings.target or "the reference server, started by the suite"
+    target = state.client or settings.target or "the reference server, started by the suite"
     seed = settings.seed
     return [f"conformance: target {target}; seed {seed} (--bp-seed {seed} repeats this run)"]
 
@@ -329,12 +333,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         write_html_report(state.settings.html_report, state.results, facts)
 
 
+def _target_kind(settings: RunSettings) -> str:
+    return "given" if settings.target else "reference server started by the suite"
+
+
 def _run_facts(state: _State) -> dict[str, Any]:
     settings = state.settings
     data_dir = _data_dir_path(state)
+    server = settings.target or (state.server.target if state.server is not None else None)
     return {
-        "target": str(settings.target or (state.server.target if state.server is not None else None)),
-        "target_kind": "given" if settings.target else "reference server started by the suite",
+        "target": state.client or str(server),
+        "target_kind": "client mode" if state.client else _target_kind(settings),
         "data_dir": str(data_dir) if data_dir else None,
         "seed": settings.seed,
         "strict": settings.strict,

@@ -6,53 +6,105 @@ Wire: every byte is parsed and built by `backupproto.engine.ServerConnection` (s
 this package only moves bytes between sockets and the engine and decides what each
 well-formed request does (`session.Session`).
 
-Concurrency: one thread per connection, at most ``--max-connections`` (256) at once, plus
-the accepting thread, plus one writer thread per upload in progress. The work is blocking
-I/O (socket, file writes, fsync, SQLite) and AES/CRC in C code that releases the GIL, so
-threads are the simplest correct choice; an event loop would have to push every file
-write, fsync and database commit to a thread pool anyway. The session thread decrypts and
-CRCs while the upload's writer thread writes the plaintext (a bounded queue of 4 chunks),
-so disk writes overlap decryption on a second core. Each connection has its own timeouts
-(``--idle-timeout`` before a request: close silently; ``--read-timeout`` while a message
-is under way: 2107 and close; also bounds each send), so a slow or hostile client holds
-one thread and nothing else. A connection above the limit is accepted and closed at once
-without reading from it (spec 10); clients treat that like a 2107 and retry later.
+Concurrency: one asyncio event loop (``Server.serve_forever``) runs the accept loop and one
+coroutine per connection (`session.Session`), the way aioquic layers ``asyncio/`` over its
+sans-I/O core. The loop only moves bytes and keeps time; everything that blocks or burns
+CPU runs in one thread pool (32 threads): SQLite, fsync, rename, RSA, and per content
+chunk AES-CBC decryption (OpenSSL through `cryptography`, into one reused buffer), cksum
+and the file write. A connection keeps one chunk in the pool while the loop receives the
+next, so receiving overlaps decrypt/cksum/write; several uploads run on several pool
+threads, and OpenSSL and os.write release the GIL, so both cores work. Bytes arrive
+through `wire.Wire`, a buffered protocol: the kernel writes them straight into the
+connection's buffer (16 KiB, doubling up to 1 MiB for file content, dropped while idle),
+one copy out per read. An idle connection costs a coroutine, a transport and an engine:
+about 5 KiB, no thread (10,000 idle connections measured at +52 MiB).
 
-Memory: a file passes in pieces of at most 1 MiB (one recv): decrypted
-(`backupproto.crypto.CbcDecryptor`), CRC'd (`backupproto.cksum.Cksum`) and queued for the
-writer, so a 4 GiB file costs the same memory as a 16-byte one (at most ~4 MiB of queued
-plaintext per upload).
+Deadlines (spec 2.4, 13.11), all per connection: at a message boundary ``--idle-timeout``
+(60 s; close silently). Once a message's first byte has arrived, the whole message must
+arrive within ``--read-timeout`` (30 s), extended by 1 s per ``--min-rate`` bytes (16384)
+of 1103 content received, so content must keep up that rate on average; and, as before,
+no read inside a message may wait longer than ``--read-timeout`` (the stall timeout);
+else 2107 and close. A per-byte timer alone would let one byte every 20 s hold a
+connection for ever. Sends are bounded by ``--read-timeout`` too.
+
+Limits (`limits.ConnectionTable`): at most ``--max-connections`` (256) connections and
+``--max-per-address`` (128) per IP address. At a limit the server closes the connection
+idle for longest (at a message boundary for at least ``--min-idle-to-drop``, 1 s) to make
+room; only if none is idle is the new connection refused (closed at once, spec 10). Idle
+connections are kept oldest-first, so the choice is O(1). Refusals, drops and accept
+errors are counted and logged as one summary line per ``--summary-interval`` (10 s) and at
+shutdown, never a line per connection. ``accept()`` failing with EMFILE/ENFILE pauses
+accepting for 0.2 s instead of spinning; at start the soft open-file limit is raised
+toward the hard one to fit ``--max-connections``.
+
+Memory: a file passes in pieces of at most 1 MiB (one read): decrypted into the upload's
+reused buffer (`backupproto.crypto.CbcDecryptor.update_into`), CRC'd and written, so a
+4 GiB file costs the same memory as a 16-byte one (a few MiB per upload in flight: the
+receive buffer, one chunk in the pool, one decryption buffer; peak server RSS 50 MiB at
+1 GiB, 39 MiB idle).
 
 Storage (`store`, `files`; spec 9.2 and 11): SQLite ``server.db`` with the tables
-``clients`` and ``files`` (WAL journal, synchronous=FULL, one transaction per change, bound
-parameters only) plus the same rows in memory for lookups; one lock keeps both in step.
+``clients``, ``files`` and ``versions`` (WAL journal, synchronous=FULL, bound parameters
+only) plus clients and files in memory for lookups; one lock keeps both in step. Group
+commit: each change runs in a savepoint of the open transaction, then waits for a COMMIT;
+the first waiter commits every change written meanwhile, so concurrent sessions share one
+fsync, and no response leaves before the commit holding its change. Owner-only: the data
+dir is made 0700 and ``server.db`` 0600 (its -wal/-shm inherit that mode) whatever the
+umask; client folders, ``.tmp``, ``.versions`` 0700, files 0600.
+
 Files live in ``<data-dir>/<client id hex>/`` (created with the client's first file)
 under their own names, which the wire grammar makes single safe path components; the
 resolved path is still checked to lie directly in the client folder. On a case-folding
 file system or on Windows the names are mapped injectively (SHA-256 hex) instead;
 ``files.PathName`` records the mapping. An upload goes to ``<data-dir>/.tmp/<random>``
-(no client folder or file name can be ``.tmp``), is fsync'd, its row is committed with
-Verified=0, and only then is it renamed over the final name and the folder fsync'd. So a
-crash leaves the old or the new version in place, never a partial one, and Verified=1 is
-only ever set by a 1104 for the version this connection wrote (an in-memory version tag
-per file catches a replacement by another connection in between). At startup, leftover
-temp files are deleted and rows whose file is missing are kept with Verified=0; each
-repair is logged.
+(no client folder or file name can be ``.tmp``); writeback starts in the background every
+32 MiB. At the end, under the file's lock (one of 64, by client id and file name), in
+this order: fsync the temp file; if the current row is Verified, hard-link the verified
+file into ``.versions/<client id hex>/<random>`` and fsync that folder; commit the
+``files`` row with Verified=0 (and the ``versions`` row) and remember the upload's version
+tag; rename over the final name and fsync the folder; answer 2103. A 1104 takes the same
+lock, sets Verified=1 only if the remembered tag is still this connection's upload, then
+drops kept versions beyond ``--keep-versions`` (rows committed, then files unlinked).
+Because tag, row and rename of one upload happen under one lock, two uploads of one name
+can never commit in one order and rename in the other.
+
+What a crash (kill -9, power loss) at each step leaves, and what start-up does:
+- while content arrives, or before the temp file's fsync: a temp file; start-up deletes it
+  (and any folder in ``.tmp``); the previous file and row are untouched.
+- after the hard link, before the commit: an extra link in ``.versions`` without a row;
+  start-up removes it. The file and its row are unchanged (still Verified).
+- after the commit, before the rename: the row says Verified=0 (and the kept version has
+  its row) while the final path still holds the previous bytes: verification is
+  under-stated, never over-stated; the client's retry replaces it.
+- after the rename, before 2103 or 1104: the new file, Verified=0 (spec 9.2 rule 6).
+- after the 1104 commit, before old versions are unlinked: files in ``.versions`` without
+  rows; start-up removes them.
+- a ``versions`` row whose file is gone is deleted at start-up; a ``files`` row whose file
+  is gone is kept with Verified=0 (spec 9.2 rule 5). Every repair is logged.
+In memory only, and so lost by a crash: version tags (a 1104 after a restart cannot
+match: the file stays unverified) and the failed-decryption counts.
+
+Failed decryptions (`lockout.DecryptionFailures`, spec 13.3): every 1103 whose padding
+check fails counts against its client id; after ``--max-decrypt-failures`` (5) within
+``--decrypt-lockout`` (900 s) that id's 1102 and 1103 get 2107 for 900 s, logged once.
+With the kept verified version, a forged upload (1 try in 256 passes the padding) can no
+longer destroy a backup in seconds; the residual risk is in spec 13.3.
 
 Failures: 2101 only for a taken name and 2106 for a refused reconnect (the connection
 stays open), 2107 and close for everything else: malformed or out-of-turn messages, bad
-keys, bad padding, limits, storage failures, internal errors. After a 2107 the server
-half-closes and discards input for up to 2 s / 64 KiB so that the client reads the 2107
-rather than a connection reset (spec 2.3). A failure never touches what was stored.
+keys, bad padding, limits, deadlines, lockouts, storage failures, internal errors. After a
+2107 the server half-closes and discards input for up to 2 s / 64 KiB so that the client
+reads the 2107 rather than a connection reset (spec 2.3). A failure never touches what was
+stored. A full disk is reported as SQLite says it ("database or disk is full").
 
 Host: the default is 127.0.0.1, not 0.0.0.0. A reference server runs mostly in tests and
 conformance runs on one machine, and the protocol's security is weak (zero IV, no
 authentication of the client beyond its id and name, spec 13), so serving the network is
 a choice the operator makes explicitly with ``--host 0.0.0.0``.
 
-Shutdown (SIGINT/SIGTERM): stop accepting, shut every connection down (in-flight uploads
-are aborted and their temp files removed), wait up to 5 s for the sessions, close the
-database, exit 0.
+Shutdown (SIGINT/SIGTERM): stop accepting, log the last summary line, abort every
+connection (in-flight uploads are aborted and their temp files removed), wait up to 5 s for
+the sessions, finish the pool's work, close the database, exit 0.
 """
 
 from __future__ import annotations

@@ -30,6 +30,22 @@ def _positive(kind: type[int] | type[float]) -> type:
     return parse  # type: ignore[return-value]
 
 
+def _non_negative(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return int(text)
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number 0..65535")
@@ -65,7 +81,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO"
     )
-    parser.add_argument("--max-connections", type=_positive(int), default=256, help="default 256")
+    parser.add_argument(
+        "--max-connections",
+        type=_positive(int),
+        default=256,
+        help="connections at once; at the limit the longest-idle one is dropped (default 256)",
+    )
+    parser.add_argument(
+        "--max-per-address",
+        type=_non_negative,
+        default=128,
+        help="connections at once from one IP address (0: no cap; default 128)",
+    )
+    parser.add_argument(
+        "--min-idle-to-drop",
+        type=_non_negative_float,
+        default=1.0,
+        help="seconds a connection must be idle before it may be dropped to make room (default 1)",
+    )
     parser.add_argument(
         "--idle-timeout", type=_positive(float), default=60.0, help="seconds between requests (default 60)"
     )
@@ -73,13 +106,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--read-timeout",
         type=_positive(float),
         default=30.0,
-        help="seconds a started message may stall (default 30)",
+        help="seconds a started message may take to arrive whole (default 30; file content: see --min-rate)",
+    )
+    parser.add_argument(
+        "--min-rate",
+        type=_positive(float),
+        default=16384.0,
+        help="bytes/s file content must keep up, on top of --read-timeout (default 16384)",
+    )
+    parser.add_argument(
+        "--summary-interval",
+        type=_positive(float),
+        default=10.0,
+        help="seconds between summary lines of refused/dropped connections (default 10)",
     )
     parser.add_argument(
         "--max-file-size",
         type=_file_size,
         default=MAX_CONTENT_SIZE,
         help=f"largest accepted content_size (encrypted bytes; default {MAX_CONTENT_SIZE}, the protocol max)",
+    )
+    parser.add_argument(
+        "--keep-versions",
+        type=_non_negative,
+        default=1,
+        help="older verified versions kept per file once a newer one is verified (default 1)",
+    )
+    parser.add_argument(
+        "--max-decrypt-failures",
+        type=_positive(int),
+        default=5,
+        help="failed decryptions of one client id that lock it out (default 5)",
+    )
+    parser.add_argument(
+        "--decrypt-lockout",
+        type=_positive(float),
+        default=900.0,
+        help="seconds a locked-out client id is refused 1102/1103 (default 900)",
     )
     return parser.parse_args(argv)
 
@@ -100,9 +163,16 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=port,
         max_connections=args.max_connections,
+        max_per_address=args.max_per_address,
+        min_idle_to_drop=args.min_idle_to_drop,
         idle_timeout=args.idle_timeout,
         read_timeout=args.read_timeout,
+        min_rate=args.min_rate,
+        summary_interval=args.summary_interval,
         max_file_size=args.max_file_size,
+        keep_versions=args.keep_versions,
+        max_decrypt_failures=args.max_decrypt_failures,
+        decrypt_lockout=args.decrypt_lockout,
     )
     try:
         server = Server(config)

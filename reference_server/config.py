@@ -26,7 +26,22 @@ class ServerConfig:
     max_connections: int = 256
     idle_timeout: float = 60.0
     read_timeout: float = 30.0
+    """The deadline of a whole message (header and fixed payload) once its first byte arrived."""
     max_file_size: int = MAX_CONTENT_SIZE
+    min_rate: float = 16 * 1024
+    """Bytes/s that 1103 content must keep up on average (each byte extends the deadline)."""
+    max_per_address: int = 128
+    """Connections from one IP address at once (0: no cap)."""
+    min_idle_to_drop: float = 1.0
+    """At a limit, a connection idle this long (or longer) is dropped to make room."""
+    summary_interval: float = 10.0
+    """Seconds between summary lines of refused and dropped connections (when there were any)."""
+    keep_versions: int = 1
+    """Older verified versions kept per file after a newer one is verified (spec 9.2 rule 7)."""
+    max_decrypt_failures: int = 5
+    """Failed decryptions (bad padding) of one client id that start a lockout (spec 13.3)."""
+    decrypt_lockout: float = 900.0
+    """Seconds a locked-out client id is refused 1102 and 1103; also how long failures count."""
     shutdown_grace: float = 5.0
     """How long shutdown waits for sessions to wind down before it stops waiting."""
 

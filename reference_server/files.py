@@ -8,10 +8,12 @@ directly in the client's folder anyway. On a file system that folds case, or on 
 records whichever mapping was used, so both read back the same way.
 
 An upload streams into `<root>/.tmp/<random>` (a folder no client folder or file name can
-be) while it is decrypted and CRC'd; when complete it is fsync'd, its row is committed with
-Verified=0, and only then is it renamed over the final name and the folder fsync'd. A crash
-at any point leaves the old or the new version in place, never a partial one, and the row
-never claims Verified for bytes the client did not confirm.
+be) while it is decrypted and CRC'd; when complete it is fsync'd, and under the file's lock
+a verified previous version is kept (hard link into `<root>/.versions/`), the row is
+committed with Verified=0 and the version tag set, and only then is it renamed over the
+final name and the folder fsync'd. A crash at any point leaves the old or the new version
+in place, never a partial one, and the row never claims Verified for bytes the client did
+not confirm. 1104 takes the same lock, and expires kept versions beyond the retention.
 """
 
 from __future__ import annotations
@@ -19,24 +21,26 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import queue
 import re
+import shutil
 import threading
 import uuid
 from pathlib import Path
 from typing import Final
 
 from backupproto.cksum import Cksum
-from backupproto.crypto import CbcDecryptor
+from backupproto.crypto import UPDATE_INTO_SLACK, CbcDecryptor
 
 from .errors import StorageError
 from .store import Store
 
 TEMP_DIR: Final = ".tmp"
-QUEUE_CHUNKS: Final = 4
-"""Plaintext chunks waiting for the writer thread, at most (4 x 1 MiB = 4 MiB)."""
+VERSIONS_DIR: Final = ".versions"
+"""Older verified versions: `<root>/.versions/<client id hex>/<random>` (never a client folder)."""
 FLUSH_EVERY: Final = 32 * 1024 * 1024
 """Bytes written between two fdatasync calls of a large upload."""
+LOCK_STRIPES: Final = 64
+"""Locks that order the changes of one file (hashed by client id and file name)."""
 _CLIENT_DIR: Final = re.compile(r"[0-9a-f]{32}")
 
 log = logging.getLogger(__name__)
@@ -59,11 +63,16 @@ def _folds_case(folder: Path) -> bool:
 class FileStore:
     """Where files live under the data folder, and how they get there."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, keep_versions: int = 1) -> None:
         self.root = data_dir.resolve()
         self.temp_dir = self.root / TEMP_DIR
+        self.versions_dir = self.root / VERSIONS_DIR
+        self.keep_versions = keep_versions
+        """Older verified versions kept per file once a newer one is verified (0: none)."""
+        self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
         try:
             self.temp_dir.mkdir(mode=0o700, exist_ok=True)
+            self.versions_dir.mkdir(mode=0o700, exist_ok=True)
             self.own_names = os.name == "posix" and not _folds_case(self.temp_dir)
         except OSError as error:
             raise StorageError(f"cannot use the temp folder {self.temp_dir}: {error}") from None
@@ -87,6 +96,62 @@ class FileStore:
             raise StorageError(f"path name {path_name!r} resolves outside its client folder ({final})")
         return final
 
+    def _lock(self, client_id: bytes, file_name: str) -> threading.Lock:
+        """The lock that orders every change of one (client, file name): one of `LOCK_STRIPES`."""
+        return self._locks[hash((client_id, file_name)) % LOCK_STRIPES]
+
+    def install(self, store: Store, client_id: bytes, file_name: str, upload: Upload) -> None:
+        """Make a finished upload the stored version: row (Verified=0, new version tag), then rename.
+
+        Both steps run under the file's lock, so the version tag in the store always names the
+        bytes at the final path: two uploads of one name can never commit in one order and
+        rename in the other (spec 9.2 rule 2).
+        """
+        with self._lock(client_id, file_name):
+            current = store.file(client_id, file_name)
+            archived = None
+            if current is not None and current.verified:
+                archived = self._archive(client_id, upload.final)
+            store.put_file(client_id, file_name, upload.path_name, upload.version, archived)
+            upload.commit()
+
+    def _archive(self, client_id: bytes, final: Path) -> str | None:
+        """Keep the verified file at `final` as an older version (a hard link); its PathName."""
+        folder = self.versions_dir / client_id.hex()
+        name = uuid.uuid4().hex
+        try:
+            if not folder.is_dir():
+                folder.mkdir(mode=0o700)
+                _fsync_dir(self.versions_dir)
+            os.link(final, folder / name)
+            _fsync_dir(folder)
+        except FileNotFoundError:
+            return None  # the verified file vanished from disk: nothing to keep
+        except OSError as error:
+            raise StorageError(f"cannot keep the verified version of {final}: {error}") from None
+        return f"{VERSIONS_DIR}/{client_id.hex()}/{name}"
+
+    def verify(self, store: Store, client_id: bytes, file_name: str, version: str | None) -> bool:
+        """1104: mark `version` Verified=1 if it is still the stored one; False if it was replaced
+        (or if this connection wrote no version)."""
+        if version is None:
+            return False
+        with self._lock(client_id, file_name):
+            if store.set_verified(client_id, file_name, True, version) is None:
+                return False
+            kept = store.versions(client_id, file_name)
+            expired = kept[: max(0, len(kept) - self.keep_versions)]
+            store.forget_versions(expired)
+        for path_name in expired:
+            self._remove_version(path_name)
+        return True
+
+    def _remove_version(self, path_name: str) -> None:
+        try:
+            (self.root / path_name).unlink(missing_ok=True)
+        except OSError as error:
+            log.error("cannot remove the expired version %s: %s (startup repair will)", path_name, error)
+
     def begin(self, client_id: bytes, file_name: str, aes_key: bytes) -> Upload:
         """Start receiving a file into a fresh temp file."""
         path_name = self.path_name(client_id, file_name)
@@ -97,8 +162,12 @@ class FileStore:
         are kept with Verified=0. Returns a line per repair; files without a row are logged."""
         done: list[str] = []
         for entry in sorted(self.temp_dir.iterdir()):
-            entry.unlink()
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
             done.append(f"removed the unfinished upload {entry}")
+        done += self._repair_versions(store)
         known: set[Path] = set()
         for record in store.files():
             try:
@@ -128,42 +197,30 @@ class FileStore:
                         log.warning("kept %s: no database row refers to it", entry)
         return done
 
-
-class _Writer(threading.Thread):
-    """Writes plaintext chunks to the temp file so that disk writes overlap decryption.
-
-    The queue is bounded (`QUEUE_CHUNKS` chunks of at most one recv each), so memory stays
-    constant; every `FLUSH_EVERY` bytes it starts writeback (fdatasync) so that the final
-    fsync does not have to push the whole file at once.
-    """
-
-    def __init__(self, fd: int, temp: Path) -> None:
-        super().__init__(name=f"writer {temp.name}", daemon=True)
-        self.fd = fd
-        self.temp = temp
-        self.queue: queue.Queue[bytes | None] = queue.Queue(QUEUE_CHUNKS)
-        self.error: StorageError | None = None
-        self.cancelled = False
-
-    def run(self) -> None:
-        unflushed = 0
-        while (chunk := self.queue.get()) is not None:
-            if self.error is not None or self.cancelled:
-                continue  # keep draining so that the producer never blocks
-            try:
-                view = memoryview(chunk)
-                while view:
-                    view = view[os.write(self.fd, view) :]
-                unflushed += len(chunk)
-                if unflushed >= FLUSH_EVERY:
-                    _flush(self.fd)
-                    unflushed = 0
-            except OSError as error:
-                self.error = StorageError(f"cannot write {self.temp}: {error}")
+    def _repair_versions(self, store: Store) -> list[str]:
+        """Drop kept-version rows without a file and kept-version files without a row."""
+        done: list[str] = []
+        rows = store.versions()
+        missing = [name for name in rows if not (self.root / name).is_file()]
+        store.forget_versions(missing)
+        done += [f"forgot the kept version {name}: its file is missing" for name in missing]
+        known = set(rows)
+        for folder in sorted(self.versions_dir.iterdir()):
+            for entry in sorted(folder.iterdir()) if folder.is_dir() else [folder]:
+                if entry.relative_to(self.root).as_posix() not in known:
+                    entry.unlink()
+                    done.append(f"removed {entry}: an older version no row refers to")
+        return done
 
 
 class Upload:
-    """One file arriving: decrypt and CRC each chunk, write it to a temp file; then commit or abort."""
+    """One file arriving: decrypt and CRC each chunk, write it to a temp file; then commit or abort.
+
+    Each chunk is decrypted into one reused buffer (no allocation per chunk), CRC'd and written
+    by the calling thread; every `FLUSH_EVERY` bytes a background thread starts writeback
+    (fdatasync) so that the final fsync does not have to push the whole file at once. Memory:
+    one buffer of the largest chunk, whatever the file size.
+    """
 
     def __init__(self, final: Path, path_name: str, temp_dir: Path, aes_key: bytes) -> None:
         self.final = final
@@ -177,35 +234,54 @@ class Upload:
             raise StorageError(f"cannot create {self.temp}: {error}") from None
         self._decryptor = CbcDecryptor(aes_key)
         self._cksum = Cksum()
-        self._writer: _Writer | None = _Writer(self._fd, self.temp)
-        self._writer.start()
+        self._buffer = bytearray()
+        self._unflushed = 0
+        self._flusher: threading.Thread | None = None
+        self._flush_error: StorageError | None = None
 
     @property
     def size(self) -> int:
         """Plaintext bytes received so far."""
         return self._cksum.length
 
-    def _write(self, plain: bytes) -> None:
-        writer = self._writer
-        assert writer is not None
-        if writer.error is not None:
-            raise writer.error
-        if plain:
-            self._cksum.update(plain)
-            writer.queue.put(plain)
-
-    def _stop_writer(self, cancel: bool) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.cancelled = cancel
-            writer.queue.put(None)
-            writer.join()
-            if writer.error is not None and not cancel:
-                raise writer.error
-
     def write(self, ciphertext: bytes) -> None:
-        """Decrypt a chunk of content and queue the plaintext for writing."""
-        self._write(self._decryptor.update(ciphertext))
+        """Decrypt a chunk of content, CRC it and write it to the temp file."""
+        if len(self._buffer) < len(ciphertext) + UPDATE_INTO_SLACK:
+            self._buffer = bytearray(len(ciphertext) + UPDATE_INTO_SLACK)
+        self._write(self._decryptor.update_into(ciphertext, self._buffer))
+
+    def _write(self, plain: bytes | memoryview) -> None:
+        if not plain:
+            return
+        if self._flush_error is not None:
+            raise self._flush_error
+        self._cksum.update(plain)
+        assert self._fd is not None
+        try:
+            view = memoryview(plain)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as error:
+            raise StorageError(f"cannot write {self.temp}: {error}") from None
+        self._unflushed += len(plain)
+        if self._unflushed >= FLUSH_EVERY and (self._flusher is None or not self._flusher.is_alive()):
+            self._unflushed = 0
+            self._flusher = threading.Thread(target=self._flush_in_background, name="flush", daemon=True)
+            self._flusher.start()
+
+    def _flush_in_background(self) -> None:
+        fd = self._fd
+        if fd is None:  # pragma: no cover - closed before the thread ran (it is joined first)
+            return
+        try:
+            _flush(fd)
+        except OSError as error:
+            self._flush_error = StorageError(f"cannot flush {self.temp}: {error}")
+
+    def _join_flusher(self) -> None:
+        if self._flusher is not None:
+            self._flusher.join()
+            self._flusher = None
 
     def finish(self) -> int:
         """Check the padding, write the rest, fsync, close; return the cksum of the plaintext.
@@ -213,7 +289,9 @@ class Upload:
         Raises CryptoError (bad padding) or StorageError; the temp file stays until commit/abort.
         """
         self._write(self._decryptor.finalize())
-        self._stop_writer(cancel=False)
+        self._join_flusher()
+        if self._flush_error is not None:
+            raise self._flush_error
         assert self._fd is not None
         try:
             os.fsync(self._fd)
@@ -236,7 +314,7 @@ class Upload:
 
     def abort(self) -> None:
         """Drop the temp file (safe to call at any time, also after commit)."""
-        self._stop_writer(cancel=True)
+        self._join_flusher()
         self._close()
         try:
             self.temp.unlink(missing_ok=True)

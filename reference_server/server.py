@@ -2,32 +2,59 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import logging
 import os
-import selectors
 import socket
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Final
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - not POSIX
+    resource = None  # type: ignore[assignment]
 
 from .config import ServerConfig
 from .errors import ReferenceServerError, StartupError
 from .files import FileStore
+from .limits import ConnectionTable
+from .lockout import DecryptionFailures
 from .session import Session
 from .store import DB_NAME, Store
 
 log = logging.getLogger(__name__)
 
+POOL_THREADS: Final = 32
+"""Threads for blocking work (SQLite, fsync, AES, RSA): enough to keep both cores and the disk busy."""
+BACKLOG: Final = 4096
+ACCEPT_PAUSE: Final = 0.2
+"""Seconds accepting pauses after running out of file descriptors (instead of spinning)."""
+OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+FILES_BESIDES_CONNECTIONS: Final = 64
+"""Descriptors the server needs beyond one per connection: listener, database, uploads, loop."""
+
 
 def prepare_data_dir(path: Path) -> Path:
-    """Create the data folder if needed and check that it is a writable folder."""
+    """Create the data folder if needed, make it owner-only (0700, spec 13.10), check it is writable."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
     except FileExistsError:
         raise StartupError(f"data dir {path} exists and is not a folder") from None
     except OSError as error:
         raise StartupError(f"cannot create the data dir {path}: {error.strerror or error}") from None
+    if os.name == "posix":
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            try:
+                path.chmod(mode & 0o700)
+            except OSError as error:
+                raise StartupError(f"cannot make the data dir {path} owner-only: {error}") from None
+            log.info("data dir %s: permissions %04o -> %04o (owner only)", path, mode, mode & 0o700)
     probe = path / f".write-probe-{uuid.uuid4().hex}"
     try:
         probe.write_bytes(b"")
@@ -38,22 +65,26 @@ def prepare_data_dir(path: Path) -> Path:
 
 
 class Server:
-    """The reference server: `start()` binds, `serve_forever()` runs until `stop()`."""
+    """The reference server: `start()` binds, `serve_forever()` runs the event loop until `stop()`."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.data_dir = prepare_data_dir(config.data_dir)
         try:
-            self.files = FileStore(self.data_dir)
+            self.files = FileStore(self.data_dir, config.keep_versions)
             self.store = Store(self.data_dir / DB_NAME)
         except ReferenceServerError as error:
             raise StartupError(str(error)) from None
+        self.failures = DecryptionFailures(config.max_decrypt_failures, config.decrypt_lockout)
+        self.table: ConnectionTable[Session] = ConnectionTable(
+            config.max_connections, config.max_per_address, config.min_idle_to_drop
+        )
+        self.pool = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="server-work")
         self._listener: socket.socket | None = None
-        self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = threading.Event()
-        self._lock = threading.Lock()
-        self._sessions: dict[Session, threading.Thread] = {}
-        self._refused_total = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Event | None = None
+        self._tasks: dict[Session, asyncio.Task[None]] = {}
 
     @property
     def address(self) -> tuple[str, int]:
@@ -72,83 +103,117 @@ class Server:
             log.warning("repair: %s", line)
         clients, files = self.store.clients(), self.store.files()
         log.info("data dir %s: %d clients, %d files", self.data_dir, len(clients), len(files))
+        raise_file_limit(self.config.max_connections)
         address = (self.config.host, self.config.port)
         try:
-            self._listener = socket.create_server(address, backlog=min(self.config.max_connections, 1024))
+            self._listener = socket.create_server(address, backlog=BACKLOG)
         except OSError as error:
             reason = os.strerror(error.errno) if error.errno else str(error)
             raise StartupError(f"cannot listen on {self.config.host}:{self.config.port}: {reason}") from None
+        self._listener.setblocking(False)
         return self.address
 
     def stop(self) -> None:
         """Ask `serve_forever` to return (safe from a signal handler and from other threads)."""
         self._stopping.set()
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
+        loop, stopped = self._loop, self._stopped
+        if loop is not None and stopped is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed already
+                loop.call_soon_threadsafe(stopped.set)
 
     def serve_forever(self) -> None:
-        """Accept until `stop()`; then abort the sessions, wait for them, close the database."""
+        """Serve until `stop()`; then abort the sessions, wait for them, close the database."""
         assert self._listener is not None, "start() first"
-        listener = self._listener
-        with selectors.DefaultSelector() as selector:
-            selector.register(listener, selectors.EVENT_READ)
-            selector.register(self._wake_r, selectors.EVENT_READ)
-            while not self._stopping.is_set():
-                for key, _ in selector.select():
-                    if key.fileobj is listener and not self._stopping.is_set():
-                        self._accept(listener)
-        self._shutdown()
+        asyncio.run(self._serve())
 
-    def _accept(self, listener: socket.socket) -> None:
-        try:
-            sock, address = listener.accept()
-        except OSError as error:  # e.g. EMFILE, or the peer reset before accept
-            log.warning("accept failed: %s", error)
+    async def _serve(self) -> None:
+        self._stopped = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        if self._stopping.is_set():
+            self._stopped.set()
+        accepting = asyncio.create_task(self._accept_forever())
+        summaries = asyncio.create_task(self._summaries())
+        await self._stopped.wait()
+        accepting.cancel()
+        summaries.cancel()
+        await asyncio.gather(accepting, summaries, return_exceptions=True)
+        await self._shutdown()
+
+    async def _accept_forever(self) -> None:
+        assert self._listener is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, address = await loop.sock_accept(self._listener)
+            except OSError as error:
+                if error.errno in OUT_OF_RESOURCES:
+                    # Out of descriptors: pause instead of spinning, counted in the summary.
+                    self.table.events[f"accept paused ({errno.errorcode[error.errno]})"] += 1
+                    await asyncio.sleep(ACCEPT_PAUSE)
+                else:  # e.g. the peer reset before accept
+                    self.table.events["accept failed"] += 1
+                continue
+            self._admit(sock, f"{address[0]}:{address[1]}", address[0])
+            await asyncio.sleep(0)  # let the sessions run between accepts in a burst
+
+    def _admit(self, sock: socket.socket, peer: str, host: str) -> None:
+        """Room for the connection (dropping the longest idle if needed), else close it at once."""
+        victims = self.table.admit(host)
+        if victims is None:
+            sock.close()  # spec 10: closed at once, nothing read; counted in the summary
             return
-        peer = f"{address[0]}:{address[1]}"
+        for victim in victims:
+            self.table.remove(victim)
+            victim.drop()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        with self._lock:
-            full = len(self._sessions) >= self.config.max_connections
-            if not full:
-                session = Session(sock, peer, self.store, self.files, self.config)
-                thread = threading.Thread(
-                    target=self._run, args=(session,), name=f"session {peer}", daemon=True
-                )
-                self._sessions[session] = thread
-        if full:
-            self._refuse(sock, peer)
-            return
+        session = Session(
+            sock, peer, self.store, self.files, self.config, self.failures, self.pool, self.table
+        )
+        self.table.add(session, host)
+        self.table.idle(session)  # nothing received yet: at a message boundary
         log.debug("%s: connected", peer)
-        thread.start()
+        task = asyncio.create_task(session.run(), name=f"session {peer}")
+        self._tasks[session] = task
+        task.add_done_callback(lambda _: self._tasks.pop(session, None))
 
-    def _refuse(self, sock: socket.socket, peer: str) -> None:
-        """Beyond --max-connections: close at once without reading anything (spec 10)."""
-        self._refused_total += 1
-        log.warning("%s: refused: %d connections open (--max-connections)", peer, self.config.max_connections)
-        sock.close()
+    async def _summaries(self) -> None:
+        """Refused and dropped connections as one line per interval, never a line each."""
+        while True:
+            await asyncio.sleep(self.config.summary_interval)
+            line = self.table.summary()
+            if line is not None:
+                log.warning("%s (in the last %g s)", line, self.config.summary_interval)
 
-    def _run(self, session: Session) -> None:
-        try:
-            session.run()
-        finally:
-            with self._lock:
-                self._sessions.pop(session, None)
-
-    def _shutdown(self) -> None:
-        log.info("shutting down: no new connections; aborting %d open sessions", len(self._sessions))
+    async def _shutdown(self) -> None:
+        running = dict(self._tasks)
+        log.info("shutting down: no new connections; aborting %d open sessions", len(running))
         if self._listener is not None:
             self._listener.close()
-        with self._lock:
-            running = list(self._sessions.items())
-        for session, _ in running:
+        line = self.table.summary()
+        if line is not None:
+            log.warning("%s", line)
+        for session in running:
             session.interrupt()
-        for _, thread in running:
-            thread.join(self.config.shutdown_grace)
-        with self._lock:
-            left = len(self._sessions)
-        if left:
-            log.error("%d sessions did not end within %g s", left, self.config.shutdown_grace)
+        if running:
+            _, late = await asyncio.wait(running.values(), timeout=self.config.shutdown_grace)
+            if late:
+                log.error("%d sessions did not end within %g s", len(late), self.config.shutdown_grace)
+                for task in late:
+                    task.cancel()
+                await asyncio.wait(late, timeout=1.0)  # let their clean-up use the pool first
+        self.pool.shutdown(wait=True)
         self.store.close()
-        self._wake_r.close()
-        self._wake_w.close()
         log.info("stopped")
+
+
+def raise_file_limit(connections: int) -> None:
+    """Raise the soft limit of open files toward the hard one if the connections need more."""
+    if resource is None:  # pragma: no cover - not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + FILES_BESIDES_CONNECTIONS
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            log.info("open-file limit raised from %d to %d for %d connections", soft, new, connections)

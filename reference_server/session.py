@@ -4,19 +4,29 @@ The engine (backupproto.engine.ServerConnection) parses and checks every message
 turn-taking; this module decides what each well-formed request does. Anything refused,
 malformed or failing is answered with 2107 (SERVER_ERROR) and the connection is closed;
 nothing stored before is touched by a failure.
+
+The connection is a coroutine on the server's event loop; every piece of blocking work
+(SQLite, fsync, RSA, AES and CRC over file content) runs in the server's thread pool, so the
+loop only moves bytes and keeps time. Deadlines (spec 2.4, 13.11): `idle_timeout` at a
+message boundary (close silently); once a message has begun, the whole message must arrive
+within `read_timeout`, extended by 1 s for every `min_rate` bytes of 1103 content received
+(so content must keep arriving at `min_rate` at least), and no read may wait longer than
+`read_timeout` (the stall timeout of spec 2.4); else 2107 and close.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
 import time
+from concurrent.futures import Executor
 from typing import Final
 
 from backupproto.crypto import import_public_key, new_aes_key, wrap_aes_key
 from backupproto.engine import ServerConnection
-from backupproto.errors import BackupProtoError, RemoteProtocolError
+from backupproto.errors import BackupProtoError, CryptoError, RemoteProtocolError
 from backupproto.events import (
     NEED_DATA,
     Acknowledged,
@@ -45,10 +55,13 @@ from backupproto.schemas import V3_SCHEMAS, der_length
 from .config import ServerConfig
 from .errors import ReferenceServerError, RequestRefused
 from .files import FileStore, Upload
+from .limits import ConnectionTable
+from .lockout import DecryptionFailures
 from .store import Store
+from .wire import Wire
 
 RECV_SIZE: Final = 1024 * 1024
-"""Bytes asked of each recv(): the most content held in memory per connection, about."""
+"""Bytes asked of each read: the most content received ahead of decryption per connection, about."""
 LINGER_SECONDS: Final = 2.0
 LINGER_BYTES: Final = 64 * 1024
 """After 2107 the server half-closes and discards what still arrives for this long / this much,
@@ -57,59 +70,114 @@ so the client reads the 2107 instead of a connection reset."""
 log = logging.getLogger(__name__)
 
 
-class Session:
-    """Serves one accepted connection until the client leaves, a 2107, a timeout or shutdown."""
+class _Deadline(Exception):
+    """The idle timeout or the message deadline passed."""
 
-    def __init__(self, sock: socket.socket, peer: str, store: Store, files: FileStore, config: ServerConfig):
+
+class Session:
+    """Serves one accepted connection until the client leaves, a 2107, a deadline, a drop or shutdown."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        peer: str,
+        store: Store,
+        files: FileStore,
+        config: ServerConfig,
+        failures: DecryptionFailures,
+        pool: Executor,
+        table: ConnectionTable[Session],
+    ) -> None:
         self.sock = sock
+        self.wire: Wire | None = None
         self.peer = peer
         self.store = store
         self.files = files
         self.config = config
+        self.failures = failures
+        self.pool = pool
+        self.table = table
         self.engine = ServerConnection(max_content_size=config.max_file_size)
         self.aes_key: bytes | None = None
         self.upload: Upload | None = None
+        self._writing: asyncio.Future[None] | None = None
+        """The content chunk being decrypted and written in the pool (one at a time, in order)."""
         self.written_version: str | None = None
         """The version of the file this connection wrote last (1104 verifies only that one)."""
         self.interrupted = False
+        self.dropped = False
+        self._message_started: float | None = None
+        self._content_received = 0
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def run(self) -> None:
-        """Serve requests until the conversation ends; never raises."""
+    async def run(self) -> None:
+        """Serve requests until the conversation ends; never raises (but lets cancellation through)."""
         try:
-            self._serve()
+            if self.interrupted or self.dropped:
+                return
+            loop = asyncio.get_running_loop()
+            _, self.wire = await loop.connect_accepted_socket(lambda: Wire(RECV_SIZE), self.sock)
+            await self._serve()
         except Exception:
             log.exception("%s: internal error; closing the connection", self.peer)
-            self._refuse()
+            await self._refuse()
         finally:
-            self._drop_upload()
-            self.sock.close()
+            self.table.remove(self)
+            await self._drop_upload()
+            if self.wire is not None:
+                self.wire.close()
+            else:
+                self.sock.close()
 
     def interrupt(self) -> None:
-        """Called from another thread at shutdown: wake a blocked recv, abort the transfer."""
+        """Shutdown: end the connection at its next await; an upload in progress is aborted."""
         self.interrupted = True
-        with contextlib.suppress(OSError):  # already closed
-            self.sock.shutdown(socket.SHUT_RDWR)
+        self._abort()
 
-    def _drop_upload(self) -> None:
-        if self.upload is not None:
-            upload, self.upload = self.upload, None
-            upload.abort()
-            log.info("%s: transfer of %s aborted, unfinished file removed", self.peer, upload.path_name)
+    def drop(self) -> None:
+        """Make room for a new connection: close this idle one (it is between requests)."""
+        self.dropped = True
+        self._abort()
+
+    def _abort(self) -> None:
+        if self.wire is not None:
+            self.wire.abort()
+
+    async def _in_pool(self, function: object, *args: object) -> object:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, function, *args)  # type: ignore[arg-type]
+
+    async def _drop_upload(self) -> None:
+        if self.upload is None:
+            return
+        upload, self.upload = self.upload, None
+        await self._wait_writing(suppress=True)
+        await self._in_pool(upload.abort)
+        log.info("%s: transfer of %s aborted, unfinished file removed", self.peer, upload.path_name)
+
+    async def _wait_writing(self, suppress: bool = False) -> None:
+        writing, self._writing = self._writing, None
+        if writing is None:
+            return
+        if suppress:
+            with contextlib.suppress(Exception):
+                await writing
+        else:
+            await writing
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def _serve(self) -> None:
+    async def _serve(self) -> None:
         engine = self.engine
         while True:
             try:
                 event = engine.next_event()
             except RemoteProtocolError as error:
-                self._fail(f"protocol error: {error}")
+                await self._fail(f"protocol error: {error}")
                 return
             if event is NEED_DATA:
-                if not self._receive():
+                if not await self._receive():
                     return
                 continue
             if isinstance(event, ConnectionClosed):
@@ -117,85 +185,121 @@ class Session:
                 return
             try:
                 if isinstance(event, FileChunk):
-                    self._on_chunk(event.data)
+                    await self._on_chunk(event.data)
                     continue
                 if isinstance(event, FileEnd):
-                    response: Response | None = self._on_file_end()
+                    response: Response | None = await self._on_file_end()
                 else:
                     assert isinstance(event, Request)
-                    response = self._on_request(event)
+                    response = await self._in_pool(self._on_request, event)  # type: ignore[assignment]
             except (ReferenceServerError, BackupProtoError) as error:
-                self._fail(f"{_describe(event)} refused: {error}")
+                await self._fail(f"{_describe(event)} refused: {error}")
                 return
-            if response is not None and not self._send(engine.send(response)):
+            if response is not None and not await self._send(engine.send(response)):
                 return
 
-    def _on_chunk(self, data: bytes) -> None:
-        assert self.upload is not None
+    async def _on_chunk(self, data: bytes) -> None:
+        upload = self.upload
+        assert upload is not None
+        self._content_received += len(data)
         try:
-            self.upload.write(data)
+            await self._wait_writing()
         except ReferenceServerError as error:
-            self._drop_upload()
+            await self._drop_upload()
             raise RequestRefused(str(error)) from None
+        loop = asyncio.get_running_loop()
+        self._writing = loop.run_in_executor(self.pool, upload.write, data)
 
-    def _receive(self) -> bool:
+    def _timeout(self) -> tuple[float, str]:
+        """Seconds the next read may wait, and what passing them means."""
+        if self.engine.at_message_boundary:
+            return self.config.idle_timeout, "idle"
+        started = self._message_started
+        assert started is not None
+        deadline = started + self.config.read_timeout + self._content_received / self.config.min_rate
+        # The stall timeout of spec 2.4 still applies: a large upload that stops stalls.
+        return min(deadline - time.monotonic(), self.config.read_timeout), "message"
+
+    async def _receive(self) -> bool:
         """Feed the engine what the socket has; False if the connection is done."""
-        started = not self.engine.at_message_boundary
-        timeout = self.config.read_timeout if started else self.config.idle_timeout
-        self.sock.settimeout(timeout)
+        timeout, kind = self._timeout()
+        if kind == "idle":
+            self.table.idle(self)
+            if self.wire is not None:
+                self.wire.release()
         try:
-            data = self.sock.recv(RECV_SIZE)
-        except TimeoutError:
-            if started:
-                self._fail(f"message stalled: nothing received for {timeout:g} s")
+            if timeout <= 0:
+                raise _Deadline
+            try:
+                assert self.wire is not None
+                async with asyncio.timeout(timeout):
+                    data = await self.wire.read()
+            except TimeoutError:
+                raise _Deadline from None
+        except _Deadline:
+            if kind == "idle":
+                log.info("%s: idle for %g s; closing the connection", self.peer, self.config.idle_timeout)
             else:
-                log.info("%s: idle for %g s; closing the connection", self.peer, timeout)
+                limits = self.config
+                await self._fail(
+                    f"message stalled: nothing for {limits.read_timeout:g} s, or not complete within its "
+                    f"deadline ({limits.read_timeout:g} s, content at {limits.min_rate:g} bytes/s at least)"
+                )
             return False
         except OSError as error:
             log.info("%s: connection lost: %s", self.peer, error)
             return False
+        finally:
+            self.table.busy(self)
         if self.interrupted:
             log.info("%s: closed by server shutdown", self.peer)
             return False
+        if self.dropped:
+            log.debug("%s: dropped to make room for a new connection", self.peer)
+            return False
+        if self.engine.at_message_boundary:
+            self._message_started = time.monotonic() if data else None
+            self._content_received = 0
         self.engine.receive_data(data)
         return True
 
-    def _send(self, data: bytes) -> bool:
-        self.sock.settimeout(self.config.read_timeout)
+    async def _send(self, data: bytes) -> bool:
+        assert self.wire is not None
         try:
-            self.sock.sendall(data)
-        except OSError as error:
-            log.info("%s: cannot send the response: %s", self.peer, error)
+            self.wire.write(data)
+            async with asyncio.timeout(self.config.read_timeout):
+                await self.wire.drain()
+        except (OSError, TimeoutError) as error:
+            log.info("%s: cannot send the response: %s", self.peer, error or "timed out")
             return False
         return True
 
-    def _fail(self, reason: str) -> None:
+    async def _fail(self, reason: str) -> None:
         """Log why, answer 2107 and close (spec 9)."""
         if self.interrupted:
             log.info("%s: closed by server shutdown", self.peer)
             return
         log.warning("%s: %s -> 2107 SERVER_ERROR, closing", self.peer, reason)
-        self._drop_upload()
-        self._refuse()
+        await self._drop_upload()
+        await self._refuse()
 
-    def _refuse(self) -> None:
+    async def _refuse(self) -> None:
         """Send 2107, half-close, and drain briefly so that the client can read it."""
+        wire = self.wire
+        if wire is None:
+            return
         try:
-            if not self._send(self.engine.send(ServerError())):
+            if not await self._send(self.engine.send(ServerError())):
                 return
-            self.sock.shutdown(socket.SHUT_WR)
-            deadline = time.monotonic() + LINGER_SECONDS
+            wire.write_eof()
             drained = 0
-            while drained < LINGER_BYTES:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self.sock.settimeout(left)
-                chunk = self.sock.recv(RECV_SIZE)
-                if not chunk:
-                    break
-                drained += len(chunk)
-        except (OSError, BackupProtoError):
+            async with asyncio.timeout(LINGER_SECONDS):
+                while drained < LINGER_BYTES:
+                    chunk = await wire.read()
+                    if not chunk:
+                        break
+                    drained += len(chunk)
+        except (OSError, TimeoutError, BackupProtoError):
             pass
 
     # -- requests ---------------------------------------------------------------------------
@@ -252,6 +356,7 @@ class Session:
         return AesKey(client_id, wrapped)
 
     def _reconnect(self, request: Reconnect) -> Response:
+        self._check_not_locked_out(request.client_id)
         client = self.store.client(request.client_id)
         reason = None
         if client is None:
@@ -277,22 +382,23 @@ class Session:
 
     def _send_file(self, request: SendFile) -> None:
         client_id = self._known_client(request)
+        self._check_not_locked_out(client_id)
         if self.aes_key is None:  # pragma: no cover - the engine allows 1103 only when keyed
             raise RequestRefused("no AES key on this connection")
         self.upload = self.files.begin(client_id, request.file_name, self.aes_key)
         log.debug("%s: receiving %r, %d bytes", self.peer, request.file_name, request.content_size)
 
-    def _on_file_end(self) -> Response:
+    async def _on_file_end(self) -> Response:
         upload = self.upload
         request = self.engine.conversation.file
         assert upload is not None and request is not None
         try:
-            crc = upload.finish()
-            self.store.put_file(request.client_id, request.file_name, upload.path_name, upload.version)
-            upload.commit()
+            await self._wait_writing()
+            crc = await self._in_pool(self._store_upload, upload, request)
         except Exception:
-            self._drop_upload()
+            await self._drop_upload()
             raise
+        assert isinstance(crc, int)
         self.upload = None
         self.written_version = upload.version
         self._log(
@@ -300,11 +406,40 @@ class Session:
         )
         return FileReceived(request.client_id, request.content_size, request.file_name, crc)
 
+    def _store_upload(self, upload: Upload, request: SendFile) -> int:
+        """In the pool: check the padding, flush, commit the row and rename (spec 11.3); the cksum."""
+        try:
+            crc = upload.finish()
+        except CryptoError:
+            self._count_failure(request.client_id)
+            raise
+        self.files.install(self.store, request.client_id, request.file_name, upload)
+        return crc
+
+    def _count_failure(self, client_id: bytes) -> None:
+        if self.failures.record(client_id):
+            log.warning(
+                "%s: client %s: %d failed decryptions within %g s; its 1102 and 1103 are refused for %g s",
+                self.peer,
+                client_id.hex(),
+                self.failures.limit,
+                self.failures.lockout,
+                self.failures.lockout,
+            )
+
+    def _check_not_locked_out(self, client_id: bytes) -> None:
+        left = self.failures.locked_for(client_id)
+        if left > 0:
+            raise RequestRefused(
+                f"client id {client_id.hex()} is locked out for {left:.0f} more s after "
+                f"{self.failures.limit} failed decryptions (spec 13.3)"
+            )
+
     def _verdict(self, request: CrcOk | CrcGiveUp) -> Response:
         client_id = self._known_client(request)
         if isinstance(request, CrcOk):
-            record = self.store.set_verified(client_id, request.file_name, True, self.written_version)
-            outcome = "verified" if record else "left unverified: replaced since by another connection"
+            verified = self.files.verify(self.store, client_id, request.file_name, self.written_version)
+            outcome = "verified" if verified else "left unverified: replaced since by another connection"
         else:
             self.store.touch(client_id)
             outcome = "kept unverified"
@@ -312,6 +447,8 @@ class Session:
         return Acknowledged(client_id)
 
     def _log(self, request: Request, outcome: str) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
         client = self.store.client(request.client_id)
         who = f"client {request.client_id.hex()} ({client.name!r})" if client else "new client"
         log.info("%s: %s %s -> %s", self.peer, who, _describe(request), outcome)

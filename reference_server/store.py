@@ -1,16 +1,21 @@
 """Clients and files, in memory and in SQLite `server.db` (spec section 11).
 
-The in-memory maps answer every lookup; SQLite is the durable copy, written in one
-transaction per change (WAL journal, synchronous=FULL) before the change is visible in
-memory. One lock serialises writers and keeps both copies in step; the work done under it
-is a few small row writes, so it never waits on a client.
+The in-memory maps answer every lookup; SQLite is the durable copy (WAL journal,
+synchronous=FULL). One lock serialises writers and keeps both copies in step. Group commit:
+each change ("step") runs its statements in a savepoint of the open transaction and updates
+memory, then waits for a COMMIT; the first waiter commits every step written meanwhile, so
+concurrent sessions share one fsync, and no caller returns before its change is durable.
+A failed COMMIT fails every step of its batch and reloads memory from the database.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import threading
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,7 +40,23 @@ CREATE TABLE IF NOT EXISTS files (
     Verified INTEGER NOT NULL DEFAULT 0 CHECK (Verified IN (0, 1)),
     PRIMARY KEY (ID, FileName)
 );
+CREATE TABLE IF NOT EXISTS versions (
+    ID BLOB NOT NULL REFERENCES clients (ID),
+    FileName TEXT NOT NULL,
+    PathName TEXT NOT NULL PRIMARY KEY,
+    StoredAt TEXT NOT NULL
+);
 """
+
+
+def _owner_only(path: Path) -> None:
+    """Create the database file 0600 (SQLite gives its -wal and -shm the same mode) and
+    tighten the mode of existing ones, whatever the umask (spec 13.10)."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    if os.name == "posix":
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(f"{path}{suffix}", 0o600)
 
 
 def utc_now() -> str:
@@ -68,6 +89,16 @@ class FileRecord:
     """Which upload wrote the stored bytes (in memory only): 1104 verifies only its own version."""
 
 
+class _Batch:
+    """Steps sharing one COMMIT."""
+
+    __slots__ = ("done", "error")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.error: StorageError | None = None
+
+
 class Store:
     """The server's registry of clients and files; every method is thread-safe."""
 
@@ -75,26 +106,37 @@ class Store:
         self.path = path
         self._lock = threading.Lock()
         try:
+            _owner_only(path)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)
-            self._clients = {
-                row[0]: ClientRecord(*row)
-                for row in self._db.execute("SELECT ID, Name, PublicKey, LastSeen, AESKey FROM clients")
-            }
-            self._files = {
-                (row[0], row[1]): FileRecord(row[0], row[1], row[2], bool(row[3]))
-                for row in self._db.execute("SELECT ID, FileName, PathName, Verified FROM files")
-            }
-        except sqlite3.Error as error:
+            self._load()
+        except (sqlite3.Error, OSError) as error:
             raise StorageError(f"cannot open the database {path}: {error}") from None
+        self._commit_lock = threading.Lock()
+        self._batch = _Batch()
+        """The steps written since the last COMMIT (the open transaction)."""
+        self._stepped: _Batch | None = None
+
+    def _load(self) -> None:
+        """Read the tables into memory (at start, and after a failed commit rolled steps back)."""
+        self._clients = {
+            row[0]: ClientRecord(*row)
+            for row in self._db.execute("SELECT ID, Name, PublicKey, LastSeen, AESKey FROM clients")
+        }
+        self._files = {
+            (row[0], row[1]): FileRecord(row[0], row[1], row[2], bool(row[3]))
+            for row in self._db.execute("SELECT ID, FileName, PathName, Verified FROM files")
+        }
         self._names = {client.name: client.id for client in self._clients.values()}
 
     def close(self) -> None:
         """Close the database (checkpointing the WAL)."""
-        with self._lock:
+        with self._commit_lock, self._lock:
+            if self._db.in_transaction:  # pragma: no cover - every step is committed by its caller
+                self._db.execute("COMMIT")
             self._db.close()
 
     # -- reads ------------------------------------------------------------------------------
@@ -119,23 +161,68 @@ class Store:
 
     # -- writes -----------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _step(self) -> Iterator[None]:
+        """One change: its statements (`_write`) and memory updates under the lock, then, after the
+        lock, wait until the change is committed (group commit: one COMMIT and one fsync for every
+        step written meanwhile). Returns only once the change is durable (spec 9.2 rule 3)."""
+        with self._lock:
+            self._stepped = None
+            yield
+            batch, self._stepped = self._stepped, None
+        if batch is not None:
+            self._commit(batch)
+
     def _write(self, statements: list[tuple[str, tuple[object, ...]]]) -> None:
-        """Run statements in one transaction (the caller holds the lock)."""
+        """Run one step's statements, all or none (a savepoint), in the open transaction."""
         try:
-            self._db.execute("BEGIN IMMEDIATE")
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("SAVEPOINT step")
             try:
                 for sql, values in statements:
                     self._db.execute(sql, values)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK TO step")
+                    self._db.execute("RELEASE step")
                 raise
+            self._db.execute("RELEASE step")
         except sqlite3.Error as error:
-            raise StorageError(f"database write failed: {error}") from None
+            failure = StorageError(f"database write failed: {error}")
+            if not self._db.in_transaction:  # SQLite rolled the whole batch back (e.g. disk full)
+                self._fail_batch(failure)
+            raise failure from None
+        self._stepped = self._batch
+
+    def _commit(self, batch: _Batch) -> None:
+        """Make `batch` durable: the first waiter commits every step written so far, the others find
+        their batch done. StorageError if the COMMIT failed (every step of the batch is lost)."""
+        with self._commit_lock:
+            if not batch.done:
+                with self._lock:
+                    self._batch = _Batch()
+                    batch.done = True
+                    try:
+                        if self._db.in_transaction:
+                            self._db.execute("COMMIT")
+                    except sqlite3.Error as error:
+                        batch.error = StorageError(f"database write failed: {error}")
+                        if self._db.in_transaction:
+                            self._db.execute("ROLLBACK")
+                        self._load()
+        if batch.error is not None:
+            raise batch.error
+
+    def _fail_batch(self, failure: StorageError) -> None:
+        """The open transaction is gone: its steps fail, and memory forgets them (caller holds the lock)."""
+        batch, self._batch = self._batch, _Batch()
+        batch.done, batch.error = True, failure
+        self._load()
 
     def register(self, name: str) -> ClientRecord | None:
         """A new client with a fresh UUID, or None if the name is taken (exact, case-sensitive)."""
-        with self._lock:
+        with self._step():
             if name in self._names:
                 return None
             client_id = uuid.uuid4().bytes
@@ -160,7 +247,7 @@ class Store:
     ) -> ClientRecord | None:
         """Store a session's fresh AES key and refresh LastSeen. With `public_key` (1101): store it
         too, but only if the client has none yet; else change nothing and return None."""
-        with self._lock:
+        with self._step():
             record = self._clients[client_id]
             if public_key is not None and record.public_key is not None:
                 return None
@@ -180,17 +267,29 @@ class Store:
 
     def touch(self, client_id: bytes) -> None:
         """Refresh LastSeen."""
-        with self._lock:
+        with self._step():
             now = utc_now()
             self._write([("UPDATE clients SET LastSeen = ? WHERE ID = ?", (now, client_id))])
             self._clients[client_id] = replace(self._clients[client_id], last_seen=now)
 
-    def put_file(self, client_id: bytes, file_name: str, path_name: str, version: str) -> FileRecord:
-        """Record a newly received version of a file: Verified=0 (replaces an older row)."""
-        with self._lock:
+    def put_file(
+        self, client_id: bytes, file_name: str, path_name: str, version: str, archived: str | None = None
+    ) -> FileRecord:
+        """Record a newly received version of a file: Verified=0 (replaces an older row). `archived`:
+        where the previous verified version was kept (a `versions` row in the same transaction)."""
+        with self._step():
             now = utc_now()
+            archive_rows: list[tuple[str, tuple[object, ...]]] = []
+            if archived is not None:
+                archive_rows.append(
+                    (
+                        "INSERT INTO versions (ID, FileName, PathName, StoredAt) VALUES (?, ?, ?, ?)",
+                        (client_id, file_name, archived, now),
+                    )
+                )
             self._write(
                 [
+                    *archive_rows,
                     (
                         "INSERT INTO files (ID, FileName, PathName, Verified) VALUES (?, ?, ?, 0) "
                         "ON CONFLICT (ID, FileName) DO UPDATE SET PathName = excluded.PathName, Verified = 0",
@@ -209,7 +308,7 @@ class Store:
     ) -> FileRecord | None:
         """Set a file's Verified flag and refresh LastSeen; None (nothing changed) if the file is gone or
         `version` is given and another upload has replaced that version since."""
-        with self._lock:
+        with self._step():
             current = self._files.get((client_id, file_name))
             if current is None or (version is not None and current.version != version):
                 return None
@@ -227,3 +326,24 @@ class Store:
             self._files[(client_id, file_name)] = record
             self._clients[client_id] = replace(self._clients[client_id], last_seen=now)
             return record
+
+    def versions(self, client_id: bytes | None = None, file_name: str | None = None) -> list[str]:
+        """PathNames of kept older verified versions (of one file, or all), oldest first."""
+        where: str = ""
+        values: tuple[object, ...] = ()
+        if client_id is not None:
+            where, values = " WHERE ID = ? AND FileName = ?", (client_id, file_name)
+        with self._lock:
+            try:
+                found = self._db.execute(
+                    f"SELECT PathName FROM versions{where} ORDER BY StoredAt, rowid", values
+                ).fetchall()
+            except sqlite3.Error as error:
+                raise StorageError(f"database read failed: {error}") from None
+        return [row[0] for row in found]
+
+    def forget_versions(self, path_names: list[str]) -> None:
+        """Delete the `versions` rows of these PathNames (one transaction)."""
+        if path_names:
+            with self._step():
+                self._write([("DELETE FROM versions WHERE PathName = ?", (name,)) for name in path_names])

@@ -1,0 +1,139 @@
+"""End to end: `backup-client` backing up one big file to `backup-server` over loopback, vs
+`openssl enc -aes-128-cbc` encrypting the same file to /dev/null, in the same run.
+
+Run: python benchmarks/bench_backup.py [--size-mib 1024] [--repeat 3] [--dir DIR]
+
+The client's time is its whole process (start, reconnect, read, encrypt, send, the
+server's decrypt/cksum/write/fsync/rename, 2103, 1104, exit); the first run also
+registers. openssl's time is its whole process too. Best of --repeat each, alternating, so
+that load from other processes hits both alike. Also printed: peak RSS of the client
+(getrusage of the child) and of the server (VmHWM). Goals: ratio <= 1.4; RSS < 64 MiB each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from proc_stats import ROOT, cpu_seconds, start_server, status_kib
+
+MIB = 1 << 20
+
+
+def timed(command: list[str], **options: object) -> tuple[float, float]:
+    """Run a command to completion: (seconds, peak RSS MiB); exits if it fails."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, **options)  # type: ignore[call-overload]
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"{command[0]} ... failed with exit status {process.returncode}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def client_command(folder: Path, address: str, name: str, source: Path) -> list[str]:
+    folder.mkdir(exist_ok=True)
+    command = [sys.executable, "-m", "reference_client", "--dir", str(folder), "--server", address]
+    return [*command, "--name", name, str(source)]
+
+
+def parallel_backups(
+    root: Path, address: str, source: Path, count: int, server_pid: int
+) -> tuple[float, float]:
+    """`count` clients backing up `source` at once: (wall seconds, server CPU seconds)."""
+    cpu_before = cpu_seconds(server_pid)
+    started = time.perf_counter()
+    clients = [
+        subprocess.Popen(
+            client_command(root / f"parallel-{number}", address, f"parallel {number}", source),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+        )
+        for number in range(count)
+    ]
+    if any(client.wait() != 0 for client in clients):
+        raise SystemExit("a parallel backup failed")
+    return time.perf_counter() - started, cpu_seconds(server_pid) - cpu_before
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size-mib", type=int, default=1024, help="file size in MiB (default 1024)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each; best (default 3)")
+    parser.add_argument("--dir", type=Path, default=None, help="where to put the temp files (default TMPDIR)")
+    parser.add_argument(
+        "--parallel", type=int, default=2, help="clients at once for the last figure (default 2)"
+    )
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-backup-", dir=options.dir) as temp:
+        root = Path(temp)
+        source = root / "big.bin"
+        block = os.urandom(MIB)
+        with source.open("wb") as stream:
+            for _ in range(options.size_mib):
+                stream.write(block)
+        client_dir = root / "client"
+        client_dir.mkdir()
+        server = start_server(root / "server")
+        address = f"{server.host}:{server.port}"
+        client_runs: list[tuple[float, float]] = []
+        openssl_runs: list[tuple[float, float]] = []
+        try:
+            for _ in range(options.repeat):
+                openssl_runs.append(
+                    timed(
+                        [
+                            "openssl",
+                            "enc",
+                            "-aes-128-cbc",
+                            "-K",
+                            "00" * 16,
+                            "-iv",
+                            "00" * 16,
+                            "-in",
+                            str(source),
+                            "-out",
+                            "/dev/null",
+                        ]
+                    )
+                )
+                client_runs.append(timed(client_command(client_dir, address, "bench", source), cwd=ROOT))
+            server_rss = status_kib(server.process.pid, "VmHWM") / 1024
+            parallel = parallel_backups(root, address, source, options.parallel, server.process.pid)
+        finally:
+            server.stop(timeout=60)
+    client_seconds = min(seconds for seconds, _ in client_runs)
+    openssl_seconds = min(seconds for seconds, _ in openssl_runs)
+    size = options.size_mib * MIB
+    print(f"{options.size_mib} MiB, best of {options.repeat}; {os.cpu_count()} CPUs")
+    print(
+        f"backup-client -> backup-server: {client_seconds:.2f} s = {size / client_seconds / 1e6:.0f} MB/s "
+        f"(runs {', '.join(f'{seconds:.2f}' for seconds, _ in client_runs)})"
+    )
+    print(
+        f"openssl enc -aes-128-cbc > /dev/null: {openssl_seconds:.2f} s = "
+        f"{size / openssl_seconds / 1e6:.0f} MB/s "
+        f"(runs {', '.join(f'{seconds:.2f}' for seconds, _ in openssl_runs)})"
+    )
+    print(f"ratio backup / openssl time: {client_seconds / openssl_seconds:.2f}x (goal <= 1.4x)")
+    print(
+        f"peak RSS: client {max(rss for _, rss in client_runs):.1f} MiB, server {server_rss:.1f} MiB "
+        "(goal < 64 MiB each)"
+    )
+    wall, server_cpu = parallel
+    print(
+        f"{options.parallel} clients at once: {wall:.2f} s = "
+        f"{options.parallel * size / wall / 1e6:.0f} MB/s in all "
+        f"({options.parallel * client_seconds / wall:.2f}x one client's best rate); server used "
+        f"{server_cpu / wall:.2f} cores on average"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""A connection's bytes on the event loop: received straight into one reused buffer.
+
+`Wire` is an asyncio buffered protocol: the kernel copies received bytes directly into the
+connection's buffer (recv_into), and `read()` hands them out as one bytes object, one copy
+in all, where asyncio's streams make three (recv, append to their buffer, slice out) and
+allocate twice per read. The buffer starts at 16 KiB when bytes arrive, doubles while
+reads fill it (up to the maximum, 1 MiB for file content) and is dropped when the session
+goes idle, so an idle connection holds no buffer. Reading pauses while the buffer is full
+(flow control); writes are the transport's, with `drain()` waiting while the transport's
+buffer is above its high-water mark.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import cast
+
+
+class Wire(asyncio.BufferedProtocol):
+    """One connection: `read()` and `write()`/`drain()`, half-close and abort."""
+
+    def __init__(self, max_size: int, first_size: int = 16 * 1024) -> None:
+        self._max_size = max_size
+        self._first_size = min(first_size, max_size)
+        self._buffer: bytearray | None = None
+        """Allocated when bytes arrive, doubled while reads fill it, dropped by `release()`."""
+        self._filled = 0
+        self._eof = False
+        self._lost: Exception | None = None
+        self._closed = False
+        self._reading_paused = False
+        self._writing_paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self.transport: asyncio.Transport | None = None
+
+    # -- protocol callbacks -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._buffer is None:
+            self._buffer = bytearray(self._first_size)
+        return memoryview(self._buffer)[self._filled :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._filled += nbytes
+        assert self._buffer is not None
+        if self._filled == len(self._buffer):
+            if len(self._buffer) < self._max_size:  # bulk data: a bigger buffer, fewer reads
+                bigger = bytearray(min(2 * len(self._buffer), self._max_size))
+                bigger[: self._filled] = self._buffer
+                self._buffer = bigger
+            elif self.transport is not None:
+                self.transport.pause_reading()
+                self._reading_paused = True
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return True  # stay half-open: a response may still have to go out
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._closed = True
+        self._lost = exc
+        self._wake()
+        self._writing_paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # -- the session's side -----------------------------------------------------------------
+
+    async def read(self) -> bytes:
+        """The bytes received since the last read (waits for some); b"" once the peer closed."""
+        while not self._filled and not self._eof:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if not self._filled:
+            if self._lost is not None:
+                raise ConnectionError(str(self._lost) or type(self._lost).__name__)
+            return b""
+        assert self._buffer is not None
+        data = bytes(memoryview(self._buffer)[: self._filled])
+        self._filled = 0
+        if self._reading_paused and self.transport is not None and not self._closed:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return data
+
+    def release(self) -> None:
+        """Drop the buffer while nothing is in it (an idle connection then costs no buffer)."""
+        if not self._filled:
+            self._buffer = None
+
+    def write(self, data: bytes) -> None:
+        if self._closed or self.transport is None:
+            raise ConnectionResetError("the connection is closed")
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the transport holds more unsent bytes than its high-water mark."""
+        if self._closed:
+            raise ConnectionResetError("the connection is closed")
+        while self._writing_paused:
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
+            if self._closed:
+                raise ConnectionResetError("the connection is closed")
+
+    def write_eof(self) -> None:
+        """Half-close: no more bytes from us (the peer can still send)."""
+        if self.transport is not None and not self._closed and self.transport.can_write_eof():
+            with contextlib.suppress(OSError, RuntimeError):
+                self.transport.write_eof()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()

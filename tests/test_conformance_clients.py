@@ -1,0 +1,178 @@
+"""Self-test of client mode: the reference client passes every client case, and each deliberately
+broken client (tests/broken_clients/client.py --fault NAME) is caught by the named MUST case with a
+message naming its fault; a client that hangs or crashes is reported as such."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import shlex
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conformance.case import CASES
+
+ROOT = Path(__file__).resolve().parent.parent
+BROKEN = ROOT / "tests" / "broken_clients" / "client.py"
+REFERENCE = f"{shlex.quote(sys.executable)} -m reference_client --timeout 2 --retry-delay 0.05"
+SUITE_TIMEOUT_S = 240
+REPORT_OPTION = "--bp-report"
+
+# fault -> {case id that must fail: a pattern its message must contain}
+CAUGHT_BY: dict[str, dict[str, str]] = {
+    "never-retry-crc": {"8.4-client-crc-mismatch-resends": r"NEVER RESENDS"},
+    "retry-forever": {"8.4-client-crc-gives-up": r"RETRIES FOREVER"},
+    "four-sends": {"8.4-client-crc-gives-up": r"ONE SEND TOO MANY, the 4-send reading"},
+    "no-1106": {"8.4-client-crc-gives-up": r"NO 1106 after the last mismatch"},
+    "chunked-cbc": {"7.3-client-content-1-mib": r"each 65536-byte chunk as a separate CBC stream"},
+    "no-padding": {"7.3-client-content-16-bytes": r"no padding block"},
+    "re-register": {"8.4-client-reconnects": r"re-registers \(1100\) although me.info exists"},
+    "ignore-2106": {"8.4-client-reconnect-denied": r"ignored 2106"},
+    "big-endian": {"8.4-client-registers": r"payload_size is big-endian"},
+    "wrong-content-size": {"4.4-client-content-size": r"content_size 17 is the PLAINTEXT size"},
+    "no-retry-2107": {"8.4-client-2107-retries": r"GIVES UP ON THE FIRST 2107"},
+    "version-2": {"3.1-client-version-byte": r"the version byte is 2"},
+    "hang": {"8.4-client-registers": r"the client HUNG: it did not exit within"},
+    "crash-on-binary": {"7.3-client-content-1-mib": r"the client CRASHED \(an uncaught exception"},
+}
+
+
+CAUGHT_ON_FIRST_ATTEMPT = {
+    "big-endian",
+    "wrong-content-size",
+    "version-2",
+    "no-padding",
+    "crash-on-binary",
+    "retry-forever",
+}
+
+
+def run_client_suite(command: str, tmp_path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
+    """`pytest conformance --bp-client-cmd COMMAND` in a subprocess; (exit code, JSON report, output)."""
+    report = tmp_path / f"report-{len(list(tmp_path.glob('report-*')))}.json"
+    suite = [sys.executable, "-m", "pytest", "conformance", "--bp-client-cmd", command]
+    suite += [REPORT_OPTION, str(report), "-p", "no:cacheprovider", "-q", *args]
+    done = subprocess.run(suite, cwd=ROOT, capture_output=True, text=True, timeout=SUITE_TIMEOUT_S)
+    data = json.loads(report.read_text()) if report.exists() else {}
+    return done.returncode, data, done.stdout + done.stderr
+
+
+def outcomes(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row["id"]: row for row in report.get("cases", [])}
+
+
+def test_reference_client_passes_every_case(tmp_path: Path) -> None:
+    """Every client case passes against `backup-client`; only client cases run in client mode."""
+    code, report, output = run_client_suite(REFERENCE, tmp_path, "--bp-client-silent-timeout", "60")
+    rows = outcomes(report)
+    bad = {case_id: row["message"][:600] for case_id, row in rows.items() if row["outcome"] != "passed"}
+    assert bad == {}, output[-3000:]
+    assert code == 0, output[-3000:]
+    assert report["verdict"] == "CONFORMANT"
+    assert all("-client-" in case_id for case_id in rows), sorted(rows)
+    assert {"8.4-client-crc-gives-up", "7.3-client-content-8-mib", "2.4-client-silent-server"} <= set(rows)
+
+
+def test_client_cases_are_deselected_without_client_mode(tmp_path: Path) -> None:
+    """Without --bp-client-cmd the client cases are deselected (and the server cases stay)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "conformance", "--collect-only", "-p", "no:cacheprovider", "-q"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SUITE_TIMEOUT_S,
+    )
+    assert "4.1-register-new" in done.stdout, done.stdout[-2000:]
+    assert "8.4-client-registers" not in done.stdout and "7.3-client-content-" not in done.stdout
+
+
+@pytest.mark.parametrize("fault", sorted(CAUGHT_BY))
+def test_broken_client_is_caught(fault: str, tmp_path: Path) -> None:
+    """Each fault fails its MUST case with a message naming it; the run exits non-zero."""
+    expected = CAUGHT_BY[fault]
+    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(BROKEN))} --fault {fault} --timeout 2"
+    args = ["-k", " or ".join(expected)]
+    if fault == "hang":
+        args += ["--bp-client-timeout", "4"]
+    if fault in CAUGHT_ON_FIRST_ATTEMPT:
+        command += " --retries 0"  # the fault shows on the first attempt; retrying only costs time
+    code, report, output = run_client_suite(command, tmp_path, *args)
+    rows = outcomes(report)
+    for case_id, pattern in expected.items():
+        assert rows[case_id]["outcome"] == "failed", output[-3000:]
+        assert rows[case_id]["level"] == "MUST"
+        assert re.search(pattern, rows[case_id]["message"]), rows[case_id]["message"][:3000]
+        assert "--- run 1:" in rows[case_id]["message"]  # the evidence: output tail, folder, conversation
+    assert code == 1
+    assert report["verdict"] == "NOT CONFORMANT"
+
+
+def test_broken_client_without_fault_passes_the_cases_that_catch_the_others(tmp_path: Path) -> None:
+    """The broken client with no fault passes every case used above: the faults alone fail them."""
+    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(BROKEN))} --fault none --timeout 2"
+    selection = sorted({case_id for cases in CAUGHT_BY.values() for case_id in cases})
+    code, report, output = run_client_suite(command, tmp_path, "-k", " or ".join(selection))
+    rows = outcomes(report)
+    assert set(selection) <= set(rows)
+    failed = {case_id: row["message"][:600] for case_id, row in rows.items() if row["outcome"] != "passed"}
+    assert failed == {}, output[-3000:]
+    assert code == 0
+
+
+@pytest.mark.slow
+def test_listen_mode_waits_for_a_client_started_by_hand(tmp_path: Path) -> None:
+    """--bp-client-listen prints the working folder and transfer.info; a client run there passes."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    report = tmp_path / "report.json"
+    suite = [sys.executable, "-m", "pytest", "conformance", "--bp-client-listen", f"127.0.0.1:{port}"]
+    suite += ["-k", "8.4-client-registers", REPORT_OPTION, str(report), "-p", "no:cacheprovider", "-q"]
+    process = subprocess.Popen(suite, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        prompt = []
+        for line in process.stderr:  # ends at the prompt's last line, or at EOF
+            prompt.append(line)
+            if "delete any me.info" in line:
+                break
+        text = "".join(prompt)
+        match = re.search(r"copy the files of (\S+) next to your client", text)
+        assert match, text
+        assert f"127.0.0.1:{port}" in text and "alice" in text
+        client = [sys.executable, "-m", "reference_client", "--dir", match[1], "--timeout", "5"]
+        assert subprocess.run(client, capture_output=True, timeout=60).returncode == 0
+        process.communicate(timeout=SUITE_TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    rows = outcomes(json.loads(report.read_text()))
+    assert rows["8.4-client-registers"]["outcome"] == "passed", rows
+    assert process.returncode == 0
+
+
+def test_relative_paths_in_the_command_are_made_absolute(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client runs in the case's folder: words naming existing relative paths become absolute."""
+    from conformance.clients.plugin import absolute_paths
+
+    monkeypatch.chdir(ROOT)
+    assert absolute_paths("python tests/broken_clients/client.py --fault x") == f"python {BROKEN} --fault x"
+    assert absolute_paths("backup-client --timeout 5") == "backup-client --timeout 5"
+    assert absolute_paths("./no-such-client --dir a/b") == "./no-such-client --dir a/b"
+
+
+def test_client_requirements_are_quoted_from_the_spec() -> None:
+    """Every client case's requirement occurs in spec/protocol.md (whitespace aside), as for servers."""
+    for module in sorted((ROOT / "conformance" / "clients").glob("test_*.py")):
+        importlib.import_module(f"conformance.clients.{module.stem}")
+    spec = " ".join((ROOT / "spec" / "protocol.md").read_text().split())
+    clients = {case_id: info for case_id, info in CASES.items() if "-client-" in case_id}
+    assert len(clients) > 25
+    quoted = {case_id: info for case_id, info in clients.items() if not case_id.startswith("15")}
+    assert [case_id for case_id, info in quoted.items() if info.requirement not in spec] == []

@@ -1,0 +1,161 @@
+"""A verified backup is never destroyed by an upload; failed decryptions lock an id out (spec 9.2, 13.3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from Crypto.Cipher import AES
+from helpers.client import TestClient, read_until_closed
+from helpers.clock import FakeClock
+from helpers.db import file_rows, rows
+from helpers.keys import rsa_key
+from helpers.server_process import ServerProcess
+from test_server_failures import SERVER_ERROR
+
+from backupproto.events import (
+    ConnectionClosed,
+    FileChunk,
+    FileReceived,
+    ReconnectApproved,
+    SendFile,
+    ServerError,
+)
+from reference_server.lockout import DecryptionFailures
+
+
+def kept_versions(data_dir: Path, client_id: bytes, file_name: str) -> list[bytes]:
+    """The bytes of the older versions kept for a file, oldest first."""
+    found = rows(
+        data_dir,
+        "SELECT PathName FROM versions WHERE ID = ? AND FileName = ? ORDER BY StoredAt, rowid",
+        client_id,
+        file_name,
+    )
+    return [(data_dir / path_name).read_bytes() for (path_name,) in found]
+
+
+def stored(data_dir: Path, client_id: bytes, file_name: str) -> tuple[bytes, int]:
+    path_name, verified = file_rows(data_dir, client_id)[file_name]
+    return (data_dir / path_name).read_bytes(), verified
+
+
+def test_a_hijacked_upload_confirmed_by_1104_keeps_the_verified_version(tmp_path: Path) -> None:
+    """Whoever knows name and id uploads garbage and confirms it: the real backup stays on disk."""
+    server = ServerProcess.start(tmp_path / "data")
+    key = rsa_key()
+    try:
+        with TestClient(server.address) as owner:
+            client_id = owner.new_client("victim", key)
+            owner.backup("thesis.txt", b"the real thesis")
+        with TestClient(server.address) as intruder:
+            intruder.client_id = client_id
+            assert isinstance(intruder.reconnect("victim", key), ReconnectApproved)
+            intruder.backup("thesis.txt", b"garbage with valid padding")
+        assert stored(server.data_dir, client_id, "thesis.txt") == (b"garbage with valid padding", 1)
+        assert kept_versions(server.data_dir, client_id, "thesis.txt") == [b"the real thesis"]
+    finally:
+        server.stop()
+
+
+def test_previous_verified_version_kept_until_a_newer_one_is_verified(tmp_path: Path) -> None:
+    server = ServerProcess.start(tmp_path / "data", "--keep-versions", "0")
+    try:
+        with TestClient(server.address) as client:
+            client_id = client.new_client("careful", rsa_key())
+            client.backup("a.txt", b"one")
+            assert isinstance(client.send_file("a.txt", b"two, unconfirmed"), FileReceived)
+            client.crc_retry("a.txt")
+            assert isinstance(client.send_file("a.txt", b"three, unconfirmed"), FileReceived)
+            assert kept_versions(server.data_dir, client_id, "a.txt") == [b"one"]
+            client.crc_ok("a.txt")
+            assert stored(server.data_dir, client_id, "a.txt") == (b"three, unconfirmed", 1)
+            assert kept_versions(server.data_dir, client_id, "a.txt") == []
+        assert list((server.data_dir / ".versions" / client_id.hex()).iterdir()) == []
+    finally:
+        server.stop()
+
+
+def test_retention_keeps_the_newest_older_versions(tmp_path: Path) -> None:
+    server = ServerProcess.start(tmp_path / "data", "--keep-versions", "2")
+    try:
+        with TestClient(server.address) as client:
+            client_id = client.new_client("historian", rsa_key())
+            for version in (b"v1", b"v2", b"v3", b"v4"):
+                client.backup("log.txt", version)
+        assert kept_versions(server.data_dir, client_id, "log.txt") == [b"v2", b"v3"]
+        assert len(list((server.data_dir / ".versions" / client_id.hex()).iterdir())) == 2
+        server.stop()
+        server = server.restart()
+        assert kept_versions(server.data_dir, client_id, "log.txt") == [b"v2", b"v3"]
+    finally:
+        server.stop()
+
+
+def test_startup_removes_kept_versions_without_a_row(tmp_path: Path) -> None:
+    server = ServerProcess.start(tmp_path / "data")
+    server.stop()
+    orphan = server.data_dir / ".versions" / ("ab" * 16) / "0123"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"left by a crash between link and commit")
+    server = server.restart()
+    try:
+        assert not orphan.exists()
+        assert "an older version no row refers to" in server.log()
+    finally:
+        server.stop()
+
+
+def send_bad_padding(client: TestClient, file_name: str) -> bytes:
+    """One 1103 whose single block decrypts to no valid PKCS#7 padding; what the server answers."""
+    assert client.aes_key is not None
+    bad = AES.new(client.aes_key, AES.MODE_CBC, iv=bytes(16)).encrypt(b"no padding here\x00")
+    client.send(SendFile(client.client_id, 16, file_name))
+    client.send(FileChunk(bad))
+    return read_until_closed(client.sock)
+
+
+def test_failed_decryptions_lock_the_client_id_out(tmp_path: Path) -> None:
+    server = ServerProcess.start(tmp_path / "data", "--max-decrypt-failures", "2")
+    key = rsa_key()
+    try:
+        with TestClient(server.address) as owner:
+            client_id = owner.new_client("target", key)
+            owner.backup("doc", b"precious")
+        standing = TestClient(server.address)  # keyed before the lockout starts
+        standing.client_id = client_id
+        assert isinstance(standing.reconnect("target", key), ReconnectApproved)
+        for _ in range(2):
+            with TestClient(server.address) as intruder:
+                intruder.client_id = client_id
+                assert isinstance(intruder.reconnect("target", key), ReconnectApproved)
+                assert send_bad_padding(intruder, "doc") == SERVER_ERROR
+        with TestClient(server.address) as intruder:
+            intruder.client_id = client_id
+            assert intruder.reconnect("target", key) in (ServerError(), ConnectionClosed())
+        with standing:
+            assert standing.send_file("doc", b"during the lockout") in (ServerError(), ConnectionClosed())
+        assert stored(server.data_dir, client_id, "doc") == (b"precious", 1)
+        assert "locked out" in server.log()
+        with TestClient(server.address) as bystander:  # other clients are served as before
+            bystander.new_client("bystander", rsa_key())
+            bystander.backup("doc", b"unaffected")
+    finally:
+        server.stop()
+
+
+def test_lockout_counts_recent_failures_and_expires() -> None:
+    clock = FakeClock(1000.0)
+    failures = DecryptionFailures(limit=3, lockout=60.0, clock=clock)
+    victim, other = b"\x01" * 16, b"\x02" * 16
+    assert [failures.record(victim) for _ in range(2)] == [False, False]
+    clock.now += 61  # the two failures are forgotten
+    assert [failures.record(victim) for _ in range(2)] == [False, False]
+    assert failures.locked_for(victim) == 0.0
+    assert failures.record(victim) is True
+    assert failures.locked_for(victim) == 60.0
+    assert failures.locked_for(other) == 0.0
+    clock.now += 59.5
+    assert failures.locked_for(victim) == 0.5
+    clock.now += 0.5
+    assert failures.locked_for(victim) == 0.0
+    assert failures.record(victim) is False
