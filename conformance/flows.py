@@ -30,6 +30,8 @@ from backupproto.events import (
 
 from .case import CaseContext, Wire
 from .diagnose import explain_crc
+from .profile import oaep_sha256
+from .transport import may_adapt
 from .wire import Closed
 
 ZERO_ID = bytes(16)
@@ -60,7 +62,10 @@ def unwrap_sha1(wire: Wire, key: RsaKey, wrapped: bytes, what: str) -> bytes:
         from backupproto.crypto import unwrap_aes_key
 
         try:
-            unwrap_aes_key(key, wrapped)
+            sha256_key = unwrap_aes_key(key, wrapped)
+            if len(sha256_key) == 16 and may_adapt(wire.context.info, oaep_sha256(wire.context.info)):
+                wire.note("the AES key unwrapped with OAEP SHA-256 (adaptation: already reported by 7.2-oaep-sha1)")
+                return sha256_key
             hint += (
                 "; it does decrypt with OAEP SHA-256: the server wraps with SHA-256 (spec 7.2: MUST SHA-1)"
             )

@@ -18,7 +18,9 @@ import pytest
 from .case import CASES, CaseContext, Target, case_of, parse_target
 from .expected import ExpectedFailures, load_expected_failures
 from .results import SHOULD_NOTE, CaseResult, Results
+from .profile import TargetUnusable  # issue 10 (adapt)
 from .summary import write_json_report, write_summary
+from .supervise import Supervisor  # issue 10 (adapt): profiling, adaptation, liveness, causes
 
 _STATE = pytest.StashKey["_State"]()
 _ACTIVE: list[pytest.Config] = []
@@ -47,6 +49,13 @@ class _State:
         self.total_cases = 0
         self.server: Any = None
         self.started = time.monotonic()
+        # issue 10 (adapt): profiling stage, compensating transport, liveness, root causes
+        cwd = config.getoption("bp_server_cwd")
+        self.supervisor = Supervisor(
+            adapt=not config.getoption("bp_no_adapt"),
+            server_cmd=config.getoption("bp_server_cmd"),
+            server_cwd=Path(cwd) if cwd else None,
+        )
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -97,6 +106,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--sessions", metavar="DIR", help="recorded sessions to replay against the target (spec 15)"
     )
+    # issue 10 (adapt): adaptation off; the suite starts and restarts the server under test
+    group.addoption(
+        "--bp-no-adapt",
+        action="store_true",
+        help="no compensating transport: every case meets the server's transport habits as they are",
+    )
+    group.addoption(
+        "--bp-server-cmd",
+        metavar="CMD",
+        help="command that starts the server under test (at --target); the suite restarts it after a hang",
+    )
+    group.addoption("--bp-server-cwd", metavar="DIR", help="working directory for --bp-server-cmd")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -145,6 +166,7 @@ def pytest_collection_modifyitems(
         return
     state.active = True
     state.total_cases = len(cases)
+    _check_target_options(config)  # issue 10 (adapt): a bad or empty target is a usage error
     unknown = sorted(set(state.expected.entries) - set(CASES))
     if unknown:
         raise pytest.UsageError(f"--expected-failures names unknown case ids: {', '.join(unknown)}")
@@ -154,6 +176,20 @@ def pytest_collection_modifyitems(
     _order_sanity(items)
     if config.getoption("list"):
         _list_cases(config, items)
+
+
+def _check_target_options(config: pytest.Config) -> None:
+    """issue 10 (adapt): --target must be HOST:PORT when given (also empty); --bp-server-cmd needs it."""
+    if config.getoption("list"):
+        return
+    given = config.getoption("target")
+    if given is not None:
+        try:
+            parse_target(given)
+        except ValueError as error:
+            raise pytest.UsageError(str(error)) from None
+    if config.getoption("bp_server_cmd") is not None and given is None:
+        raise pytest.UsageError("--bp-server-cmd needs --target HOST:PORT (where the started server listens)")
 
 
 def _sample(
@@ -188,6 +224,35 @@ def _list_cases(config: pytest.Config, items: list[pytest.Item]) -> None:
     items[:] = []
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """issue 10 (adapt): once the server is down (and not restarted), the remaining cases do not run."""
+    if case_of(item) is None:
+        return
+    reason = item.config.stash[_STATE].supervisor.not_run_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """issue 10 (adapt): liveness after each case; a server that stopped answering fails this case."""
+    outcome: Any = yield
+    info = case_of(item)
+    if info is None:
+        return
+    funcargs: dict[str, Any] = getattr(item, "funcargs", {})
+    context = funcargs.get("case_context")
+    failure = item.config.stash[_STATE].supervisor.after_case(
+        info, context if isinstance(context, CaseContext) else None
+    )
+    if failure:
+        error = outcome.exception
+        if error is not None:
+            lines = [line for line in str(error).splitlines() if line.startswith("actual:")]
+            failure += f"\nthe case's own check: {lines[0] if lines else str(error)[:200]}"
+        outcome.force_exception(pytest.fail.Exception(failure, pytrace=False))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome: Any = yield
@@ -196,6 +261,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if info is None:
         return
     state = item.config.stash[_STATE]
+    if report.when == "call" and report.failed:  # issue 10 (adapt): a finding is reported once
+        repeated = state.supervisor.repeated_finding(info, report.longreprtext)
+        if repeated:
+            report.outcome = "skipped"
+            report.longrepr = (str(item.path), 0, f"Skipped: {repeated}")
     if report.when == "call" or (report.when == "setup" and not report.passed):
         _judge(state, info.id, report)
         error = call.excinfo.value if call.excinfo is not None else None
@@ -247,7 +317,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     state = config.stash[_STATE]
     if not state.active or config.getoption("list"):
         return
-    write_summary(terminalreporter, state.results, _run_facts(config, state))
+    supervisor = state.supervisor  # issue 10 (adapt): early stop (no verdict); causes before the verdict
+    if supervisor.stopped:
+        terminalreporter.section("backupproto conformance: stopped, no verdict", sep="=")
+        terminalreporter.write_line(supervisor.stopped)
+        return
+    rows = list(state.results.rows.values())
+    write_summary(terminalreporter, state.results, _run_facts(config, state), supervisor.summary_lines(rows))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -260,7 +336,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     report = config.getoption("report")
     if report and state.active:
-        write_json_report(Path(report), state.results, _run_facts(config, state))
+        rows = list(state.results.rows.values())  # issue 10 (adapt): findings, causes, restarts
+        write_json_report(
+            Path(report), state.results, _run_facts(config, state), state.supervisor.report(rows)
+        )
 
 
 def _run_facts(config: pytest.Config, state: _State) -> dict[str, Any]:
@@ -295,23 +374,40 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     """(host, port) of the server under test; starts the reference server when --target is absent."""
     config = request.config
     given = config.getoption("target")
-    if given:
+    state = config.stash[_STATE]
+    if given is not None:
         try:
-            yield parse_target(given)
+            chosen = parse_target(given)
         except ValueError as error:
             raise pytest.UsageError(str(error)) from None
+        _begin_supervision(config, chosen, tmp_path_factory)
+        try:
+            yield chosen
+        finally:
+            state.supervisor.end()
         return
     from .server_process import ServerProcess
 
-    state = config.stash[_STATE]
     data = Path(config.getoption("data_dir") or tmp_path_factory.mktemp("reference-server") / "data")
     data.mkdir(parents=True, exist_ok=True)
     state.server = ServerProcess(data)
     assert state.server.target is not None
     try:
+        _begin_supervision(config, state.server.target, tmp_path_factory)
         yield state.server.target
     finally:
+        state.supervisor.end()
         state.server.stop()
+
+
+def _begin_supervision(config: pytest.Config, chosen: Target, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """issue 10 (adapt): the profiling stage before the first case; an untestable target stops the run."""
+    try:
+        config.stash[_STATE].supervisor.begin(
+            chosen, float(config.getoption("timeout_s")), tmp_path_factory.mktemp("server-under-test")
+        )
+    except TargetUnusable as unusable:
+        pytest.exit(str(unusable), returncode=unusable.exit_code)
 
 
 @pytest.fixture(scope="session")
