@@ -9,6 +9,7 @@ the cases that ran under its adaptation.
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
@@ -18,6 +19,7 @@ from .profile import Finding
 
 ALREADY_REPORTED = "already reported:"
 _REPORTED = frozenset({"failed", "error", "warning", "info", "expected-failure"})
+_SHOWN = 6
 _LEVEL_ORDER = {"MUST": 0, "SHOULD": 1, "INFO": 2}
 _NUMBERS = re.compile(r"0x[0-9a-f]+|[0-9a-f]{8,}|\d+(\.\d+)?")
 
@@ -49,7 +51,9 @@ class Cause:
     def line(self) -> str:
         parts = [f"[{self.level}, spec {self.section}] {self.title}"]
         if self.cases:
-            parts.append(", ".join(self.cases))
+            shown = ", ".join(self.cases[:_SHOWN])
+            more = f" (+{len(self.cases) - _SHOWN} more)" if len(self.cases) > _SHOWN else ""
+            parts.append(f"{len(self.cases)} case(s): {shown}{more}")
         if self.adapted:
             parts.append(f"{len(self.adapted)} cases ran under adaptation")
         if self.not_run:
@@ -77,7 +81,9 @@ def _headline(row: Row) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def root_causes(rows: Iterable[Row], findings: dict[str, Finding], adapted: dict[str, list[str]]) -> list[Cause]:
+def root_causes(
+    rows: Iterable[Row], findings: dict[str, Finding], adapted: dict[str, list[str]]
+) -> list[Cause]:
     """Group the rows of a run into causes (findings first, then hangs, then diagnoses)."""
     rows = list(rows)
     causes: dict[str, Cause] = {}
@@ -98,14 +104,21 @@ def root_causes(rows: Iterable[Row], findings: dict[str, Finding], adapted: dict
         if STOPPED_ANSWERING in row.message and row.outcome in _REPORTED:
             sent = _message_line(row.message, "what this case sent:")
             title = f"the server stopped answering after {row.id} (it sent: {sent[:160]})"
-            cause = causes.setdefault(f"down:{row.id}", Cause(f"down:{row.id}", title, row.level, row.section))
+            cause = causes.setdefault(
+                f"down:{row.id}", Cause(f"down:{row.id}", title, row.level, row.section)
+            )
             cause.cases.append(row.id)
             down_key = f"down:{row.id}"
             claimed.add(row.id)
             for later in rows:
-                if later.outcome == "skipped" and later.message.startswith(NOT_RUN) and row.id in later.message:
+                if (
+                    later.outcome == "skipped"
+                    and later.message.startswith(NOT_RUN)
+                    and row.id in later.message
+                ):
                     causes[down_key].not_run.append(later.id)
                     claimed.add(later.id)
+    sections: dict[str, list[str]] = defaultdict(list)
     for row in rows:
         if row.id in claimed or row.outcome not in _REPORTED:
             continue
@@ -115,9 +128,16 @@ def root_causes(rows: Iterable[Row], findings: dict[str, Finding], adapted: dict
         key = _NUMBERS.sub("#", title.lower())
         cause = causes.setdefault(key, Cause(key, title, row.level, row.section))
         if _LEVEL_ORDER.get(row.level, 3) < _LEVEL_ORDER.get(cause.level, 3):
-            cause.level, cause.section = row.level, row.section
+            cause.level = row.level
         cause.cases.append(row.id)
-    listed = [cause for cause in causes.values() if cause.cases or cause.adapted or cause.not_run or cause.key in findings]
+        sections[key].append(row.section)
+    for key, seen in sections.items():
+        causes[key].section = max(set(seen), key=seen.count)
+    listed = [
+        cause
+        for cause in causes.values()
+        if cause.cases or cause.adapted or cause.not_run or cause.key in findings
+    ]
     return sorted(listed, key=lambda cause: _LEVEL_ORDER.get(cause.level, 3))
 
 

@@ -64,7 +64,7 @@ def unwrap_sha1(wire: Wire, key: RsaKey, wrapped: bytes, what: str) -> bytes:
         try:
             sha256_key = unwrap_aes_key(key, wrapped)
             if len(sha256_key) == 16 and may_adapt(wire.context.info, oaep_sha256(wire.context.info)):
-                wire.note("the AES key unwrapped with OAEP SHA-256 (adaptation: already reported by 7.2-oaep-sha1)")
+                wire.note("AES key unwrapped with OAEP SHA-256 (adaptation: reported by 7.2-oaep-sha1)")
                 return sha256_key
             hint += (
                 "; it does decrypt with OAEP SHA-256: the server wraps with SHA-256 (spec 7.2: MUST SHA-1)"

@@ -110,13 +110,14 @@ class Liveness:
         if not problem:
             return ""
         what = "; ".join(sent[:6]) + (f"; ... ({len(sent)} messages)" if len(sent) > 6 else "")
-        text = (
-            f"{STOPPED_ANSWERING} ({case_id}): {problem}.\n"
-            f"what this case sent: {what or '(nothing)'}"
-        )
+        text = f"{STOPPED_ANSWERING} ({case_id}): {problem}.\nwhat this case sent: {what or '(nothing)'}"
         if self.command is None:
             self.down_after = case_id
-            return text + f"\nthe remaining cases are reported as '{NOT_RUN}' (--bp-server-cmd lets the suite restart it)"
+            return (
+                text
+                + f"\nthe remaining cases are reported as '{NOT_RUN}'"
+                + " (--bp-server-cmd lets the suite restart it)"
+            )
         self.command.stop()
         failure = self.command.start()
         self.restarts.append(Restart(case_id, problem, not failure))

@@ -17,8 +17,8 @@ import pytest
 
 from .case import CASES, CaseContext, Target, case_of, parse_target
 from .expected import ExpectedFailures, load_expected_failures
-from .results import SHOULD_NOTE, CaseResult, Results
 from .profile import TargetUnusable  # issue 10 (adapt)
+from .results import SHOULD_NOTE, CaseResult, Results
 from .summary import write_json_report, write_summary
 from .supervise import Supervisor  # issue 10 (adapt): profiling, adaptation, liveness, causes
 
@@ -400,7 +400,9 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         state.server.stop()
 
 
-def _begin_supervision(config: pytest.Config, chosen: Target, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _begin_supervision(
+    config: pytest.Config, chosen: Target, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     """issue 10 (adapt): the profiling stage before the first case; an untestable target stops the run."""
     try:
         config.stash[_STATE].supervisor.begin(

@@ -133,7 +133,7 @@ def _padding(size: int, evidence: str) -> Finding:
         ("3-no-padding-between-messages",),
         evidence,
         f"zero padding up to {size} bytes stripped after each response",
-        r"zero-padded to a fixed packet size|zero bytes where a response header belongs",
+        r'zero-padded to a fixed packet size|zero bytes where a response header belongs|"hex": "0{14}"',
     )
 
 
@@ -341,7 +341,9 @@ def _first_exchange(profile: Profile, talk: _Conversation, bound_s: float) -> No
         profile.add(_big_endian(f"2100 header bytes {answer.raw[:RESPONSE_HEADER_SIZE].hex(' ')}"))
     if answer.version != 3:
         profile.version = answer.version
-        profile.add(_version(answer.version, f"2100 header bytes {answer.raw[:RESPONSE_HEADER_SIZE].hex(' ')}"))
+        profile.add(
+            _version(answer.version, f"2100 header bytes {answer.raw[:RESPONSE_HEADER_SIZE].hex(' ')}")
+        )
     extra = talk.read(1 << 16, _DRAIN_S)
     if extra and extra == bytes(len(extra)):
         profile.padded_to = len(answer.raw) + len(extra)
@@ -356,7 +358,9 @@ def _first_exchange(profile: Profile, talk: _Conversation, bound_s: float) -> No
     else:
         profile.closes_after_each_response = True
     if profile.closes_after_each_response:
-        profile.add(_closes_after_each("the connection closed after the first 2100; a second 1100 got no answer"))
+        profile.add(
+            _closes_after_each("the connection closed after the first 2100; a second 1100 got no answer")
+        )
 
 
 def _second_connection(profile: Profile, bound_s: float) -> None:
@@ -430,8 +434,6 @@ def _close_after_error(profile: Profile, bound_s: float) -> None:
         if not talk.closed:
             profile.stays_open_after_error = True
             profile.add(_open_after_error(f"the connection was still open {wait:g} s after 2107"))
-
-
 
 
 def fresh_client_answers(target: Target, bound_s: float) -> str:

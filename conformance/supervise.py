@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -37,6 +37,7 @@ class Supervisor:
         self.stopped = ""
         """The early-stop message (the run gives no verdict)."""
         self.stop_finding: Finding | None = None
+        self.adaptation: transport.Adaptation | None = None
 
     # -- before the cases --------------------------------------------------------------------
 
@@ -50,14 +51,16 @@ class Supervisor:
             if failure:
                 self._stop(TargetUnusable(f"--bp-server-cmd: {failure}", pytest.ExitCode.USAGE_ERROR))
         try:
-            self.profile = profile_target(target, timeout_s)
+            found = profile_target(target, timeout_s)
         except TargetUnusable as unusable:
             self._stop(unusable)
-        transport.install(transport.Adaptation(self.profile, enabled=self.adapt))
-        bound = max(_LIVENESS_MIN_S, min(timeout_s, 20 * self.profile.answer_s))
+        self.profile = found
+        self.adaptation = transport.Adaptation(found, enabled=self.adapt)
+        transport.install(self.adaptation)
+        bound = max(_LIVENESS_MIN_S, min(timeout_s, 20 * found.answer_s))
         self.liveness = Liveness(target, bound, self.command)
 
-    def _stop(self, unusable: TargetUnusable) -> None:
+    def _stop(self, unusable: TargetUnusable) -> NoReturn:
         self.stopped = str(unusable)
         self.stop_finding = unusable.finding
         self.end()
@@ -86,7 +89,7 @@ class Supervisor:
 
     def repeated_finding(self, info: CaseInfo, message: str) -> str:
         """A skip reason when a failure is only an already-reported finding again ('' otherwise)."""
-        adaptation = transport.current()
+        adaptation = self.adaptation
         if adaptation is None or not adaptation.enabled:
             return ""
         for finding in adaptation.findings().values():
@@ -94,7 +97,8 @@ class Supervisor:
                 continue
             if re.search(finding.signature, message):
                 return (
-                    f"{ALREADY_REPORTED} {finding.key}: {finding.title} [{finding.level}, spec {finding.section}]; "
+                    f"{ALREADY_REPORTED} {finding.key}: {finding.title} "
+                    f"[{finding.level}, spec {finding.section}]; "
                     "this case's only failure is that finding"
                 )
         return ""
@@ -102,14 +106,14 @@ class Supervisor:
     # -- at the end --------------------------------------------------------------------------
 
     def findings(self) -> dict[str, Finding]:
-        adaptation = transport.current()
+        adaptation = self.adaptation
         found = dict(adaptation.findings()) if adaptation is not None else {}
         if self.stop_finding is not None:
             found.setdefault(self.stop_finding.key, self.stop_finding)
         return found
 
     def causes(self, rows: Iterable[Row]) -> list[Cause]:
-        adaptation = transport.current()
+        adaptation = self.adaptation
         findings = self.findings()
         adapted = {key: adaptation.adapted_cases(key) for key in findings} if adaptation is not None else {}
         return root_causes(rows, findings, adapted)
@@ -133,4 +137,3 @@ class Supervisor:
             "causes": [cause.as_json() for cause in self.causes(rows)],
             "restarts": self.restarts(),
         }
-

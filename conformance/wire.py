@@ -543,7 +543,8 @@ class Wire:
             )
         if last[0] == str(int(ResponseCode.ACKNOWLEDGED)):
             return (
-                f"the server closed the connection after {said} ({len(answers)} responses on this connection): "
+                f"the server closed the connection after {said} "
+                f"({len(answers)} responses on this connection): "
                 "it ends the session after a confirmed file (spec 2.3: only the client closes after 2104)"
             )
         return (
