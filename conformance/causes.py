@@ -20,6 +20,8 @@ from .profile import Finding
 ALREADY_REPORTED = "already reported:"
 _REPORTED = frozenset({"failed", "error", "warning", "info", "expected-failure"})
 _SHOWN = 6
+_TOPICS = (("cksum", re.compile(r"\bcksum\b")),)
+_EXPLAINED = re.compile(r"\bequals\b")
 _LEVEL_ORDER = {"MUST": 0, "SHOULD": 1, "INFO": 2}
 _NUMBERS = re.compile(r"0x[0-9a-f]+|[0-9a-f]{8,}|\d+(\.\d+)?")
 
@@ -119,6 +121,7 @@ def root_causes(
                     causes[down_key].not_run.append(later.id)
                     claimed.add(later.id)
     sections: dict[str, list[str]] = defaultdict(list)
+    topics: dict[str, set[str]] = {}
     for row in rows:
         if row.id in claimed or row.outcome not in _REPORTED:
             continue
@@ -131,14 +134,28 @@ def root_causes(
             cause.level = row.level
         cause.cases.append(row.id)
         sections[key].append(row.section)
+        topics.setdefault(key, set()).update(name for name, pattern in _TOPICS if pattern.search(row.message))
     for key, seen in sections.items():
         causes[key].section = max(set(seen), key=seen.count)
+    _merge_unexplained(causes, topics)
     listed = [
         cause
         for cause in causes.values()
         if cause.cases or cause.adapted or cause.not_run or cause.key in findings
     ]
     return sorted(listed, key=lambda cause: _LEVEL_ORDER.get(cause.level, 3))
+
+
+def _merge_unexplained(causes: dict[str, Cause], topics: dict[str, set[str]]) -> None:
+    """A failure that only says a value differs (a replayed cksum, say) joins the one cause that
+    explains a deviation of the same topic, when there is exactly one."""
+    explained = [key for key in topics if _EXPLAINED.search(causes[key].title)]
+    for key, names in topics.items():
+        if key in explained or not names:
+            continue
+        matches = [other for other in explained if topics[other] & names]
+        if len(matches) == 1:
+            causes[matches[0]].cases += causes.pop(key).cases
 
 
 def cause_lines(causes: list[Cause], restarts: list[str]) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import random
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from backupproto.events import (
 from .case import CaseContext, Wire
 from .diagnose import explain_crc
 from .profile import oaep_sha256
-from .transport import may_adapt
+from .transport import adapting, connect, may_adapt
 from .wire import Closed
 
 ZERO_ID = bytes(16)
@@ -199,11 +198,14 @@ def confirm(session: Session, file_name: str) -> None:
 
 
 def check_listening(context: CaseContext, requirement: str, after: str, hint: str) -> None:
-    """Fail unless a new TCP connection to the target is accepted."""
+    """Fail unless a new TCP connection to the target is accepted (adaptation: a server that serves
+    one connection at a time gets the case's connections closed, and time to listen again)."""
+    if adapting(context.info, "one-connection-at-a-time"):
+        context.close()  # a bare connect would take the server's one slot: the next connection shows it
+        return
+    address = (context.target.host, context.target.port)
     try:
-        socket.create_connection(
-            (context.target.host, context.target.port), timeout=context.timeout_s
-        ).close()
+        connect(context.info, address, context.timeout_s, context.close).close()
     except OSError as error:
         context.fail(requirement, f"connect failed after {after}: {error}", hint=hint)
 

@@ -109,7 +109,8 @@ class Liveness:
         problem = fresh_client_answers(self.target, self.bound_s)
         if not problem:
             return ""
-        what = "; ".join(sent[:6]) + (f"; ... ({len(sent)} messages)" if len(sent) > 6 else "")
+        earlier = f"({len(sent) - 3} earlier messages) ... " if len(sent) > 3 else ""
+        what = earlier + "; ".join(sent[-3:])
         text = f"{STOPPED_ANSWERING} ({case_id}): {problem}.\nwhat this case sent: {what or '(nothing)'}"
         if self.command is None:
             self.down_after = case_id

@@ -46,7 +46,9 @@ class Finding:
     adaptation: str = ""
     """What the transport does about it ('' when nothing can be done)."""
     signature: str = ""
-    """A regex: a failure message matching it is this finding again (reported once only)."""
+    """A regex (multi-line): failures whose expected/actual/diagnosis lines match are this finding again."""
+    masks: tuple[str, ...] = ()
+    """Cases that cannot be judged under this finding's adaptation (their failure is this finding)."""
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -146,7 +148,9 @@ def _closes_after_each(evidence: str) -> Finding:
         ("2.1-several-requests-one-connection", "2.3-connection-open-after-response"),
         evidence,
         "a new connection for each request",
-        r"one request per connection|closed the connection after one response",
+        r"one request per connection|closed the connection after one response"
+        r"|^diagnosis: the server closed the connection$",
+        ("7.4-file-needs-session-key", "4-client-id-bound-to-connection", "8.2-out-of-turn"),
     )
 
 

@@ -92,14 +92,20 @@ class Supervisor:
         adaptation = self.adaptation
         if adaptation is None or not adaptation.enabled:
             return ""
+        verdict_lines = "\n".join(
+            line.strip()
+            for line in message.splitlines()
+            if line.strip().startswith(("expected:", "actual:", "diagnosis:"))
+        )
         for finding in adaptation.findings().values():
-            if info.id in finding.case_ids or not finding.signature:
+            if info.id in finding.case_ids:
                 continue
-            if re.search(finding.signature, message):
+            masked = info.id in finding.masks and info.id in adaptation.used
+            if masked or (finding.signature and re.search(finding.signature, verdict_lines, re.M)):
                 return (
                     f"{ALREADY_REPORTED} {finding.key}: {finding.title} "
                     f"[{finding.level}, spec {finding.section}]; "
-                    "this case's only failure is that finding"
+                    f"this case's only failure is that finding ({_failure_line(message)})"
                 )
         return ""
 
@@ -137,3 +143,11 @@ class Supervisor:
             "causes": [cause.as_json() for cause in self.causes(rows)],
             "restarts": self.restarts(),
         }
+
+
+def _failure_line(message: str) -> str:
+    """The 'actual:' line of a failure message (or its first line)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    picked = [line for line in lines if line.startswith("actual:")]
+    text = picked[0] if picked else lines[0] if lines else ""
+    return text if len(text) <= 160 else text[:157] + "..."

@@ -11,6 +11,10 @@ summary can say which cases ran under which adaptation.
 
 from __future__ import annotations
 
+import socket
+import time
+from collections.abc import Callable
+
 from .case import CaseInfo
 from .profile import Finding, Profile
 
@@ -92,3 +96,22 @@ def may_adapt(info: CaseInfo | None, finding: Finding) -> bool:
         return False
     adaptation.discover(finding)
     return adapting(info, finding.key)
+
+
+def connect(
+    info: CaseInfo | None, address: tuple[str, int], timeout_s: float, make_room: Callable[[], None]
+) -> socket.socket:
+    """A TCP connection to the target. Under the one-connection-at-a-time adaptation a refused
+    connect calls `make_room` (close the case's other connections) and retries for `timeout_s`.
+    Raises OSError."""
+    deadline = time.monotonic() + timeout_s
+    adapted = False
+    while True:
+        try:
+            return socket.create_connection(address, timeout=timeout_s)
+        except ConnectionRefusedError:
+            adapted = adapted or adapting(info, "one-connection-at-a-time")
+            if not adapted or time.monotonic() > deadline:
+                raise
+            make_room()
+            time.sleep(0.05)

@@ -96,7 +96,8 @@ class Wire:
         self._buffer = bytearray()
         self.peer_closed = False
         self.send_error: OSError | None = None
-        self._reconnect_before_send = False
+        self._reconnect_before_send = ""
+        """Why the next send opens a new connection first (adaptation); '' for no reconnect."""
         self.sock: socket.socket | None = None
         self._open()
 
@@ -104,39 +105,28 @@ class Wire:
         """Connect (adaptation: a server serving one connection at a time gets the others closed first)."""
         target = (self.context.target.host, self.context.target.port)
         try:
-            sock = socket.create_connection(target, timeout=self.timeout_s)
-        except ConnectionRefusedError as error:
-            if not transport.adapting(self.context.info, "one-connection-at-a-time"):
-                self.fail(f"a TCP connection to {self.context.target}", f"connect failed: {error}")
-            sock = self._open_after_closing_others(target)
+            sock = transport.connect(self.context.info, target, self.timeout_s, self._close_others)
         except OSError as error:
             self.fail(f"a TCP connection to {self.context.target}", f"connect failed: {error}")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
 
-    def _open_after_closing_others(self, target: tuple[str, int]) -> socket.socket:
-        others = [wire for wire in self.context.wires if wire is not self and wire.sock is not None]
-        for wire in others:
-            wire.note("closed by the suite (adaptation: the server serves one connection at a time)")
-            wire.close()
-        self.note("connect refused; retried after closing this case's other connections (adaptation)")
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            try:
-                return socket.create_connection(target, timeout=self.timeout_s)
-            except ConnectionRefusedError as again:
-                if time.monotonic() > deadline:
-                    self.fail(f"a TCP connection to {self.context.target}", f"connect failed: {again}")
-                time.sleep(0.05)
+    def _close_others(self) -> None:
+        """Adaptation for a server that serves one connection at a time: close the case's others."""
+        for wire in self.context.wires:
+            if wire is not self and wire.sock is not None:
+                wire.note("closed by the suite (adaptation: the server serves one connection at a time)")
+                wire.close()
+                wire._reconnect_before_send = "the server serves one connection at a time"
 
     def _reopen(self) -> None:
-        """Adaptation for a server that serves one request per connection: a new connection."""
+        """Adaptation (one request per connection, one connection at a time): a new connection."""
         self.close()
         self._buffer.clear()
         self.peer_closed = False
         self.send_error = None
-        self._reconnect_before_send = False
-        self.note("new connection for the next request (adaptation: one request per connection)")
+        self.note(f"new connection for the next request (adaptation: {self._reconnect_before_send})")
+        self._reconnect_before_send = ""
         self._open()
 
     # -- transcript -------------------------------------------------------------------------
@@ -375,7 +365,7 @@ class Wire:
         if found.closes_after_each_response and transport.adapting(
             self.context.info, "one-request-per-connection"
         ):
-            self._reconnect_before_send = True
+            self._reconnect_before_send = "one request per connection"
 
     def _check_header(self, head: bytes, version: int, code: int, size: int, waiting_for: str) -> None:
         """Fail with a diagnosis if the response header is not a valid version-3 header."""
@@ -555,10 +545,9 @@ class Wire:
     def _death_hint(self) -> str:
         """After a close: a hint if the server no longer accepts connections at all."""
         time.sleep(0.2)  # a dying process closes its connections before its listening socket
+        address = (self.context.target.host, self.context.target.port)
         try:
-            socket.create_connection(
-                (self.context.target.host, self.context.target.port), timeout=self.timeout_s
-            ).close()
+            transport.connect(self.context.info, address, self.timeout_s, self.context.close).close()
         except OSError as error:
             return f"the server seems to have died on this request: a new connection fails ({error})"
         return ""

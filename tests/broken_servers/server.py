@@ -147,6 +147,8 @@ class Session:
             self.conn.schemas = _lenient_schemas()
         self.aes_key: bytes | None = None
         self.file: Any = None
+        self.first_bytes: bytearray | None = bytearray()
+        """close-after-each: the first bytes of the connection, until its header names the client."""
 
     def run(self) -> None:
         try:
@@ -215,8 +217,8 @@ class Session:
             data = self.conn.schemas.build_response_header(event.code, 0) + data[7:]
         if "zero-padded" in faults:
             data = data.ljust(1024, b"\x00")
+        self._save_session()  # before the bytes leave: the client may reconnect at once
         self.sock.sendall(data)
-        self._save_session()
         return not isinstance(event, ServerError) and "close-after-each" not in faults
 
     def _save_session(self) -> None:
@@ -228,11 +230,14 @@ class Session:
 
     def _restore_session(self, data: bytes) -> None:
         """close-after-each: a new connection continues the conversation of the client it names."""
-        if "close-after-each" not in self.faults or self.conn.conversation.client_id is not None:
+        if "close-after-each" not in self.faults or self.first_bytes is None:
             return
-        if len(data) < self.conn.schemas.request_header_size:
+        self.first_bytes += data
+        size = self.conn.schemas.request_header_size
+        if len(self.first_bytes) < size:
             return
-        header = self.conn.schemas.request_header.parse(data[: self.conn.schemas.request_header_size])
+        header = self.conn.schemas.request_header.parse(bytes(self.first_bytes[:size]))
+        self.first_bytes = None
         kept = self.server.sessions.get(bytes(header.client_id))
         if kept is None or header.code in (RequestCode.REGISTER, RequestCode.RECONNECT):
             return
