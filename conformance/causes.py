@@ -104,8 +104,8 @@ def root_causes(
         if row.id in claimed:
             continue
         if STOPPED_ANSWERING in row.message and row.outcome in _REPORTED:
-            sent = _message_line(row.message, "what this case sent:")
-            title = f"the server stopped answering after {row.id} (it sent: {sent[:160]})"
+            sent = _message_line(row.message, "last message sent:")
+            title = f"the server stopped answering after {row.id} (its last message: {sent[:160]})"
             cause = causes.setdefault(
                 f"down:{row.id}", Cause(f"down:{row.id}", title, row.level, row.section)
             )

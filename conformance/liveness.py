@@ -111,7 +111,11 @@ class Liveness:
             return ""
         earlier = f"({len(sent) - 3} earlier messages) ... " if len(sent) > 3 else ""
         what = earlier + "; ".join(sent[-3:])
-        text = f"{STOPPED_ANSWERING} ({case_id}): {problem}.\nwhat this case sent: {what or '(nothing)'}"
+        text = (
+            f"{STOPPED_ANSWERING} ({case_id}): {problem}.\n"
+            f"last message sent: {sent[-1] if sent else '(nothing)'}\n"
+            f"what this case sent: {what or '(nothing)'}"
+        )
         if self.command is None:
             self.down_after = case_id
             return (

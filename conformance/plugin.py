@@ -318,6 +318,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if not state.active or config.getoption("list"):
         return
     supervisor = state.supervisor  # issue 10 (adapt): early stop (no verdict); causes before the verdict
+    if exitstatus == pytest.ExitCode.USAGE_ERROR and not supervisor.stopped:
+        return
     if supervisor.stopped:
         terminalreporter.section("backupproto conformance: stopped, no verdict", sep="=")
         terminalreporter.write_line(supervisor.stopped)
@@ -335,7 +337,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = 0
         return
     report = config.getoption("report")
-    if report and state.active:
+    usage_error = exitstatus == pytest.ExitCode.USAGE_ERROR and not state.supervisor.stopped  # issue 10
+    if report and state.active and not usage_error:
         rows = list(state.results.rows.values())  # issue 10 (adapt): findings, causes, restarts
         write_json_report(
             Path(report), state.results, _run_facts(config, state), state.supervisor.report(rows)

@@ -182,9 +182,6 @@ class Session:
                         while True:
                             time.sleep(3600)
                     self._send(ServerError())
-                    if "open-after-2107" in self.faults:
-                        while self.sock.recv(65536):
-                            pass
                     return
                 if event is NEED_DATA:
                     break
@@ -219,6 +216,9 @@ class Session:
             data = data.ljust(1024, b"\x00")
         self._save_session()  # before the bytes leave: the client may reconnect at once
         self.sock.sendall(data)
+        if isinstance(event, ServerError) and "open-after-2107" in faults:
+            while self.sock.recv(65536):  # never closes: waits for the client to
+                pass
         return not isinstance(event, ServerError) and "close-after-each" not in faults
 
     def _save_session(self) -> None:
