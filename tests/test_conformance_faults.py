@@ -63,14 +63,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.mark.parametrize("name", sorted(MULTI_FAULT))
+SLOW = {"open-after-2107"}
+"""Full runs over 30 s (every refused request waits for a close): behind --run-slow."""
+SELECTION = {"verified-as-text": ["-k", "0-sanity or 11. or 9.2"]}
+"""Faults confined to a few cases: only those (and sanity) run."""
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(name, marks=[pytest.mark.slow] if name in SLOW else []) for name in sorted(MULTI_FAULT)],
+)
 def test_every_planted_fault_is_one_root_cause(name: str, tmp_path: Path) -> None:
     """Each planted fault matches exactly one root cause; there is no other cause; no title twice."""
     faults, patterns = MULTI_FAULT[name]
     server = start_broken(tmp_path, faults)
     storage = ["--data-dir", str(server.data_dir)] if "verified-text" in faults else []  # the only server.db
     try:
-        code, report, output, seconds = run_suite(str(server.target), tmp_path, *storage)
+        code, report, output, seconds = run_suite(
+            str(server.target), tmp_path, *storage, *SELECTION.get(name, [])
+        )
     finally:
         server.stop()
     causes = report["causes"]
@@ -102,7 +113,10 @@ def test_hang_with_server_command_restarts_and_continues(tmp_path: Path) -> None
     data = tmp_path / "data"
     command = f"{sys.executable} {BROKEN} --fault hang-on-1104 --port {port} --data-dir {data}"
     code, report, output, seconds = run_suite(
-        f"127.0.0.1:{port}", tmp_path, "--bp-server-cmd", command, "--bp-server-cwd", str(tmp_path)
+        f"127.0.0.1:{port}",
+        tmp_path,
+        *("--bp-server-cmd", command, "--bp-server-cwd", str(tmp_path)),
+        *("-k", "0-sanity or 8.2-out-of-turn or 4.5-crc-ok-acknowledged"),
     )
     print(f"\nhang with --bp-server-cmd: {seconds:.1f} s; restarts {report.get('restarts')}")
     assert [line for line in report["restarts"] if "restarted after 8.2-out-of-turn" in line], output[-3000:]
@@ -170,14 +184,12 @@ def test_no_adapt_lets_the_padding_fail_every_case(tmp_path: Path) -> None:
     assert padding and "4.2-public-key-accepted" in padding[0]["adapted"]
 
 
-def test_reference_server_has_no_finding_and_runs_every_case_once(
-    reference_server: Any, tmp_path: Path
-) -> None:
+def test_reference_server_has_no_finding(reference_server: Any, tmp_path: Path) -> None:
     target = f"{reference_server.host}:{reference_server.port}"
-    code, report, output, seconds = run_suite(target, tmp_path, "--data-dir", str(reference_server.data_dir))
-    print(f"\nreference server: {seconds:.1f} s")
+    code, report, output, seconds = run_suite(target, tmp_path, "-k", "0-sanity or 2.1 or 3.3")
+    print(f"\nreference server (sanity, sections 2 and 3): {seconds:.1f} s")
     ids = [row["id"] for row in report["cases"]]
-    assert len(ids) == len(set(ids))
+    assert len(ids) == len(set(ids)) > 5
     assert report["findings"] == [] and report["causes"] == [], output[-3000:]
     assert report["verdict"] == "CONFORMANT"
     assert code == 0
