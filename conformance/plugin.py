@@ -226,9 +226,10 @@ def _list_cases(config: pytest.Config, items: list[pytest.Item]) -> None:
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """issue 10 (adapt): once the server is down (and not restarted), the remaining cases do not run."""
-    if case_of(item) is None:
+    info = case_of(item)
+    if info is None:
         return
-    reason = item.config.stash[_STATE].supervisor.not_run_reason()
+    reason = item.config.stash[_STATE].supervisor.not_run_reason(info)
     if reason:
         pytest.skip(reason)
 

@@ -99,6 +99,18 @@ class Profile:
 
 # -- the findings the profiling stage can name -------------------------------------------------
 
+TRANSPORT_FINDINGS = (
+    "zero-padding",
+    "big-endian",
+    "version",
+    "one-request-per-connection",
+    "one-connection-at-a-time",
+    "open-after-2107",
+)
+"""Findings about framing and connections: cases that bypass the compensating transport cannot run."""
+BYPASSING_TRANSPORT = ("15-replay-",)
+"""Case ids (prefixes) that read the wire themselves: session replays compare recorded bytes exactly."""
+
 
 def _big_endian(evidence: str) -> Finding:
     return Finding(

@@ -19,7 +19,14 @@ from . import transport
 from .case import CaseContext, CaseInfo, Target
 from .causes import ALREADY_REPORTED, Cause, Row, cause_lines, root_causes
 from .liveness import Liveness, ServerCommand
-from .profile import Finding, Profile, TargetUnusable, profile_target
+from .profile import (
+    BYPASSING_TRANSPORT,
+    TRANSPORT_FINDINGS,
+    Finding,
+    Profile,
+    TargetUnusable,
+    profile_target,
+)
 
 _LIVENESS_MIN_S = 2.0
 
@@ -74,8 +81,21 @@ class Supervisor:
 
     # -- around each case --------------------------------------------------------------------
 
-    def not_run_reason(self) -> str:
-        return self.liveness.not_run_reason() if self.liveness is not None else ""
+    def not_run_reason(self, info: CaseInfo) -> str:
+        """Why `info` does not run: the server is down, or the case bypasses the adaptation it needs."""
+        down = self.liveness.not_run_reason() if self.liveness is not None else ""
+        if down or self.adaptation is None or not self.adaptation.enabled:
+            return down
+        if info.id.startswith(BYPASSING_TRANSPORT):
+            found = self.adaptation.findings()
+            for key in TRANSPORT_FINDINGS:
+                if key in found:
+                    return (
+                        f"{ALREADY_REPORTED} {key}: {found[key].title} [{found[key].level}, spec "
+                        f"{found[key].section}]; this case reads the wire without the compensating transport "
+                        "(--bp-no-adapt runs it as it is)"
+                    )
+        return ""
 
     def after_case(self, info: CaseInfo, context: CaseContext | None) -> str:
         """Close the case's connections, then check liveness: '' or the case's failure text."""
