@@ -22,6 +22,7 @@ import pytest
 
 from backupproto.crypto import public_key_der
 from backupproto.dialect import RequestCode, ResponseCode
+from backupproto.errors import BackupProtoError
 
 from .case import CaseInfo, Target
 from .describe import REQUEST_HEADER_SIZE, RESPONSE_HEADER_SIZE, SCHEMAS
@@ -261,10 +262,25 @@ class _Conversation:
         return True
 
 
-def _register_bytes() -> bytes:
+def _register_bytes(name: str = "") -> bytes:
     from .flows import ZERO_ID, unique_name
 
-    return SCHEMAS.build_request(RequestCode.REGISTER, ZERO_ID, {"name": unique_name("profile")})
+    return SCHEMAS.build_request(RequestCode.REGISTER, ZERO_ID, {"name": name or unique_name("profile")})
+
+
+def _send_key_bytes(answer: _Answer, name: str) -> bytes | None:
+    """The 1101 that may follow the 2100 in `answer` (None if its client_id cannot be read)."""
+    from .flows import client_key
+
+    payload = answer.raw[RESPONSE_HEADER_SIZE:]
+    try:
+        fields = SCHEMAS.parse_payload(
+            SCHEMAS.responses[ResponseCode.REGISTERED], payload, RESPONSE_HEADER_SIZE
+        )
+    except BackupProtoError:
+        return None
+    key = {"name": name, "public_key": public_key_der(client_key())}
+    return SCHEMAS.build_request(RequestCode.SEND_PUBLIC_KEY, fields["client_id"], key)
 
 
 @dataclass
@@ -348,9 +364,12 @@ def _mute(target: Target, what: str, bound_s: float) -> TargetUnusable:
 
 
 def _first_exchange(profile: Profile, talk: _Conversation, bound_s: float) -> None:
-    """Register twice on one connection: framing, byte order, version, padding, close after each."""
+    """1100 then 1101 on one connection: framing, byte order, version, padding, close after each."""
+    from .flows import unique_name
+
+    name = unique_name("profile")
     started = time.monotonic()
-    talk.send(_register_bytes())
+    talk.send(_register_bytes(name))
     answer = _read_answer(talk, bound_s)
     if answer is None:
         what = "closed the connection without answering" if talk.closed else "sent no response"
@@ -370,16 +389,15 @@ def _first_exchange(profile: Profile, talk: _Conversation, bound_s: float) -> No
         profile.add(
             _padding(profile.padded_to, f"{len(extra)} zero bytes after the {len(answer.raw)}-byte 2100")
         )
+    follow_up = _send_key_bytes(answer, name) if answer.code == ResponseCode.REGISTERED else None
     if talk.closed:
         profile.closes_after_each_response = True
-    elif talk.send(_register_bytes()):
+    elif follow_up is not None and talk.send(follow_up):
         again = _read_answer(talk, bound_s)
         profile.closes_after_each_response = again is None and talk.closed
-    else:
-        profile.closes_after_each_response = True
     if profile.closes_after_each_response:
         profile.add(
-            _closes_after_each("the connection closed after the first 2100; a second 1100 got no answer")
+            _closes_after_each("the connection closed after the 2100; the 1101 that followed got no answer")
         )
 
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .case import CaseInfo
-from .profile import Finding, Profile
+
+if TYPE_CHECKING:
+    from .profile import Finding, Profile
 
 
 class Adaptation:
