@@ -20,8 +20,12 @@ from .profile import Finding
 ALREADY_REPORTED = "already reported:"
 _REPORTED = frozenset({"failed", "error", "warning", "info", "expected-failure"})
 _SHOWN = 6
-_TOPICS = (("cksum", re.compile(r"\bcksum\b")),)
-_EXPLAINED = re.compile(r"\bequals\b")
+_TOPICS = (
+    ("cksum", re.compile(r"\bcksum\b")),
+    ("silence", re.compile(r"no answer|did not answer|nothing arrived|no response")),
+)
+_EXPLAINED = re.compile(r"\bequals\b|silently dropped")
+"""A cause title that names what the server did (not only that a value or an answer was wrong)."""
 _LEVEL_ORDER = {"MUST": 0, "SHOULD": 1, "INFO": 2}
 _NUMBERS = re.compile(r"0x[0-9a-f]+|[0-9a-f]{8,}|\d+(\.\d+)?")
 
@@ -64,6 +68,15 @@ class Cause:
 
     def as_json(self) -> dict[str, object]:
         return asdict(self)
+
+
+def verdict_lines(message: str) -> str:
+    """The expected/actual/diagnosis lines of a failure message (not its transcripts)."""
+    return "\n".join(
+        line.strip()
+        for line in message.splitlines()
+        if line.strip().startswith(("expected:", "actual:", "diagnosis:"))
+    )
 
 
 def _message_line(message: str, prefix: str) -> str:
@@ -134,7 +147,8 @@ def root_causes(
             cause.level = row.level
         cause.cases.append(row.id)
         sections[key].append(row.section)
-        topics.setdefault(key, set()).update(name for name, pattern in _TOPICS if pattern.search(row.message))
+        said = verdict_lines(row.message)
+        topics.setdefault(key, set()).update(name for name, pattern in _TOPICS if pattern.search(said))
     for key, seen in sections.items():
         causes[key].section = max(set(seen), key=seen.count)
     _merge_unexplained(causes, topics)

@@ -17,7 +17,7 @@ import pytest
 
 from . import transport
 from .case import CaseContext, CaseInfo, Target
-from .causes import ALREADY_REPORTED, Cause, Row, cause_lines, root_causes
+from .causes import ALREADY_REPORTED, Cause, Row, cause_lines, root_causes, verdict_lines
 from .liveness import Liveness, ServerCommand
 from .profile import (
     BYPASSING_TRANSPORT,
@@ -112,16 +112,12 @@ class Supervisor:
         adaptation = self.adaptation
         if adaptation is None or not adaptation.enabled:
             return ""
-        verdict_lines = "\n".join(
-            line.strip()
-            for line in message.splitlines()
-            if line.strip().startswith(("expected:", "actual:", "diagnosis:"))
-        )
+        said = verdict_lines(message)
         for finding in adaptation.findings().values():
             if info.id in finding.case_ids:
                 continue
             masked = info.id in finding.masks and info.id in adaptation.used
-            if masked or (finding.signature and re.search(finding.signature, verdict_lines, re.M)):
+            if masked or (finding.signature and re.search(finding.signature, said, re.M)):
                 return (
                     f"{ALREADY_REPORTED} {finding.key}: {finding.title} "
                     f"[{finding.level}, spec {finding.section}]; "
