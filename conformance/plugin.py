@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from .case import CASES, CaseContext, Target, case_of, parse_target
+from .causes import verdict_lines  # issue 10 (adapt)
 from .expected import ExpectedFailures, load_expected_failures
 from .profile import TargetUnusable  # issue 10 (adapt)
 from .results import SHOULD_NOTE, CaseResult, Results
@@ -249,8 +250,8 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     if failure:
         error = outcome.exception
         if error is not None:
-            lines = [line for line in str(error).splitlines() if line.startswith("actual:")]
-            failure += f"\nthe case's own check: {lines[0] if lines else str(error)[:200]}"
+            said = verdict_lines(str(error)) or str(error)[:300]
+            failure += f"\nthe case's own check:\n{said}"
         outcome.force_exception(pytest.fail.Exception(failure, pytrace=False))
 
 

@@ -12,12 +12,17 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conformance.causes import root_causes
+from conformance.liveness import STOPPED_ANSWERING
+from conformance.profile import Finding
 from conformance.server_process import ServerProcess
+from conformance.storage import verified_flag
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN = ROOT / "tests" / "broken_servers" / "server.py"
@@ -193,3 +198,68 @@ def test_reference_server_has_no_finding(reference_server: Any, tmp_path: Path) 
     assert report["findings"] == [] and report["causes"] == [], output[-3000:]
     assert report["verdict"] == "CONFORMANT"
     assert code == 0
+
+
+# -- the pieces, without a server -------------------------------------------------------------
+
+
+@dataclass
+class _Row:
+    id: str
+    level: str
+    section: str
+    outcome: str
+    message: str
+
+
+def test_causes_group_by_diagnosis_and_claim_findings() -> None:
+    """Two failures with one diagnosis are one cause; a finding claims its own case and repeats."""
+    crc = "expected: 2103 cksum 1\nactual:   cksum 7\ndiagnosis: the value equals zlib.crc32 of the plaintext"
+    rows = [
+        _Row("4.4-a", "MUST", "4.4", "failed", crc),
+        _Row("4.5-b", "MUST", "4.5", "failed", crc.replace("7", "9")),
+        _Row(
+            "15-replay-x",
+            "MUST",
+            "15",
+            "failed",
+            "expected: cksum 1\nactual: 2\ndiagnosis: field cksum differs",
+        ),
+        _Row("3-pad", "MUST", "3", "failed", "actual: 1001 more zero bytes"),
+        _Row("2.1-c", "MUST", "2.1", "skipped", "already reported: zero-padding: responses ..."),
+        _Row(
+            "8.2-d", "MUST", "8.2", "failed", f"{STOPPED_ANSWERING} (8.2-d)\nlast message sent: 1104 CRC_OK"
+        ),
+        _Row("9.9-e", "MUST", "9", "skipped", "not run: server down (it stopped answering after 8.2-d)"),
+        _Row("1.1-f", "MUST", "1", "passed", ""),
+    ]
+    padding = Finding("zero-padding", "responses zero-padded to 1024 bytes", "MUST", "3", ("3-pad",), "")
+    causes = root_causes(rows, {"zero-padding": padding}, {"zero-padding": ["1.1-f"]})
+    found = {cause.title: (cause.cases, cause.adapted, cause.not_run) for cause in causes}
+    assert found == {
+        "responses zero-padded to 1024 bytes": (["3-pad", "2.1-c"], ["1.1-f"], []),
+        "the server stopped answering after 8.2-d (its last message: 1104 CRC_OK)": (
+            ["8.2-d"],
+            [],
+            ["9.9-e"],
+        ),
+        "the value equals zlib.crc32 of the plaintext": (["4.4-a", "4.5-b", "15-replay-x"], [], []),
+    }
+
+
+@pytest.mark.parametrize(
+    ("stored", "flag"),
+    [
+        (1, 1),
+        (0, 0),
+        ("TRUE", 1),
+        ("true", 1),
+        ("1", 1),
+        ("FALSE", 0),
+        (b"\x01", 1),
+        (b"\x00", 0),
+        ("maybe", None),
+    ],
+)
+def test_verified_is_read_as_real_servers_store_it(stored: object, flag: int | None) -> None:
+    assert verified_flag(stored) == flag
