@@ -27,6 +27,8 @@ _TOPICS = (
 _EXPLAINED = re.compile(r"\bequals\b|silently dropped")
 """A cause title that names what the server did (not only that a value or an answer was wrong)."""
 _LEVEL_ORDER = {"MUST": 0, "SHOULD": 1, "INFO": 2}
+_NAMES = re.compile(r"\b[A-Z]{2,}(_[A-Z]+)*\b")
+"""Message names (ACKNOWLEDGED, RECONNECT_DENIED): one deviation in several responses is one cause."""
 _NUMBERS = re.compile(r"0x[0-9a-f]+|[0-9a-f]{8,}|\d+(\.\d+)?")
 
 
@@ -141,7 +143,7 @@ def root_causes(
         title = _headline(row)
         if row.outcome == "error":
             title = f"the suite itself failed: {title}"
-        key = _NUMBERS.sub("#", title.lower())
+        key = _NUMBERS.sub("#", _NAMES.sub("NAME", title)).lower()
         cause = causes.setdefault(key, Cause(key, title, row.level, row.section))
         if _LEVEL_ORDER.get(row.level, 3) < _LEVEL_ORDER.get(cause.level, 3):
             cause.level = row.level
