@@ -194,7 +194,7 @@ def test_reference_server_has_no_finding(reference_server: Any, tmp_path: Path) 
     code, report, output, seconds = run_suite(target, tmp_path, "-k", "0-sanity or 2.1 or 3.3")
     print(f"\nreference server (sanity, sections 2 and 3): {seconds:.1f} s")
     ids = [row["id"] for row in report["cases"]]
-    assert len(ids) == len(set(ids)) > 5
+    assert len(ids) == len(set(ids)) >= 4
     assert report["findings"] == [] and report["causes"] == [], output[-3000:]
     assert report["verdict"] == "CONFORMANT"
     assert code == 0
