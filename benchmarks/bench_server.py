@@ -18,9 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,17 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from Crypto.Cipher import AES
 
+from backupproto import crypto
 from backupproto.cksum import Cksum
-from backupproto.crypto import (
-    CbcEncryptor,
-    encrypted_size,
-    generate_private_key,
-    public_key_der,
-    unwrap_aes_key,
-)
 from backupproto.engine import ClientConnection
 from backupproto.events import (
-    NEED_DATA,
     Acknowledged,
     AesKey,
     CrcOk,
@@ -53,32 +43,14 @@ from backupproto.events import (
     SendFile,
     SendPublicKey,
 )
+from backupproto.io.channel import EngineChannel
+from backupproto.io.server_process import ServerProcess
 
 MIB = 1 << 20
 
 
-def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], tuple[str, int]]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reference_server",
-            "--port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-            "--log-level",
-            "WARNING",
-        ],
-        stdout=subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline().decode()
-    match = re.fullmatch(r"listening on (\S+):(\d+)\n", line)
-    if match is None:
-        process.kill()
-        raise SystemExit(f"server did not start: {line!r}")
-    return process, (match[1], int(match[2]))
+def start_server(data_dir: Path) -> ServerProcess:
+    return ServerProcess.start(data_dir, "--log-level", "WARNING", timeout=60)
 
 
 def vm_hwm_kib(pid: int) -> int:
@@ -89,16 +61,16 @@ def vm_hwm_kib(pid: int) -> int:
 
 
 class Client:
+    """A blocking client: the one channel around a `ClientConnection`."""
+
     def __init__(self, address: tuple[str, int]) -> None:
-        self.sock = socket.create_connection(address, timeout=600)
-        self.conn = ClientConnection()
+        self.channel = EngineChannel.connect(address, ClientConnection(), connect_timeout=60, timeout=600)
 
     def send(self, event: object) -> None:
-        self.sock.sendall(self.conn.send(event))  # type: ignore[arg-type]
+        self.channel.send(event)
 
     def receive(self) -> Response:
-        while (event := self.conn.next_event()) is NEED_DATA:
-            self.conn.receive_data(self.sock.recv(65536))
+        event = self.channel.next_event()
         assert isinstance(event, Response), event
         return event
 
@@ -118,7 +90,7 @@ def write_plaintext(path: Path, size: int) -> int:
 
 
 def encrypt_file(source: Path, target: Path, key: bytes) -> None:
-    encryptor = CbcEncryptor(key)
+    encryptor = crypto.CbcEncryptor(key)
     with source.open("rb") as reader, target.open("wb") as writer:
         while chunk := reader.read(8 * MIB):
             writer.write(encryptor.update(chunk))
@@ -175,21 +147,21 @@ def main() -> None:
         root = Path(temp)
         plain, cipher_path = root / "plain.bin", root / "cipher.bin"
         expected_crc = write_plaintext(plain, size)
-        process, address = start_server(root / "server")
+        server = start_server(root / "server")
         try:
-            rss_idle = vm_hwm_kib(process.pid)
-            key = generate_private_key()
-            client = Client(address)
+            rss_idle = vm_hwm_kib(server.process.pid)
+            key = crypto.generate_private_key()
+            client = Client(server.address)
             client.send(Register(bytes(16), "bench"))
             registered = client.receive()
             assert isinstance(registered, Registered)
-            client.send(SendPublicKey(registered.client_id, "bench", public_key_der(key)))
+            client.send(SendPublicKey(registered.client_id, "bench", crypto.public_key_der(key)))
             keyed = client.receive()
             assert isinstance(keyed, AesKey)
-            aes_key = unwrap_aes_key(key, keyed.encrypted_aes_key)
+            aes_key = crypto.unwrap_aes_key(key, keyed.encrypted_aes_key)
             encrypt_file(plain, cipher_path, aes_key)
             plain.unlink()
-            content_size = encrypted_size(size)
+            content_size = crypto.encrypted_size(size)
             assert cipher_path.stat().st_size == content_size
 
             runs: list[tuple[float, float]] = []
@@ -199,11 +171,10 @@ def main() -> None:
                     send_file(client, registered.client_id, cipher_path, content_size, chunk, expected_crc)
                 )
                 aes_runs.append(raw_aes_seconds(cipher_path, aes_key, chunk))
-            rss_peak = vm_hwm_kib(process.pid)
-            client.sock.close()
+            rss_peak = vm_hwm_kib(server.process.pid)
+            client.channel.close()
         finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(60)
+            server.stop(timeout=60)
 
     elapsed, sent = min(runs)
     aes_seconds = min(aes_runs)

@@ -13,13 +13,18 @@ requirement quoted from spec/protocol.md::
 
 The plugin collects a decorated function under its case id (node id
 ``conformance/test_x.py::4.1-register-new``), marks it ``conformance``, its level
-(``must``/``should``/``info``) and its section (``section_4``), and runs it with the
+(``must``/``should``/``info``) and its section (``section_4``) once cases are collected, and
+runs it with the
 fixtures ``target`` (host, port), ``data_dir`` (Path or None), ``connect`` (opens a `Wire`
 bound to the running case) and ``probe`` (a fresh client registers: the server still serves).
 
 A failure is raised with `CaseContext.fail` or `Wire.fail`: the message quotes the
 requirement, says what was expected and what was seen, and shows every conversation of
 the case so far, decoded, with the raw bytes in hex.
+
+A family of cases made from data (one per recorded session) is one test function whose
+module parametrises it in ``pytest_generate_tests`` with a `CaseInfo` per case (made with
+`declare`); the plugin reads each item's case from its parameters.
 """
 
 from __future__ import annotations
@@ -29,12 +34,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 
-if TYPE_CHECKING:
-    from .wire import Wire
+from backupproto.address import Address, AddressError, parse_address
+
+from .wire import Closed, Received, Wire
 
 __all__ = [
     "CASES",
@@ -43,11 +49,17 @@ __all__ = [
     "SHOULD",
     "CaseContext",
     "CaseInfo",
+    "Closed",
     "Connector",
     "Level",
+    "Received",
     "Target",
+    "Wire",
     "case",
     "case_of",
+    "declare",
+    "hex_preview",
+    "parse_target",
 ]
 
 
@@ -90,55 +102,54 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 CASE_ATTRIBUTE = "__conformance_case__"
 
 
-def case(case_id: str, *, level: Level, requirement: str) -> Callable[[_F], _F]:
-    """Declare a test function as the conformance case `case_id` (ids are unique and stable)."""
+def declare(case_id: str, *, level: Level, requirement: str) -> CaseInfo:
+    """Register the case `case_id` (ids are unique and stable) and return its `CaseInfo`."""
     if not _ID_PATTERN.match(case_id):
         raise ValueError(f"case id {case_id!r} must look like '4.4-lower-case-words'")
     if not requirement.strip():
         raise ValueError(f"case {case_id}: the requirement text is empty")
     info = CaseInfo(case_id, Level(level), " ".join(requirement.split()))
+    known = CASES.get(case_id)
+    if known is not None and known != info:
+        raise ValueError(f"case id {case_id!r} is declared twice")
+    CASES[case_id] = info
+    return info
+
+
+def case(case_id: str, *, level: Level, requirement: str) -> Callable[[_F], _F]:
+    """Declare a test function as the conformance case `case_id`."""
+    info = declare(case_id, level=level, requirement=requirement)
 
     def decorate(function: _F) -> _F:
-        known = CASES.get(case_id)
-        if known is not None and known != info:
-            raise ValueError(f"case id {case_id!r} is declared twice")
-        CASES[case_id] = info
         setattr(function, CASE_ATTRIBUTE, info)
-        marked: Any = function
-        for mark in (
-            pytest.mark.conformance,
-            getattr(pytest.mark, info.level.lower()),
-            getattr(pytest.mark, f"section_{info.top_section}"),
-        ):
-            marked = mark(marked)
-        return marked  # type: ignore[no-any-return]
+        return function
 
     return decorate
 
 
 def case_of(obj: object) -> CaseInfo | None:
-    """The `CaseInfo` of a decorated function (or of a pytest item's function), else None."""
+    """The `CaseInfo` of a pytest item (from its parameters, else its function) or of a
+    decorated function; None for anything else."""
+    callspec = getattr(obj, "callspec", None)
+    if callspec is not None:
+        for value in callspec.params.values():
+            if isinstance(value, CaseInfo):
+                return value
     function = getattr(obj, "function", obj)
     info = getattr(function, CASE_ATTRIBUTE, None)
     return info if isinstance(info, CaseInfo) else None
 
 
-class Target(NamedTuple):
-    """Where the server under test listens."""
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+Target = Address
+"""Where the server under test listens."""
 
 
 def parse_target(text: str) -> Target:
     """``host:port`` to a `Target` (ValueError with the expected form otherwise)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--target {text!r}: expected HOST:PORT, for example 127.0.0.1:1234")
-    return Target(host.strip("[]"), int(port))
+    try:
+        return parse_address(text)
+    except AddressError as error:
+        raise ValueError(str(error)) from None
 
 
 @dataclass
@@ -153,8 +164,6 @@ class CaseContext:
 
     def connect(self, label: str | None = None) -> Wire:
         """Open a new connection to the target, recorded for failure messages."""
-        from .wire import Wire
-
         wire = Wire(self, label or f"connection {len(self.wires) + 1}")
         self.wires.append(wire)
         return wire
@@ -198,8 +207,3 @@ def hex_preview(data: bytes, limit: int = 96) -> str:
     """Hex of the first `limit` bytes, with the total length."""
     return _hex_preview(data, limit)
 
-
-# Re-exported so that case modules import everything from one place.
-from .wire import Closed, Received, Wire  # noqa: E402
-
-__all__ += ["Closed", "Received", "Wire", "hex_preview", "parse_target"]

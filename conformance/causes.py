@@ -172,15 +172,3 @@ def _merge_unexplained(causes: dict[str, Cause], topics: dict[str, set[str]]) ->
         matches = [other for other in explained if topics[other] & names]
         if len(matches) == 1:
             causes[matches[0]].cases += causes.pop(key).cases
-
-
-def cause_lines(causes: list[Cause], restarts: list[str]) -> list[str]:
-    """The summary's root-cause block (printed before the verdict)."""
-    if not causes and not restarts:
-        return []
-    lines = [f"root causes ({len(causes)}):"]
-    lines += [f"  {index}. {cause.line()}" for index, cause in enumerate(causes, 1)]
-    if restarts:
-        lines.append("restarts:")
-        lines += [f"  {line}" for line in restarts]
-    return lines

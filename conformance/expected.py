@@ -1,4 +1,4 @@
-"""The ``--expected-failures`` file: known deviations, each a case id and a pattern its failure must match.
+"""The ``--bp-expected-failures`` file: known deviations, each a case id and a pattern its failure must match.
 
 Text format, one entry per line, ``#`` starts a comment::
 
@@ -47,15 +47,15 @@ def load_expected_failures(path: str) -> ExpectedFailures:
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as error:
-        raise pytest.UsageError(f"--expected-failures {path}: {error}") from None
+        raise pytest.UsageError(f"--bp-expected-failures {path}: {error}") from None
     pairs: list[tuple[int, str, str]] = []
     if file.suffix == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
-            raise pytest.UsageError(f"--expected-failures {path}: not JSON: {error}") from None
+            raise pytest.UsageError(f"--bp-expected-failures {path}: not JSON: {error}") from None
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            raise pytest.UsageError(f'--expected-failures {path}: expected {{"CASE-ID": "PATTERN", ...}}')
+            raise pytest.UsageError(f'--bp-expected-failures {path}: expected {{"CASE-ID": "PATTERN", ...}}')
         pairs = [(0, key, value) for key, value in data.items()]
     else:
         for number, line in enumerate(text.splitlines(), 1):
@@ -65,7 +65,8 @@ def load_expected_failures(path: str) -> ExpectedFailures:
             parts = stripped.split(None, 1)
             if len(parts) != 2:
                 raise pytest.UsageError(
-                    f"--expected-failures {path}, line {number}: expected 'CASE-ID PATTERN', got {stripped!r}"
+                    f"--bp-expected-failures {path}, line {number}: "
+                    f"expected 'CASE-ID PATTERN', got {stripped!r}"
                 )
             pairs.append((number, parts[0], parts[1].strip()))
     result = ExpectedFailures(str(file))
@@ -74,9 +75,9 @@ def load_expected_failures(path: str) -> ExpectedFailures:
             re.compile(pattern)
         except re.error as error:
             raise pytest.UsageError(
-                f"--expected-failures {path}, line {number}: bad pattern {pattern!r}: {error}"
+                f"--bp-expected-failures {path}, line {number}: bad pattern {pattern!r}: {error}"
             ) from None
         if case_id in result.entries:
-            raise pytest.UsageError(f"--expected-failures {path}: {case_id} is listed twice")
+            raise pytest.UsageError(f"--bp-expected-failures {path}: {case_id} is listed twice")
         result.entries[case_id] = Expected(case_id, pattern)
     return result

@@ -476,17 +476,25 @@ def _close_after_error(profile: Profile, bound_s: float) -> None:
 
 
 def fresh_client_answers(target: Target, bound_s: float) -> str:
-    """'' when a fresh client's 1100 REGISTER gets a response header within `bound_s`; else what happened."""
-    try:
-        with _opened(target, bound_s) as talk:
-            talk.send(_register_bytes())
-            if _read_answer(talk, bound_s) is not None:
-                return ""
-            if talk.closed:
-                return "a fresh client's 1100 REGISTER: the connection closed without a response"
-            return f"a fresh client's 1100 REGISTER: no response within {bound_s:g} s"
-    except OSError as error:
-        return f"a fresh client could not connect ({error})"
+    """'' when a fresh client's 1100 REGISTER gets a response header within `bound_s`; else what
+    happened. A connection closed unanswered is tried again within the bound (a server that
+    re-binds its listening socket resets the connections waiting in the old one)."""
+    deadline = time.monotonic() + bound_s
+    problem = ""
+    while time.monotonic() < deadline:
+        left = max(deadline - time.monotonic(), 0.1)
+        try:
+            with _opened(target, left) as talk:
+                talk.send(_register_bytes())
+                if _read_answer(talk, left) is not None:
+                    return ""
+                if not talk.closed:
+                    return f"a fresh client's 1100 REGISTER: no response within {bound_s:g} s"
+                problem = "a fresh client's 1100 REGISTER: the connection closed without a response"
+        except OSError as error:
+            problem = f"a fresh client could not connect ({error})"
+        time.sleep(0.05)
+    return problem or f"a fresh client's 1100 REGISTER: no response within {bound_s:g} s"
 
 
 __all__ = ["Finding", "Profile", "TargetUnusable", "fresh_client_answers", "oaep_sha256", "profile_target"]

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pytest
 
 from .case import CaseInfo
 
-SHOULD_NOTE = "failure, reported as a warning (--strict makes it count)"
+SHOULD_NOTE = "failure, reported as a warning (--bp-strict makes it count)"
 
 OUTCOMES = (
     "passed",
@@ -22,7 +22,7 @@ OUTCOMES = (
     "unexpected-pass",
 )
 """warning: a SHOULD case failed; info: an INFO case noted a behaviour; expected-failure: a
-case listed in --expected-failures failed as listed; unexpected-pass: a listed case passed."""
+case listed in --bp-expected-failures failed as listed; unexpected-pass: a listed case passed."""
 
 FATAL = frozenset({"failed", "error", "unexpected-pass"})
 
@@ -38,9 +38,38 @@ class CaseResult:
     outcome: str
     message: str
     duration_s: float
+    conversation: list[str] = field(default_factory=list)
+    """The decoded transcript of the case's connections (the HTML report shows it)."""
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self)
+        row = asdict(self)
+        del row["conversation"]
+        return row
+
+
+@dataclass(frozen=True)
+class Cause:
+    """One root cause of a run's failures: a title, what explains it, the cases it failed."""
+
+    title: str
+    explanation: str
+    case_ids: tuple[str, ...]
+
+
+def causes_by_case(results: Results) -> list[Cause]:
+    """The fallback grouping: one cause per failed case (its headline), MUST cases first."""
+    failed = [row for row in results.rows.values() if row.outcome in FATAL]
+    failed.sort(key=lambda row: (row.level != "MUST", row.outcome != "failed"))
+    return [Cause(f"{row.id} {row.outcome}", headline(row.message), (row.id,)) for row in failed]
+
+
+def headline(message: str) -> str:
+    """The most telling line of a failure message: 'actual:' and 'diagnosis:' if present."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    picked = [line for line in lines if line.startswith(("actual:", "diagnosis:"))]
+    raised = [line[1:].strip() for line in lines if line.startswith("E ")]
+    text = " | ".join(picked) if picked else raised[-1] if raised else (lines[0] if lines else "")
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _skip_reason(report: pytest.TestReport) -> str:
@@ -55,8 +84,23 @@ class Results:
 
     def __init__(self) -> None:
         self.rows: dict[str, CaseResult] = {}
+        self.causes: list[Cause] | None = None
+        """Root causes found by a diagnosis stage, if any (else the reports group by case)."""
 
-    def record(self, info: CaseInfo, report: pytest.TestReport) -> None:
+    def root_causes(self) -> list[Cause]:
+        """`causes` if a diagnosis stage set them, else one per failed case."""
+        return self.causes if self.causes is not None else causes_by_case(self)
+
+    def teardown_failed(self, report: pytest.TestReport) -> None:
+        """A case whose teardown failed is an error (pytest counts it so too)."""
+        row = self.rows.get(report.nodeid)
+        if row is not None and row.outcome not in FATAL:
+            row.outcome = "error"
+            row.message = f"the case's teardown failed: {report.longreprtext}"
+
+    def record(
+        self, info: CaseInfo, report: pytest.TestReport, conversation: list[str] | None = None
+    ) -> None:
         special = getattr(report, "conformance_outcome", None)
         if special is not None:
             outcome = special
@@ -80,12 +124,14 @@ class Results:
             outcome,
             message,
             round(report.duration, 3),
+            conversation or [],
         )
 
     def verdict(self) -> str:
-        """``CONFORMANT`` unless a MUST case (or, with --strict, a SHOULD case) failed."""
+        """``CONFORMANT`` unless a MUST case (or, with --bp-strict, a SHOULD case) failed;
+        ``NO VERDICT`` when no case ran."""
         if not self.rows:
-            return "NOT CONFORMANT"
+            return "NO VERDICT"
         for row in self.rows.values():
             if row.outcome in ("failed", "error"):
                 return "NOT CONFORMANT"

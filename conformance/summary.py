@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from .results import OUTCOMES, Results
+from .results import OUTCOMES, Results, headline
 
 _COLUMNS = (
     ("passed", "passed"),
@@ -22,20 +23,11 @@ _NOTEWORTHY = (
     ("failed", "FAILED"),
     ("error", "ERROR (the case could not run)"),
     ("unexpected-pass", "LISTED AS EXPECTED FAILURE BUT PASSED"),
-    ("expected-failure", "known deviations (--expected-failures)"),
+    ("expected-failure", "known deviations (--bp-expected-failures)"),
     ("warning", "SHOULD warnings"),
     ("info", "informational"),
     ("skipped", "skipped"),
 )
-
-
-def _headline(message: str) -> str:
-    """The most telling line of a failure message: 'actual:' and 'diagnosis:' if present."""
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    picked = [line for line in lines if line.startswith(("actual:", "diagnosis:"))]
-    raised = [line[1:].strip() for line in lines if line.startswith("E ")]
-    text = " | ".join(picked) if picked else raised[-1] if raised else (lines[0] if lines else "")
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def write_summary(
@@ -54,6 +46,11 @@ def write_summary(
     line(header)
     for section, counts in results.by_section().items():
         line(f"{section:<8}" + "".join(f"{counts[key]:>8}" for key, _ in _COLUMNS))
+    if results.causes is not None:
+        line("")
+        line(f"root causes ({len(results.causes)}):")
+        for cause in results.causes:
+            line(f"  {cause.title} ({', '.join(cause.case_ids)}): {cause.explanation}")
     for outcome, title in _NOTEWORTHY:
         rows = [row for row in results.rows.values() if row.outcome == outcome]
         if not rows:
@@ -61,10 +58,13 @@ def write_summary(
         line("")
         line(f"{title}:")
         for row in rows:
-            line(f"  {row.id} [{row.level}]: {_headline(row.message)}")
-    for text in before_verdict or []:  # issue 10 (adapt): profile facts and root causes
-        line(text) if text else line("")
+            line(f"  {row.id} [{row.level}]: {headline(row.message)}")
+    for text in before_verdict or []:  # issue 10 (adapt): profile facts and restarts
+        line(text)
     line("")
+    if not results.rows:
+        line("no case ran: no verdict")
+        return
     line("verdict:")
     line(results.verdict(), bold=True, red=results.verdict() != "CONFORMANT")
 
@@ -82,9 +82,10 @@ def write_json_report(
         "run": facts,
         "counts": counts,
         "sections": results.by_section(),
+        "causes": [asdict(cause) for cause in results.root_causes()],
         "cases": [row.as_json() for row in results.rows.values()],
     }
-    document.update(extra or {})  # issue 10 (adapt): findings, causes, restarts, early stop
+    document.update(extra or {})  # issue 10 (adapt): findings, cause details, restarts, early stop
     if document.get("stopped"):
         document["verdict"] = None
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,9 +15,9 @@ from typing import Any, NoReturn
 
 import pytest
 
-from . import transport
+from . import results, transport
 from .case import CaseContext, CaseInfo, Target
-from .causes import ALREADY_REPORTED, Cause, Row, cause_lines, root_causes, verdict_lines
+from .causes import ALREADY_REPORTED, Cause, Row, root_causes, verdict_lines
 from .liveness import Liveness, ServerCommand
 from .profile import (
     BYPASSING_TRANSPORT,
@@ -143,20 +143,33 @@ class Supervisor:
     def restarts(self) -> list[str]:
         return [restart.line() for restart in self.liveness.restarts] if self.liveness is not None else []
 
+    def result_causes(self, rows: Iterable[Row]) -> list[results.Cause]:
+        """The root causes in the form the summary and the reports print (`results.Cause`)."""
+        return [
+            results.Cause(
+                f"[{cause.level}, spec {cause.section}] {cause.title}", _explain(cause), tuple(cause.cases)
+            )
+            for cause in self.causes(rows)
+        ]
+
     def summary_lines(self, rows: Iterable[Row]) -> list[str]:
-        """Profile facts, root causes and restarts, for the terminal summary (before the verdict)."""
+        """Profile facts and restarts, for the terminal summary (before the verdict)."""
         lines = []
         if self.profile is not None:
             adapting = "on" if self.adapt else "off (--bp-no-adapt)"
             lines.append(f"profile: {self.profile.facts()}; adaptation {adapting}")
-        return lines + cause_lines(self.causes(rows), self.restarts())
+        restarts = self.restarts()
+        if restarts:
+            lines.append("restarts:")
+            lines += [f"  {line}" for line in restarts]
+        return lines
 
     def report(self, rows: Iterable[Row]) -> dict[str, Any]:
         """The JSON report's additions: findings, root causes, restarts, early stop."""
         return {
             "stopped": self.stopped or None,
             "findings": [finding.as_json() for finding in self.findings().values()],
-            "causes": [cause.as_json() for cause in self.causes(rows)],
+            "cause_details": [cause.as_json() for cause in self.causes(rows)],
             "restarts": self.restarts(),
         }
 
@@ -167,3 +180,13 @@ def _failure_line(message: str) -> str:
     picked = [line for line in lines if line.startswith("actual:")]
     text = picked[0] if picked else lines[0] if lines else ""
     return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _explain(cause: Cause) -> str:
+    """What the summary says after a cause's title: adaptation and cases not run."""
+    parts = []
+    if cause.adapted:
+        parts.append(f"{len(cause.adapted)} cases ran under adaptation")
+    if cause.not_run:
+        parts.append(f"{len(cause.not_run)} cases not run")
+    return "; ".join(parts) or f"{len(cause.cases)} case(s)"

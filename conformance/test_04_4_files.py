@@ -60,9 +60,9 @@ def test_multi_mib(case_context: CaseContext) -> None:
 
 @case("4.4-file-large", level=MUST, requirement=CKSUM)
 def test_large(case_context: CaseContext, large_file_mib: int) -> None:
-    """A file of --large-file-mib MiB (skipped by default), in constant memory."""
+    """A file of --bp-large-file-mib MiB (skipped by default), in constant memory."""
     if large_file_mib <= 0:
-        pytest.skip("a large file is sent only with --large-file-mib N")
+        pytest.skip("a large file is sent only with --bp-large-file-mib N")
     size = (large_file_mib << 20) + 3
     session = keyed_session(case_context)
     name = unique_name("large")

@@ -1,5 +1,5 @@
 # ruff: noqa: E501 - requirement texts are quoted from spec/protocol.md
-"""Sections 9.2, 11, 13: what the server stores (needs --data-dir), names that are paths, SQL in names."""
+"""Sections 9.2, 11, 13: what the server stores (needs --bp-data-dir), names that are paths, SQL in names."""
 
 from __future__ import annotations
 

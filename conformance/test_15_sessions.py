@@ -1,22 +1,25 @@
-"""Section 15: every recorded session is a case, ``15-replay-<session-name>`` (level MUST).
+"""Section 15: every recorded session is a case, ``15-replay-<session-name>`` (its level from the file).
 
 The sessions are the shipped corpus (``conformance/sessions/*.json``) and those of the folder
-given with ``--sessions DIR``. Each replays its client half against the target with
-`conformance.replay` (spec/sessions.md 6) and fails at the first message that differs.
+given with ``--bp-sessions DIR``. One test function replays them all: `pytest_generate_tests`
+parametrises it with one `SessionCase` (and its `CaseInfo`) per file. Each replays its client
+half against the target with `conformance.replay` (spec/sessions.md 6) and fails at the first
+message that differs.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from backupproto.sessions import NAME_PATTERN, SessionError, load
-from conformance.case import MUST, CaseContext, Level, case
-from conformance.plugin import active_config
+from backupproto.sessions import NAME_PATTERN, SessionError
+from conformance.case import MUST, CaseContext, CaseInfo, Level, declare
+from conformance.plugin import sessions_folder, usage_error
+from conformance.recording import load
 from conformance.replay import NotReplayable, ReplayMismatch, replay_against_server
 
 CORPUS = Path(__file__).parent / "sessions"
@@ -27,58 +30,74 @@ REQUIREMENT = (
 )
 
 
-def _session_files() -> list[Path]:
-    files = sorted(CORPUS.glob("*.json"))
-    config = active_config()
-    extra = config.getoption("sessions", None) if config is not None else None
-    if extra:
-        folder = Path(extra)
-        if not folder.is_dir():
-            raise pytest.UsageError(f"--sessions {extra}: not a folder of session files (*.json)")
-        files += sorted(folder.glob("*.json"))
-    return files
+@dataclass(frozen=True)
+class SessionCase:
+    """One session file and the case it makes (`problem`: why the file is not a valid session)."""
+
+    path: Path
+    info: CaseInfo
+    problem: str | None
+
+
+def session_cases(extra: Path | None) -> tuple[list[SessionCase], list[str]]:
+    """The corpus' sessions, then those of `extra` (the first of two of one name); the clashes."""
+    files = sorted(CORPUS.glob("*.json")) + (sorted(extra.glob("*.json")) if extra else [])
+    made: dict[str, SessionCase] = {}
+    clashes = []
+    for path in files:
+        made_case = _session_case(path)
+        known = made.get(made_case.info.id)
+        if known is not None:
+            case_id = made_case.info.id
+            clashes.append(f"--bp-sessions: two sessions make case {case_id}: {known.path} and {path}")
+            continue
+        made[made_case.info.id] = made_case
+    return list(made.values()), clashes
+
+
+def _session_case(path: Path) -> SessionCase:
+    name = path.stem if NAME_PATTERN.match(path.stem) else "invalid-name"
+    level, problem = MUST, None
+    try:
+        session = load(path)
+        name, level = session.name, Level(session.level)
+    except (SessionError, ValueError) as error:
+        problem = str(error)
+    return SessionCase(path, declare(f"15-replay-{name}", level=level, requirement=REQUIREMENT), problem)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.name != test_15_replay.__name__:
+        return
+    cases, clashes = session_cases(sessions_folder(metafunc.config))
+    for clash in clashes:
+        usage_error(metafunc.config, clash)
+    metafunc.parametrize(
+        ("case_info", "session"),
+        [(made.info, made) for made in cases],
+        ids=[made.info.id for made in cases],
+    )
 
 
 def _json(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-def _make_case(path: Path) -> tuple[str, Callable[..., Any]]:
-    name = path.stem if NAME_PATTERN.match(path.stem) else "invalid-name"
-    level = MUST
+def test_15_replay(case_context: CaseContext, case_info: CaseInfo, session: SessionCase) -> None:
+    """Replay one recorded session against the target."""
+    if session.problem is not None:
+        case_context.fail("a valid session file (spec/sessions.md)", session.problem)
+    target = case_context.target
+    mismatch: ReplayMismatch | None = None
     try:
-        session = load(path)
-        name, level = session.name, Level(session.level)
-        problem = None
-    except (SessionError, ValueError) as error:
-        problem = str(error)
-
-    @case(f"15-replay-{name}", level=level, requirement=REQUIREMENT)
-    def replay_case(case_context: CaseContext) -> None:
-        if problem is not None:
-            case_context.fail("a valid session file (spec/sessions.md)", problem)
-        target = case_context.target
-        mismatch: ReplayMismatch | None = None
-        try:
-            replay_against_server(path, (target.host, target.port), timeout=case_context.timeout_s)
-        except NotReplayable as error:
-            pytest.skip(f"{path.name}: {error}")
-        except ReplayMismatch as error:
-            mismatch = error
-        if mismatch is not None:
-            case_context.fail(
-                f"message {mismatch.index} as recorded in {path}: {_json(mismatch.expected)}",
-                _json(mismatch.actual),
-                hint=mismatch.reason,
-            )
-
-    replay_case.__name__ = replay_case.__qualname__ = "test_15_replay_" + name.replace("-", "_")
-    replay_case.__doc__ = f"Replay {path.name} against the target."
-    return replay_case.__name__, replay_case
-
-
-for _path in _session_files():
-    _function_name, _function = _make_case(_path)
-    if _function_name in globals():
-        raise pytest.UsageError(f"two sessions are named {_function_name[16:]!r}: {_path}")
-    globals()[_function_name] = _function
+        replay_against_server(session.path, (target.host, target.port), timeout=case_context.timeout_s)
+    except NotReplayable as error:
+        pytest.skip(f"{session.path.name}: {error}")
+    except ReplayMismatch as error:
+        mismatch = error
+    if mismatch is not None:
+        case_context.fail(
+            f"message {mismatch.index} as recorded in {session.path}: {_json(mismatch.expected)}",
+            _json(mismatch.actual),
+            hint=mismatch.reason,
+        )

@@ -1,9 +1,9 @@
 # ruff: noqa: E501 - requirement texts are quoted from spec/protocol.md
 """Live fuzzing (hypothesis): malformed and valid-but-unusual frames sent to the target.
 
-Bounded: --fuzz-examples N examples per case (default 150; the valid case runs N/3) and a time
+Bounded: --bp-fuzz-examples N examples per case (default 150; the valid case runs N/3) and a time
 budget per case; no shrinking (a live server is not deterministic enough to shrink against),
-no example database; --seed makes the generated frames repeat.
+no example database; --bp-seed makes the generated frames repeat.
 """
 
 from __future__ import annotations

@@ -16,9 +16,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .case import CaseInfo
-
 if TYPE_CHECKING:
+    from .case import CaseInfo
     from .profile import Finding, Profile
 
 

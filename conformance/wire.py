@@ -13,7 +13,7 @@ import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 from backupproto.crypto import CbcEncryptor, encrypted_size
 from backupproto.dialect import RequestCode, ResponseCode
@@ -31,7 +31,34 @@ from .describe import (
 )
 
 if TYPE_CHECKING:
-    from .case import CaseContext
+    from .case import CaseInfo
+
+class Endpoint(Protocol):
+    """Where the server under test listens (`conformance.case.Target`)."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+
+class CaseContext(Protocol):
+    """What a `Wire` needs of the running case (`conformance.case.CaseContext`); a protocol, so
+    that this module does not import `conformance.case` (which imports it)."""
+
+    @property
+    def target(self) -> Endpoint: ...
+
+    @property
+    def info(self) -> CaseInfo | None: ...
+
+    timeout_s: float
+    wires: list[Wire]
+
+    def fail(self, expected: str, actual: str, *, hint: str = "") -> NoReturn: ...
+
+    def close(self) -> None: ...
 
 _R = TypeVar("_R", bound=Response)
 _KNOWN_RESPONSES = frozenset(int(code) for code in ResponseCode)
@@ -310,7 +337,7 @@ class Wire:
             self.fail(
                 waiting_for,
                 actual,
-                hint=silence_hint or "the server did not answer in time (--timeout-s sets this wait)",
+                hint=silence_hint or "the server did not answer in time (--bp-timeout-s sets this wait)",
             )
         head = self._adapt_byte_order(head)
         raw = SCHEMAS.response_header.parse(head)

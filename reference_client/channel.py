@@ -1,23 +1,22 @@
-"""A thin blocking-socket driver around backupproto's sans-I/O `ClientConnection`.
+"""The reference client's connection: backupproto's blocking channel around a `ClientConnection`.
 
-It writes what the engine builds, feeds what the socket reads, and turns every failure
-into the client's errors: 2107 -> `ServerRespondedWithError`; refused, reset, closed or
-timed out -> `ConnectionFailed`; bytes the protocol forbids -> `ProtocolFailure`.
+It turns every failure into the client's errors: 2107 -> `ServerRespondedWithError`;
+refused, reset, closed or timed out -> `ConnectionFailed`; bytes the protocol forbids ->
+`ProtocolFailure`.
 """
 
 from __future__ import annotations
 
-import socket
 from typing import Final
 
 from backupproto.engine import ClientConnection
 from backupproto.errors import RemoteProtocolError
 from backupproto.events import NEED_DATA, FileChunk, FileEnd, Request, Response, ServerError
+from backupproto.io.channel import ChannelTimeout, ConnectionLost, EngineChannel
 
 from .config import Server
 from .errors import ConnectionFailed, ProtocolFailure, ServerRespondedWithError
 
-RECEIVE_SIZE: Final = 64 * 1024
 DRAIN_TIMEOUT: Final = 2.0
 """After a failed write: how long to wait for the 2107 that may explain it."""
 
@@ -25,36 +24,42 @@ DRAIN_TIMEOUT: Final = 2.0
 class Channel:
     """One TCP connection to the server, one request at a time."""
 
-    def __init__(self, sock: socket.socket, server: Server, read_timeout: float) -> None:
-        self.sock = sock
+    def __init__(self, channel: EngineChannel[ClientConnection], server: Server) -> None:
+        self.channel = channel
         self.server = server
-        self.read_timeout = read_timeout
-        self.connection = ClientConnection()
-        sock.settimeout(read_timeout)
+
+    @property
+    def connection(self) -> ClientConnection:
+        """The sans-I/O engine."""
+        return self.channel.engine
+
+    @property
+    def read_timeout(self) -> float:
+        """Seconds a read or a write may wait."""
+        assert self.channel.timeout is not None
+        return self.channel.timeout
 
     @classmethod
     def open(cls, server: Server, *, connect_timeout: float, read_timeout: float) -> Channel:
         """Connect; ConnectionFailed if the server cannot be reached within `connect_timeout`."""
         try:
-            sock = socket.create_connection((server.host, server.port), timeout=connect_timeout)
-        except TimeoutError:
+            channel = EngineChannel.connect(
+                (server.host, server.port),
+                ClientConnection(),
+                connect_timeout=connect_timeout,
+                timeout=read_timeout,
+            )
+        except ChannelTimeout:
             raise ConnectionFailed(
                 f"cannot connect to {server}: no answer within {connect_timeout:g} s (connect timeout)"
             ) from None
-        except OSError as error:
-            raise ConnectionFailed(f"cannot connect to {server}: {_reason(error)}") from None
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(sock, server, read_timeout)
+        except ConnectionLost as error:
+            raise ConnectionFailed(f"cannot connect to {server}: {error.reason}") from None
+        return cls(channel, server)
 
     def close(self) -> None:
         """Close the socket (idempotent)."""
-        self.sock.close()
-
-    def __enter__(self) -> Channel:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        self.channel.close()
 
     def request(self, event: Request) -> Response:
         """Send a request and wait for its response (2107 raises)."""
@@ -63,66 +68,44 @@ class Channel:
 
     def send(self, event: Request | FileChunk | FileEnd) -> None:
         """Send a request without waiting (1105, a 1103's header and content)."""
-        data = self.connection.send(event)
-        if not data:
-            return
         try:
-            self.sock.sendall(data)
-        except TimeoutError:
+            self.channel.send(event)
+        except ChannelTimeout:
             raise ConnectionFailed(
                 f"{self.server} accepted no data for {self.read_timeout:g} s (read timeout)"
             ) from None
-        except OSError as error:
+        except ConnectionLost as error:
             self._explain_write_failure(error)
 
     def receive(self, timeout: float | None = None) -> Response:
         """The next response; raises on 2107, on a closed connection, a timeout or bad bytes.
 
         `timeout` replaces the read timeout for this wait (a large file's 2103 comes late)."""
-        if timeout is not None:
-            self.sock.settimeout(timeout)
+        wait = timeout or self.read_timeout
         try:
-            return self._receive(timeout or self.read_timeout)
-        finally:
-            if timeout is not None:
-                self.sock.settimeout(self.read_timeout)
-
-    def _receive(self, timeout: float) -> Response:
-        connection = self.connection
-        while True:
-            try:
-                event = connection.next_event()
-            except RemoteProtocolError as error:
-                raise ProtocolFailure(f"the server broke the protocol: {error}") from None
-            if isinstance(event, ServerError):
-                raise ServerRespondedWithError("the server answered 2107 (general server error)")
-            if isinstance(event, Response):
-                return event
-            if event is not NEED_DATA:
-                raise ProtocolFailure(f"the server closed the connection instead of answering ({event})")
-            connection.receive_data(self._recv(timeout))
-
-    def _recv(self, timeout: float) -> bytes:
-        try:
-            return self.sock.recv(RECEIVE_SIZE)
-        except TimeoutError:
+            event = self.channel.next_event(wait)
+        except RemoteProtocolError as error:
+            raise ProtocolFailure(f"the server broke the protocol: {error}") from None
+        except ChannelTimeout:
             raise ConnectionFailed(
-                f"no response from {self.server} within {timeout:g} s (read timeout)"
+                f"no response from {self.server} within {wait:g} s (read timeout)"
             ) from None
-        except OSError as error:
-            raise ConnectionFailed(f"connection to {self.server} lost: {_reason(error)}") from None
+        except ConnectionLost as error:
+            raise ConnectionFailed(f"connection to {self.server} lost: {error.reason}") from None
+        if isinstance(event, ServerError):
+            raise ServerRespondedWithError("the server answered 2107 (general server error)")
+        if isinstance(event, Response):
+            return event
+        raise ProtocolFailure(f"the server closed the connection instead of answering ({event})")
 
-    def _explain_write_failure(self, error: OSError) -> None:
+    def _explain_write_failure(self, error: ConnectionLost) -> None:
         """A server that refuses a request mid-way sends 2107 and closes: report that if so."""
         try:
-            self.sock.settimeout(DRAIN_TIMEOUT)
-            while True:
-                data = self.sock.recv(RECEIVE_SIZE)
+            while data := self.channel.receive_bytes(DRAIN_TIMEOUT):
                 self.connection.receive_data(data)
-                if not data:
-                    break
-        except OSError:
+        except (ChannelTimeout, ConnectionLost):
             pass
+        self.channel.feed_end()
         try:
             while (event := self.connection.next_event()) is not NEED_DATA:
                 if isinstance(event, ServerError):
@@ -131,8 +114,4 @@ class Channel:
                     break
         except RemoteProtocolError:
             pass
-        raise ConnectionFailed(f"connection to {self.server} lost while sending: {_reason(error)}") from None
-
-
-def _reason(error: OSError) -> str:
-    return error.strerror or str(error) or type(error).__name__
+        raise ConnectionFailed(f"connection to {self.server} lost while sending: {error.reason}") from None

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from backupproto import __version__
 from backupproto.errors import BackupProtoError
 
 from .config import TRANSFER_INFO, load_transfer_info
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("files", nargs="*", metavar="FILE", help="files to back up (replace lines 3+)")
     parser.add_argument("--dir", type=Path, default=Path("."), help="folder of transfer.info and me.info")
     parser.add_argument("--server", metavar="HOST:PORT", help="server address (replaces line 1)")

@@ -13,40 +13,35 @@ priv.key holds the same base64 line.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from backupproto.crypto import RsaKey, export_private_key, import_private_key, public_key_der
-from backupproto.dialect import V3
-from backupproto.errors import BackupProtoError, CryptoError
+from backupproto.address import Address, AddressError, parse_address
+from backupproto.client_files import (
+    ME_INFO,
+    PRIV_KEY,
+    ClientFileError,
+    Identity,
+    format_me_info,
+    format_private_key,
+    parse_me_info,
+    parse_private_key,
+    private_key_base64,
+)
+from backupproto.crypto import RsaKey
+from backupproto.errors import BackupProtoError
 from backupproto.schemas import check_name
 
 from .atomic import write_atomically
 from .errors import ConfigError
 
 TRANSFER_INFO: Final = "transfer.info"
-ME_INFO: Final = "me.info"
-PRIV_KEY: Final = "priv.key"
 MAX_CLIENT_NAME: Final = 100
 """The reference client's limit on names (the protocol itself allows 254)."""
 
-_HEX_ID = re.compile(r"[0-9a-fA-F]{32}")
-_BASE64_LINE = re.compile(r"[A-Za-z0-9+/=]*")
-
-
-@dataclass(frozen=True)
-class Server:
-    """Where the server listens."""
-
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+Server = Address
+"""Where the server listens (the one HOST:PORT type of backupproto)."""
 
 
 @dataclass(frozen=True)
@@ -72,31 +67,15 @@ class TransferInfo:
     files: tuple[ListedFile, ...]
 
 
-@dataclass(frozen=True)
-class Identity:
-    """Who this client is on the server: the contents of me.info."""
-
-    name: str
-    client_id: bytes
-    private_key: RsaKey
-
-
 # --- single values --------------------------------------------------------------------------
 
 
 def parse_server(text: str, path: Path | str, line: int | None) -> Server:
     """``host:port`` (IPv6 hosts in brackets) -> Server; ConfigError otherwise."""
-    value = text.strip()
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host:
-        raise ConfigError(path, line, f"server {value!r} is not host:port (for example 127.0.0.1:1234)")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not host or any(ch.isspace() for ch in host):
-        raise ConfigError(path, line, f"server {value!r} has no valid host before ':'")
-    if not port_text.isdecimal() or not 1 <= int(port_text) <= 65535:
-        raise ConfigError(path, line, f"port {port_text!r} in {value!r} is not a number from 1 to 65535")
-    return Server(host, int(port_text))
+    try:
+        return parse_address(text)
+    except AddressError as error:
+        raise ConfigError(path, line, str(error)) from None
 
 
 def check_client_name(text: str, path: Path | str, line: int | None) -> str:
@@ -209,62 +188,42 @@ def _refuse_duplicate_names(listed: list[ListedFile]) -> None:
 
 def read_identity(path: Path) -> Identity:
     """Read me.info; ConfigError naming the line at fault."""
-    lines = _read_lines(path)
-    if not lines:
-        raise ConfigError(path, 1, "empty file; expected name, client id and private key lines")
-    name = check_client_name(lines[0], path, 1)
-    if len(lines) < 2:
-        raise ConfigError(path, 2, "missing client id (32 hex characters)")
-    id_text = lines[1].strip()
-    if not _HEX_ID.fullmatch(id_text):
-        raise ConfigError(path, 2, f"client id {id_text!r} is not 32 hex characters")
-    key = _read_key_lines(path, lines, first=3)
-    return Identity(name, bytes.fromhex(id_text), key)
+    try:
+        identity = parse_me_info("\n".join(_read_lines(path)))
+    except ClientFileError as error:
+        raise ConfigError(path, error.line, error.detail) from None
+    check_client_name(identity.name, path, 1)
+    return identity
 
 
 def read_private_key_file(path: Path) -> RsaKey:
     """Read priv.key: base64 of the PKCS#8 (or PKCS#1) DER on one or more lines, or PEM."""
-    lines = _read_lines(path)
-    if lines and lines[0].strip().startswith("-----BEGIN"):
-        try:
-            return import_private_key("\n".join(lines))
-        except CryptoError as error:
-            raise ConfigError(path, 1, f"private key: {error.detail}") from None
-    return _read_key_lines(path, lines, first=1)
-
-
-def _read_key_lines(path: Path, lines: list[str], first: int) -> RsaKey:
-    key_lines = [(number, text.strip()) for number, text in enumerate(lines[first - 1 :], start=first)]
-    key_lines = [(number, text) for number, text in key_lines if text]
-    if not key_lines:
-        raise ConfigError(path, first, "missing private key (base64 of the PKCS#8 DER)")
-    for number, text in key_lines:
-        if not _BASE64_LINE.fullmatch(text):
-            bad = next(ch for ch in text if not _BASE64_LINE.fullmatch(ch))
-            raise ConfigError(path, number, f"private key: {bad!r} is not a base64 character")
-    start = key_lines[0][0]
     try:
-        der = base64.b64decode("".join(text for _, text in key_lines), validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise ConfigError(path, start, f"private key: not valid base64 ({error})") from None
-    try:
-        key = import_private_key(der)
-    except CryptoError as error:
-        raise ConfigError(path, start, f"private key: {error.detail}") from None
-    if key.size_in_bits() != V3.rsa_bits or len(public_key_der(key)) > V3.public_key_size:
-        raise ConfigError(
-            path, start, f"private key: RSA-{key.size_in_bits()}; the protocol needs RSA-{V3.rsa_bits}"
-        )
-    return key
-
-
-def private_key_base64(key: RsaKey) -> str:
-    """The one-line base64 of the key's PKCS#8 DER, as me.info line 3 and priv.key hold it."""
-    return base64.b64encode(export_private_key(key)).decode("ascii")
+        return parse_private_key("\n".join(_read_lines(path)))
+    except ClientFileError as error:
+        raise ConfigError(path, error.line, error.detail) from None
 
 
 def write_identity(folder: Path, identity: Identity) -> None:
     """Write priv.key, then me.info, each atomically (me.info last: its presence means complete)."""
-    key_text = private_key_base64(identity.private_key)
-    write_atomically(folder / PRIV_KEY, key_text + "\n")
-    write_atomically(folder / ME_INFO, f"{identity.name}\n{identity.client_id.hex()}\n{key_text}\n")
+    write_atomically(folder / PRIV_KEY, format_private_key(identity.private_key))
+    write_atomically(folder / ME_INFO, format_me_info(identity))
+
+
+__all__ = [
+    "ME_INFO",
+    "PRIV_KEY",
+    "TRANSFER_INFO",
+    "Identity",
+    "ListedFile",
+    "Server",
+    "TransferInfo",
+    "check_client_name",
+    "check_listed_file",
+    "load_transfer_info",
+    "parse_server",
+    "private_key_base64",
+    "read_identity",
+    "read_private_key_file",
+    "write_identity",
+]

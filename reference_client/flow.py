@@ -117,7 +117,7 @@ class BackupClient:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.server = server if isinstance(server, Server) else Server(*server)
+        self.server = Server(*server)
         self.name = check_client_name(name, "name", None)
         self.state_dir = Path(state_dir)
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout

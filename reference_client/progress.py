@@ -1,8 +1,14 @@
-"""Progress of one file's transfer: bytes done, rate, ETA. Pure: the caller passes the time in."""
+"""Progress of one file's transfer: bytes done, rate, ETA (`ProgressMeter`, pure: the caller
+passes the time in), and its live display on a terminal (`TerminalProgress`, drawn by rich)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.table import Column
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
@@ -75,14 +81,82 @@ class ProgressMeter:
             return 0.0
         return (self.total - self.done) / rate if rate else None
 
-    def render(self, width: int = 24) -> str:
-        """One status line: bar, percentage, bytes, rate, ETA."""
-        filled = int(self.fraction * width)
-        bar = "#" * filled + "-" * (width - filled)
-        rate, eta = self.rate, self.eta
+
+NARROW_COLUMNS = 80
+"""Below this terminal width the live line drops the byte counts (percentage, rate, ETA stay)."""
+
+
+def final_line(name: str, meter: ProgressMeter) -> str:
+    """The line that stays once a send is done: size, time and throughput."""
+    rate = meter.rate
+    rate_text = f" ({format_bytes(rate)}/s)" if rate else ""
+    return f"sent {name}: {format_bytes(meter.done)} in {format_duration(meter.elapsed)}{rate_text}"
+
+
+class TerminalProgress:
+    """One live progress line on a terminal, drawn with rich: as wide as the terminal (the
+    name is shortened with an ellipsis, the bar takes the rest, narrow terminals get fewer
+    figures), redrawn in place at most every `interval` seconds of the times passed in,
+    and erased by `hide` so that other lines print clean."""
+
+    def __init__(self, stream: TextIO, *, interval: float = 0.1, width: int | None = None) -> None:
+        self.console = Console(file=stream, width=width, highlight=False, force_terminal=True)
+        self.interval = interval
+        self._now = 0.0
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._drawn_at: float | None = None
+
+    def show(self, name: str, meter: ProgressMeter) -> None:
+        """Draw (or redraw, if due) the line for `meter`."""
+        self._now = meter.now
+        if self._drawn_at is not None and meter.now - self._drawn_at < self.interval and meter.fraction < 1:
+            return
+        progress = self._progress
+        if progress is None:
+            progress = self._progress = self._make_progress()
+            self._task = progress.add_task(name, total=max(meter.total, 1), stats="")
+            progress.start()
+        assert self._task is not None
+        progress.update(
+            self._task,
+            description=name,
+            completed=meter.done if meter.total else 1,
+            stats=self._stats(meter),
+        )
+        progress.refresh()
+        self._drawn_at = meter.now
+
+    def hide(self) -> None:
+        """Erase the line (it comes back with the next `show`)."""
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+            self._task = None
+            self._drawn_at = None
+
+    def _make_progress(self) -> Progress:
+        name_width = max(8, self.console.width // 3)
+        return Progress(
+            TextColumn(
+                "{task.description}",
+                table_column=Column(no_wrap=True, overflow="ellipsis", max_width=name_width),
+            ),
+            BarColumn(bar_width=None),
+            TextColumn("{task.fields[stats]}", table_column=Column(no_wrap=True)),
+            console=self.console,
+            auto_refresh=False,
+            transient=True,
+            get_time=lambda: self._now,
+            expand=True,
+        )
+
+    def _stats(self, meter: ProgressMeter) -> str:
+        rate, eta = meter.rate, meter.eta
         rate_text = f"{format_bytes(rate)}/s" if rate is not None else "--/s"
         eta_text = format_duration(eta) if eta is not None else "--:--"
-        return (
-            f"[{bar}] {self.fraction * 100:3.0f}% {format_bytes(self.done)} / {format_bytes(self.total)}"
-            f"  {rate_text}  ETA {eta_text}"
-        )
+        percent = f"{meter.fraction * 100:3.0f}%"
+        if self.console.width < NARROW_COLUMNS:
+            return f"{percent} {rate_text} {eta_text}"
+        sizes = f"{format_bytes(meter.done)} / {format_bytes(meter.total)}"
+        return f"{percent} {sizes}  {rate_text}  ETA {eta_text}"

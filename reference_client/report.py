@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, TextIO
 
-from .progress import ProgressMeter, format_bytes, format_duration
+from .progress import ProgressMeter, TerminalProgress, final_line, format_bytes
 
 
 class Reporter(Protocol):
@@ -46,9 +46,11 @@ class SilentReporter:
 
 
 class ConsoleReporter:
-    """Info on `out`, warnings on `err`; on a terminal a live progress bar on `err`.
+    """Info on `out`, warnings on `err`; on a terminal a live progress line on `err`
+    (`TerminalProgress`), and on every kind of output the final size/time/throughput line of
+    each send on `out`.
 
-    `quiet` drops info lines and progress but keeps warnings. The bar is redrawn at most
+    `quiet` drops info lines and progress but keeps warnings. The line is redrawn at most
     every `interval` seconds (of the times passed in).
     """
 
@@ -56,25 +58,23 @@ class ConsoleReporter:
         self, out: TextIO, err: TextIO, *, terminal: bool, quiet: bool = False, interval: float = 0.1
     ) -> None:
         self.out, self.err = out, err
-        self.terminal, self.quiet, self.interval = terminal, quiet, interval
+        self.terminal, self.quiet = terminal, quiet
         self._meter: ProgressMeter | None = None
         self._name = ""
-        self._drawn_at: float | None = None
-        self._bar_width = 0
+        self._live = TerminalProgress(err, interval=interval) if terminal and not quiet else None
 
     def info(self, text: str) -> None:
         if not self.quiet:
-            self._clear_bar()
+            self._hide()
             print(text, file=self.out, flush=True)
 
     def warning(self, text: str) -> None:
-        self._clear_bar()
+        self._hide()
         print(text, file=self.err, flush=True)
 
     def file_started(self, name: str, total: int, now: float) -> None:
         self._meter = ProgressMeter(total, now)
         self._name = name
-        self._drawn_at = None
         if not self.quiet and not self.terminal:
             print(f"sending {name} ({format_bytes(total)})", file=self.out, flush=True)
 
@@ -83,40 +83,19 @@ class ConsoleReporter:
         if meter is None:
             return
         meter.update(done, now)
-        due = self._drawn_at is None or now - self._drawn_at >= self.interval
-        if self.terminal and not self.quiet and due:
-            self._draw(meter)
-            self._drawn_at = now
+        if self._live is not None:
+            self._live.show(self._name, meter)
 
     def file_finished(self, now: float) -> None:
         meter = self._meter
         if meter is None:
             return
         meter.update(meter.done, now)
-        if not self.quiet:
-            if self.terminal:
-                self._draw(meter)
-                self._clear_bar()
-            else:
-                rate = meter.rate
-                rate_text = f" ({format_bytes(rate)}/s)" if rate else ""
-                print(
-                    f"sent {self._name}: {format_bytes(meter.done)} in "
-                    f"{format_duration(meter.elapsed)}{rate_text}",
-                    file=self.out,
-                    flush=True,
-                )
         self._meter = None
+        if self._live is not None:
+            self._live.show(self._name, meter)
+        self.info(final_line(self._name, meter))
 
-    def _draw(self, meter: ProgressMeter) -> None:
-        line = f"{self._name} {meter.render()}"
-        pad = max(0, self._bar_width - len(line))
-        self.err.write("\r" + line + " " * pad)
-        self.err.flush()
-        self._bar_width = len(line)
-
-    def _clear_bar(self) -> None:
-        if self._bar_width:
-            self.err.write("\r" + " " * self._bar_width + "\r")
-            self.err.flush()
-            self._bar_width = 0
+    def _hide(self) -> None:
+        if self._live is not None:
+            self._live.hide()

@@ -8,6 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
+from backupproto import __version__
+
 from .config import MAX_CONTENT_SIZE, ServerConfig, port_from_file
 from .errors import StartupError
 from .server import Server
@@ -45,6 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="backup-server", description="Reference server of the encrypted backup protocol, version 3."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
         "--port", type=_port, help="port to listen on (0: any free port; default: port.info, else 1234)"
     )

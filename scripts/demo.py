@@ -13,26 +13,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from backupproto.io.server_process import ServerProcess
+
 DEFAULT_PORT = 1234
 
 
-def start_server(data_dir: Path) -> subprocess.Popen[str]:
-    server = subprocess.Popen(
-        [sys.executable, "-m", "reference_server", "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert server.stdout is not None
-    line = server.stdout.readline().strip()
-    if not line.startswith("listening on "):
-        server.kill()
-        raise SystemExit(f"demo: the server did not start (said {line!r}); is port {DEFAULT_PORT} free?")
-    print(f"demo: server {line}")
+def start_server(data_dir: Path) -> ServerProcess:
+    try:
+        server = ServerProcess.start(data_dir, port=None)
+    except RuntimeError as error:
+        raise SystemExit(f"demo: the server did not start; is port {DEFAULT_PORT} free?\n{error}") from None
+    print(f"demo: server listening on {server.address}")
     return server
 
 
@@ -53,8 +48,7 @@ def main() -> int:
             [sys.executable, "-m", "reference_client", "--dir", str(client_dir)], check=False, timeout=120
         )
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+        server.stop(timeout=30)
     if client.returncode != 0:
         print(f"demo: backup-client exited with {client.returncode}", file=sys.stderr)
         return client.returncode

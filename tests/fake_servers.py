@@ -1,6 +1,7 @@
 """Test doubles for the reference client: small v3 servers on 127.0.0.1, built on
 backupproto.engine.ServerConnection, each misbehaving in one way the protocol knows.
 
+Each connection is driven through `backupproto.io.channel.EngineChannel`.
 `FakeServer` is a correct in-memory server (real RSA/AES/cksum); subclasses override one hook:
 `CorruptCrcServer` (2103 carries a wrong cksum), `ErrorServer` (2107 to everything),
 `FlakyServer` (2107 to the first N requests), `DenyReconnectServer` (2106 to every 1102),
@@ -21,7 +22,6 @@ from backupproto.crypto import CbcDecryptor, RsaKey, import_public_key, new_aes_
 from backupproto.engine import ServerConnection
 from backupproto.errors import ProtocolError
 from backupproto.events import (
-    NEED_DATA,
     Acknowledged,
     AesKey,
     ConnectionClosed,
@@ -43,6 +43,8 @@ from backupproto.events import (
     SendPublicKey,
     ServerError,
 )
+from backupproto.io.channel import ChannelTimeout, EngineChannel
+from backupproto.io.listener import ThreadedListener
 
 SOCKET_TIMEOUT = 10.0
 KEEP_CONTENT_UP_TO = 4 << 20
@@ -85,73 +87,52 @@ class FakeServer:
         self.clients: dict[bytes, FakeClient] = {}
         self.files: dict[tuple[bytes, str], StoredFile] = {}
         self.log: list[tuple[int, int]] = []
-        self.connections = 0
         self.max_content_size = max_content_size
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.1)
-        self._threads: list[threading.Thread] = []
+        self._listener = ThreadedListener(("127.0.0.1", 0), self._serve)
         self.errors: list[BaseException] = []
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     @property
     def address(self) -> tuple[str, int]:
-        host, port = self._listener.getsockname()[:2]
-        return host, port
+        return self._listener.address
+
+    @property
+    def connections(self) -> int:
+        """Connections accepted so far."""
+        return self._listener.connections
 
     def __enter__(self) -> FakeServer:
-        thread = threading.Thread(target=self._accept_loop, daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        self._listener.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
-        for thread in list(self._threads):
-            thread.join(timeout=5)
-        self._listener.close()
+        self._listener.close(timeout=5)
 
     def codes(self, connection: int | None = None) -> list[int]:
         """The request codes received (on one connection, or all)."""
         return [code for index, code in self.log if connection is None or index == connection]
 
-    def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                sock, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with self._lock:
-                self.connections += 1
-                index = self.connections
-            thread = threading.Thread(target=self._serve, args=(sock, index), daemon=True)
-            thread.start()
-            self._threads.append(thread)
-
     def _serve(self, sock: socket.socket, index: int) -> None:
-        sock.settimeout(SOCKET_TIMEOUT)
         engine = ServerConnection(max_content_size=self.max_content_size)
+        channel = EngineChannel(sock, engine, timeout=SOCKET_TIMEOUT)
         conn = _Conn(index)
-        with sock:
+        with channel:
             try:
-                self._converse(sock, engine, conn)
+                self._converse(channel, conn)
             except (OSError, ProtocolError):
                 with contextlib.suppress(Exception):
-                    sock.sendall(engine.send(ServerError()))
+                    channel.send(ServerError())
             except BaseException as error:  # a bug in the fake: make the test see it
                 self.errors.append(error)
                 raise
 
-    def _converse(self, sock: socket.socket, engine: ServerConnection, conn: _Conn) -> None:
+    def _converse(self, channel: EngineChannel[ServerConnection], conn: _Conn) -> None:
         while not self._stop.is_set():
-            event = engine.next_event()
-            if event is NEED_DATA:
-                engine.receive_data(sock.recv(65536))
-                continue
+            event = channel.next_event()
             if isinstance(event, ConnectionClosed):
                 return
             if isinstance(event, Request):
@@ -160,7 +141,7 @@ class FakeServer:
             response = self.handle(event, conn)
             if response is None:
                 continue
-            sock.sendall(engine.send(response))
+            channel.send(response)
             if isinstance(response, ServerError):
                 return
 
@@ -277,16 +258,15 @@ class DenyReconnectServer(FakeServer):
 class HangUpServer(FakeServer):
     """Reads the first request of each connection, then closes without a word."""
 
-    def _converse(self, sock: socket.socket, engine: ServerConnection, conn: _Conn) -> None:
-        sock.recv(65536)
+    def _converse(self, channel: EngineChannel[ServerConnection], conn: _Conn) -> None:
+        channel.receive_bytes()
 
 
 class SilentServer(FakeServer):
     """Accepts, reads, never answers (until stopped)."""
 
-    def _converse(self, sock: socket.socket, engine: ServerConnection, conn: _Conn) -> None:
+    def _converse(self, channel: EngineChannel[ServerConnection], conn: _Conn) -> None:
         while not self._stop.wait(0.05):
-            with contextlib.suppress(TimeoutError):
-                sock.settimeout(0.05)
-                if sock.recv(65536) == b"":
+            with contextlib.suppress(ChannelTimeout):
+                if channel.receive_bytes(timeout=0.05) == b"":
                     return

@@ -11,6 +11,13 @@ from pathlib import Path
 import pytest
 from Crypto.PublicKey import RSA
 
+from backupproto.client_files import (
+    ClientFileError,
+    format_me_info,
+    format_private_key,
+    parse_me_info,
+    parse_private_key,
+)
 from backupproto.crypto import generate_private_key
 from reference_client.config import (
     Identity,
@@ -75,11 +82,11 @@ TRANSFER_CASES = [
     # (id, transfer.info text or None for a missing file, expected line, message fragment)
     ("missing file", None, None, "file not found"),
     ("empty file", "", 1, "missing server address"),
-    ("no colon", "localhost\nalice\na.txt\n", 1, "is not host:port"),
+    ("no colon", "localhost\nalice\na.txt\n", 1, "is not HOST:PORT"),
     ("port not a number", "127.0.0.1:http\nalice\na.txt\n", 1, "port 'http'"),
     ("port zero", "127.0.0.1:0\nalice\na.txt\n", 1, "from 1 to 65535"),
     ("port too big", "127.0.0.1:65536\nalice\na.txt\n", 1, "from 1 to 65535"),
-    ("no host", ":1234\nalice\na.txt\n", 1, "is not host:port"),
+    ("no host", ":1234\nalice\na.txt\n", 1, "the host before"),
     ("missing name line", "127.0.0.1:1234\n", 2, "missing client name"),
     ("empty name", "127.0.0.1:1234\n   \na.txt\n", 2, "the client name is empty"),
     (
@@ -195,3 +202,29 @@ def test_write_identity_replaces_atomically(tmp_path: Path) -> None:
     identity = read_identity(tmp_path / "me.info")
     assert (identity.client_id.hex(), identity.private_key) == (ID_HEX, other)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["me.info", "priv.key"]
+
+
+# --- the pure text parsers of backupproto.client_files (shared with the recorder) -----------
+
+
+def test_me_info_text_parses_without_a_file() -> None:
+    identity = parse_me_info(f"alice\n{ID_HEX}\n{KEY_B64[:80]}\n{KEY_B64[80:]}\n")
+    assert (identity.name, identity.client_id.hex(), identity.private_key) == ("alice", ID_HEX, KEY)
+
+
+def test_me_info_text_errors_carry_the_line() -> None:
+    with pytest.raises(ClientFileError) as caught:
+        parse_me_info(f"alice\n{ID_HEX[:-2]}\n{KEY_B64}\n")
+    assert caught.value.line == 2 and "is not 32 hex characters" in caught.value.detail
+
+
+def test_written_texts_read_back() -> None:
+    text = format_me_info(Identity("bob", bytes.fromhex(ID_HEX), KEY))
+    assert text == f"bob\n{ID_HEX}\n{KEY_B64}\n"
+    assert parse_me_info(text).client_id == bytes.fromhex(ID_HEX)
+    assert parse_private_key(format_private_key(KEY)) == KEY
+
+
+def test_priv_key_text_in_pem() -> None:
+    pem = KEY.export_key(format="PEM", pkcs=8).decode()
+    assert parse_private_key(pem) == KEY

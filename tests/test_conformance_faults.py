@@ -18,16 +18,15 @@ from typing import Any
 
 import pytest
 
+from backupproto.io.server_process import ServerProcess
 from conformance.causes import root_causes
 from conformance.liveness import STOPPED_ANSWERING
 from conformance.profile import Finding
-from conformance.server_process import ServerProcess
 from conformance.storage import verified_flag
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN = ROOT / "tests" / "broken_servers" / "server.py"
 SUITE_TIMEOUT_S = 240
-TARGET_OPTION = "--target"  # renamed --bp-target by the suite-plugin change (issue 12)
 
 # name: (faults planted, one pattern per fault: each must match exactly one root cause)
 MULTI_FAULT: dict[str, tuple[str, list[str]]] = {
@@ -49,8 +48,17 @@ MULTI_FAULT: dict[str, tuple[str, list[str]]] = {
 def run_suite(target: str, tmp_path: Path, *args: str) -> tuple[int, dict[str, Any], str, float]:
     """The suite in a subprocess: (exit code, JSON report, output, seconds)."""
     report = tmp_path / f"report-{len(list(tmp_path.glob('report-*')))}.json"
-    command = [sys.executable, "-m", "pytest", "conformance", TARGET_OPTION, target, "--report", str(report)]
-    command += ["-p", "no:cacheprovider", "-q", "--timeout-s", "3", "--fuzz-examples", "30", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "conformance",
+        "--bp-target",
+        target,
+        "--bp-report",
+        str(report),
+    ]
+    command += ["-p", "no:cacheprovider", "-q", "--bp-timeout-s", "3", "--bp-fuzz-examples", "30", *args]
     started = time.monotonic()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=SUITE_TIMEOUT_S)
     seconds = time.monotonic() - started
@@ -59,7 +67,9 @@ def run_suite(target: str, tmp_path: Path, *args: str) -> tuple[int, dict[str, A
 
 
 def start_broken(tmp_path: Path, faults: str) -> ServerProcess:
-    return ServerProcess(tmp_path / "broken-data", command=[sys.executable, str(BROKEN), "--fault", faults])
+    return ServerProcess.start(
+        tmp_path / "broken-data", command=[sys.executable, str(BROKEN), "--fault", faults]
+    )
 
 
 def free_port() -> int:
@@ -82,14 +92,16 @@ def test_every_planted_fault_is_one_root_cause(name: str, tmp_path: Path) -> Non
     """Each planted fault matches exactly one root cause; there is no other cause; no title twice."""
     faults, patterns = MULTI_FAULT[name]
     server = start_broken(tmp_path, faults)
-    storage = ["--data-dir", str(server.data_dir)] if "verified-text" in faults else []  # the only server.db
+    storage = (
+        ["--bp-data-dir", str(server.data_dir)] if "verified-text" in faults else []
+    )  # the only server.db
     try:
         code, report, output, seconds = run_suite(
             str(server.target), tmp_path, *storage, *SELECTION.get(name, [])
         )
     finally:
         server.stop()
-    causes = report["causes"]
+    causes = report["cause_details"]
     titles = [f"{cause['title']} {' '.join(cause['cases'])}" for cause in causes]
     print(f"\n{name}: {seconds:.1f} s, {len(causes)} root causes for {len(patterns)} planted faults")
     for title in titles:
@@ -166,7 +178,7 @@ def test_nothing_listening_is_a_usage_error(tmp_path: Path) -> None:
 def test_bad_target_is_a_usage_error(tmp_path: Path, target: str) -> None:
     code, report, output, _ = run_suite(target, tmp_path)
     assert code == pytest.ExitCode.USAGE_ERROR, output[-2000:]
-    assert "expected HOST:PORT" in output
+    assert "HOST:PORT" in output
     assert report == {}
     assert "CONFORMANT" not in output
 
@@ -184,8 +196,8 @@ def test_no_adapt_lets_the_padding_fail_every_case(tmp_path: Path) -> None:
     raw_rows = {row["id"]: row["outcome"] for row in raw["cases"]}
     assert adapted_rows["4.2-public-key-accepted"] == "passed"
     assert raw_rows["4.2-public-key-accepted"] == "failed", output[-2000:]
-    assert all(cause["adapted"] == [] for cause in raw["causes"])
-    padding = [cause for cause in adapted["causes"] if cause["key"] == "zero-padding"]
+    assert all(cause["adapted"] == [] for cause in raw["cause_details"])
+    padding = [cause for cause in adapted["cause_details"] if cause["key"] == "zero-padding"]
     assert padding and "4.2-public-key-accepted" in padding[0]["adapted"]
 
 
@@ -195,7 +207,7 @@ def test_reference_server_has_no_finding(reference_server: Any, tmp_path: Path) 
     print(f"\nreference server (sanity, sections 2 and 3): {seconds:.1f} s")
     ids = [row["id"] for row in report["cases"]]
     assert len(ids) == len(set(ids)) >= 4
-    assert report["findings"] == [] and report["causes"] == [], output[-3000:]
+    assert report["findings"] == [] and report["cause_details"] == [], output[-3000:]
     assert report["verdict"] == "CONFORMANT"
     assert code == 0
 

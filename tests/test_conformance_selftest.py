@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from backupproto.io.server_process import ServerProcess
 from conformance.case import CASES
-from conformance.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN = ROOT / "tests" / "broken_servers" / "server.py"
@@ -44,10 +44,11 @@ CAUGHT_BY: dict[str, dict[str, str]] = {
 
 
 def run_suite(target: str, tmp_path: Path, *args: str) -> tuple[int, dict[str, Any], str]:
-    """`pytest conformance --target ...` in a subprocess; (exit code, JSON report, output)."""
+    """`pytest conformance --bp-target ...` in a subprocess; (exit code, JSON report, output)."""
     report = tmp_path / f"report-{len(list(tmp_path.glob('report-*')))}.json"
-    command = [sys.executable, "-m", "pytest", "conformance", "--target", target, "--report", str(report)]
-    command += ["-p", "no:cacheprovider", "-q", "--timeout-s", "3", *args]
+    command = [sys.executable, "-m", "pytest", "conformance", "--bp-target", target]
+    command += ["--bp-report", str(report)]
+    command += ["-p", "no:cacheprovider", "-q", "--bp-timeout-s", "3", *args]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=SUITE_TIMEOUT_S)
     output = done.stdout + done.stderr
     data = json.loads(report.read_text()) if report.exists() else {}
@@ -62,7 +63,8 @@ def outcomes(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def broken_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, ServerProcess]]:
     """(fault, server): tests/broken_servers/server.py --fault FAULT on a fresh data dir."""
     fault = str(request.param)
-    server = ServerProcess(tmp_path / "broken-data", command=[sys.executable, str(BROKEN), "--fault", fault])
+    command = [sys.executable, str(BROKEN), "--fault", fault]
+    server = ServerProcess.start(tmp_path / "broken-data", command=command)
     try:
         yield fault, server
     finally:
@@ -73,7 +75,7 @@ def test_reference_server_passes_every_case(reference_server: Any, tmp_path: Pat
     """The whole suite (fuzzing reduced) against the reference server, with its data dir: all pass."""
     target = f"{reference_server.host}:{reference_server.port}"
     code, report, output = run_suite(
-        target, tmp_path, "--data-dir", str(reference_server.data_dir), "--fuzz-examples", "60"
+        target, tmp_path, "--bp-data-dir", str(reference_server.data_dir), "--bp-fuzz-examples", "60"
     )
     rows = outcomes(report)
     bad = {case_id: row["message"][:400] for case_id, row in rows.items() if row["outcome"] != "passed"}
@@ -94,7 +96,7 @@ def test_broken_server_is_caught(broken_server: tuple[str, ServerProcess], tmp_p
     selection = " or ".join(["0-sanity-first", *expected])
     args = ["-k", selection]
     if fault == "path-as-given":  # lets the case find the file written outside the client's folder
-        args += ["--data-dir", str(server.data_dir)]
+        args += ["--bp-data-dir", str(server.data_dir)]
     code, report, output = run_suite(str(server.target), tmp_path, *args)
     rows = outcomes(report)
     for case_id, pattern in expected.items():
@@ -113,19 +115,19 @@ def test_expected_failures_file(broken_server: tuple[str, ServerProcess], tmp_pa
     listed = tmp_path / "known.txt"
     listed.write_text("# our CRC\n4.4-file-crc-block-boundary  equals zlib\\.crc32\n")
     selection = ["-k", "4.4-file-crc-block-boundary or 4.1-register-new"]
-    code, report, output = run_suite(target, tmp_path, *selection, "--expected-failures", str(listed))
+    code, report, output = run_suite(target, tmp_path, *selection, "--bp-expected-failures", str(listed))
     assert code == 0, output[-3000:]
     assert outcomes(report)["4.4-file-crc-block-boundary"]["outcome"] == "expected-failure"
     assert report["verdict"] == "NOT CONFORMANT"
     listed.write_text("4.1-register-new  anything\n")
     code, report, output = run_suite(
-        target, tmp_path, "-k", "4.1-register-new", "--expected-failures", str(listed)
+        target, tmp_path, "-k", "4.1-register-new", "--bp-expected-failures", str(listed)
     )
     assert code == 1
     assert outcomes(report)["4.1-register-new"]["outcome"] == "unexpected-pass"
     listed.write_text("4.4-file-crc-block-boundary  this text is not in the message\n")
     only = ["-k", "4.4-file-crc-block-boundary"]
-    code, report, _ = run_suite(target, tmp_path, *only, "--expected-failures", str(listed))
+    code, report, _ = run_suite(target, tmp_path, *only, "--bp-expected-failures", str(listed))
     assert code == 1
     assert outcomes(report)["4.4-file-crc-block-boundary"]["outcome"] == "failed"
 
@@ -141,7 +143,7 @@ def test_should_failure_is_a_warning_unless_strict(
     assert code == 0, output[-3000:]
     assert outcomes(report)["4.2-public-key-twice"]["outcome"] == "warning"
     assert report["verdict"] == "CONFORMANT"
-    code, report, _ = run_suite(target, tmp_path, *selection, "--strict")
+    code, report, _ = run_suite(target, tmp_path, *selection, "--bp-strict")
     assert code == 1
     assert report["verdict"] == "NOT CONFORMANT"
 
@@ -149,7 +151,7 @@ def test_should_failure_is_a_warning_unless_strict(
 def test_list_runs_nothing(tmp_path: Path) -> None:
     """--list prints every case id with its level and requirement and exits 0 without a target."""
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "conformance", "--list", "-p", "no:cacheprovider", "-m", "must"],
+        [sys.executable, "-m", "pytest", "conformance", "--bp-list", "-p", "no:cacheprovider", "-m", "must"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -179,7 +181,7 @@ def test_sessions_folder_adds_replay_cases(reference_server: Any, tmp_path: Path
     session["name"] = "extra-reconnect"
     (folder / "extra-reconnect.json").write_text(json.dumps(session))
     target = f"{reference_server.host}:{reference_server.port}"
-    code, report, output = run_suite(target, tmp_path, "--sessions", str(folder), "-k", "15-replay")
+    code, report, output = run_suite(target, tmp_path, "--bp-sessions", str(folder), "-k", "15-replay")
     rows = outcomes(report)
     assert rows["15-replay-extra-reconnect"]["outcome"] == "passed", output[-2000:]
     assert rows["15-replay-reconnect"]["outcome"] == "passed"

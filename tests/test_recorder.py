@@ -16,11 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.server_process import ServerProcess
 
 from backupproto import crypto
-from backupproto.recorder import ConnectionRecorder, Recorder
-from backupproto.sessions import Direction, Session, load
+from backupproto.io.channel import BYTES_ONLY, Channel
+from backupproto.io.server_process import ServerProcess
+from backupproto.sessions import Direction, Session
+from conformance.recording import ConnectionRecorder, Recorder, load, plaintext_chunks
 
 REGISTER_BOB = bytes(16) + b"\x03\x4c\x04\xff\x00\x00\x00" + b"bob".ljust(255, b"\x00")
 
@@ -39,37 +40,29 @@ class ScriptPeer:
     def _serve(self) -> None:
         self.listener.settimeout(10)
         sock, _ = self.listener.accept()
-        sock.settimeout(10)
-        got = bytearray()
-        rng = random.Random(7)
-        position = 0
-        while position < len(self.reply):
-            step = rng.randint(1, 40000)
-            sock.sendall(self.reply[position : position + step])
-            position += step
-        sock.shutdown(socket.SHUT_WR)
-        while data := sock.recv(65536):
-            got += data
-        self.received.append(bytes(got))
-        sock.close()
+        with Channel(sock, BYTES_ONLY, timeout=10) as channel:
+            rng = random.Random(7)
+            position = 0
+            while position < len(self.reply):
+                step = rng.randint(1, 40000)
+                channel.send_bytes(self.reply[position : position + step])
+                position += step
+            channel.shutdown_write()
+            self.received.append(channel.receive_all())
         self.listener.close()
 
 
 def exchange(address: tuple[str, int], sent: bytes) -> bytes:
     """Send `sent` in uneven pieces, half-close, return everything received."""
-    sock = socket.create_connection(address, timeout=10)
-    rng = random.Random(3)
-    position = 0
-    while position < len(sent):
-        step = rng.randint(1, 30000)
-        sock.sendall(sent[position : position + step])
-        position += step
-    sock.shutdown(socket.SHUT_WR)
-    got = bytearray()
-    while data := sock.recv(65536):
-        got += data
-    sock.close()
-    return bytes(got)
+    with Channel.connect(address, BYTES_ONLY, connect_timeout=10, timeout=10) as channel:
+        rng = random.Random(3)
+        position = 0
+        while position < len(sent):
+            step = rng.randint(1, 30000)
+            channel.send_bytes(sent[position : position + step])
+            position += step
+        channel.shutdown_write()
+        return channel.receive_all()
 
 
 @pytest.fixture
@@ -172,7 +165,7 @@ def test_client_dir_gives_plaintext_and_key(
     assert file_message.content is not None
     plain = file_message.content.plaintext
     assert plain is not None and plain.file is not None and plain.size == len(content)
-    assert b"".join(plain.chunks()) == content
+    assert b"".join(plaintext_chunks(plain)) == content
     assert plain.sha256 == hashlib.sha256(content).hexdigest()
     assert file_message.content.size == crypto.encrypted_size(len(content))
     [client_key] = session.clients
@@ -203,7 +196,7 @@ def test_record_subcommand(reference_server: ServerProcess, tmp_path: Path) -> N
         [
             sys.executable,
             "-m",
-            "backupproto",
+            "conformance",
             "record",
             "--listen",
             "127.0.0.1:0",
@@ -239,7 +232,7 @@ def test_record_subcommand_refuses_a_bad_address() -> None:
         [
             sys.executable,
             "-m",
-            "backupproto",
+            "conformance",
             "record",
             "--listen",
             "nowhere",

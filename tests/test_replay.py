@@ -3,6 +3,7 @@ the right message, and the server half checks a client."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import subprocess
@@ -12,12 +13,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers.server_process import ServerProcess
 
 from backupproto.dialect import ResponseCode
-from backupproto.recorder import Recorder
+from backupproto.io.channel import BYTES_ONLY, Channel, ChannelTimeout, ConnectionLost
+from backupproto.io.listener import ThreadedListener
+from backupproto.io.server_process import ServerProcess
 from backupproto.schemas import V3_SCHEMAS
-from backupproto.sessions import Direction, End, Session, Splitter, Start, join, load, save
+from backupproto.sessions import Direction, End, Session, Splitter, Start, join
+from conformance.recording import Recorder, load, plaintext_chunks, save
 from conformance.replay import NotReplayable, ReplayMismatch, ReplayServer, replay_against_server
 
 CORPUS = Path(__file__).parent.parent / "conformance" / "sessions"
@@ -96,44 +99,28 @@ class BrokenServer:
     def __init__(self, answer: Callable[[Start], bytes], *, close_after_error: bool = True) -> None:
         self.answer = answer
         self.close_after_error = close_after_error
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = self.listener.getsockname()[:2]
-        self.stop = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.listener = ThreadedListener(("127.0.0.1", 0), self._connection).start()
+        self.address = self.listener.address
 
-    def _serve(self) -> None:
-        while not self.stop.is_set():
-            try:
-                sock, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._connection, args=(sock,), daemon=True).start()
-
-    def _connection(self, sock: socket.socket) -> None:
-        splitter = Splitter(Direction.REQUEST)
+    def _connection(self, sock: socket.socket, number: int) -> None:
         last: Start | None = None
-        sock.settimeout(10)
-        with sock:
+        with Channel(sock, Splitter(Direction.REQUEST), timeout=10) as channel:
             while True:
                 try:
-                    data = sock.recv(65536)
-                except OSError:
+                    piece = channel.next_event()
+                except (ChannelTimeout, ConnectionLost):
                     return
-                for piece in splitter.feed(data) if data else splitter.end():
-                    if isinstance(piece, Start):
-                        last = piece
-                    elif isinstance(piece, End) and last is not None:
-                        if last.decoded is not None and last.decoded["code"] == 1105:
-                            continue  # no response to 1105
-                        reply = self.answer(last)
-                        sock.sendall(reply)
-                        if reply[1:3] == b"\x3b\x08" and self.close_after_error:
-                            return
-                if not data:
-                    return
+                if isinstance(piece, Start):
+                    last = piece
+                elif isinstance(piece, End) and last is not None:
+                    if last.decoded is not None and last.decoded["code"] == 1105:
+                        continue  # no response to 1105
+                    reply = self.answer(last)
+                    channel.send_bytes(reply)
+                    if reply[1:3] == b"\x3b\x08" and self.close_after_error:
+                        return
 
     def close(self) -> None:
-        self.stop.set()
         self.listener.close()
 
 
@@ -178,17 +165,17 @@ def test_server_with_a_wrong_cksum_fails_at_the_2103(reference_server: ServerPro
 
     def relay() -> None:
         sock, _ = listener.accept()
-        server = socket.create_connection(upstream, timeout=10)
-        splitter = Splitter(Direction.RESPONSE)
+        client = Channel(sock, BYTES_ONLY, timeout=10)
+        server = Channel.connect(upstream, Splitter(Direction.RESPONSE), connect_timeout=10, timeout=10)
 
         def up() -> None:
-            while data := sock.recv(65536):
-                server.sendall(data)
-            server.shutdown(socket.SHUT_WR)
+            while data := client.receive_bytes():
+                server.send_bytes(data)
+            server.shutdown_write()
 
         threading.Thread(target=up, daemon=True).start()
-        while data := server.recv(65536):
-            for piece in splitter.feed(data):
+        with contextlib.suppress(ConnectionLost):  # until the server's stream ends
+            while piece := server.next_event():
                 if isinstance(piece, Start) and piece.decoded is not None:
                     fields = {k: v for k, v in piece.decoded["fields"].items()}
                     code = ResponseCode(piece.decoded["code"])
@@ -197,8 +184,8 @@ def test_server_with_a_wrong_cksum_fails_at_the_2103(reference_server: ServerPro
                             fields[key] = bytes.fromhex(fields[key])
                     if code is ResponseCode.FILE_RECEIVED:
                         fields["cksum"] = (fields["cksum"] + 1) % 2**32
-                    sock.sendall(V3_SCHEMAS.build_response(code, fields))
-        sock.close()
+                    client.send_bytes(V3_SCHEMAS.build_response(code, fields))
+        client.close()
 
     threading.Thread(target=relay, daemon=True).start()
     try:
@@ -216,7 +203,7 @@ def test_server_with_a_wrong_cksum_fails_at_the_2103(reference_server: ServerPro
 def recorded_plaintext(session: Session) -> bytes:
     content = next(m.content for m in session.messages if m.code == 1103)
     assert content is not None and content.plaintext is not None
-    return b"".join(content.plaintext.chunks())
+    return b"".join(plaintext_chunks(content.plaintext))
 
 
 def test_replay_server_checks_the_reference_client(tmp_path: Path) -> None:
@@ -254,7 +241,7 @@ def test_replay_server_subcommand(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "backupproto",
+            "conformance",
             "replay-server",
             "--session",
             str(session_path),

@@ -18,11 +18,9 @@ from backupproto.sessions import (
     Start,
     from_json,
     join,
-    load,
-    load_folder,
-    save,
     split_all,
 )
+from conformance.recording import load, load_folder, save
 
 CORPUS = Path(__file__).parent.parent / "conformance" / "sessions"
 SCHEMA = Path(__file__).parent.parent / "spec" / "sessions.schema.json"

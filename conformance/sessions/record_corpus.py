@@ -1,6 +1,6 @@
 """Regenerate the shipped session corpus: ``python -m conformance.sessions.record_corpus [--out DIR]``.
 
-Starts the reference server, puts the recording proxy (`backupproto.recorder.Recorder`) in
+Starts the reference server, puts the recording proxy (`conformance.recording.Recorder`) in
 front of it, and drives each flow of the spec through it: the reference client for the flows
 it produces, a small scripted client built on `backupproto` (ClientConnection for valid
 traffic, the schemas' build helpers for malformed bytes) for the rest. The connections of
@@ -11,10 +11,9 @@ sessions (``hostile-*.json``) are not touched.
 from __future__ import annotations
 
 import argparse
-import base64
+import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from backupproto import crypto
+from backupproto.client_files import ME_INFO, PRIV_KEY, Identity, format_me_info, format_private_key
 from backupproto.engine import ClientConnection
 from backupproto.events import (
-    NEED_DATA,
     CrcGiveUp,
     CrcOk,
     CrcRetry,
@@ -35,10 +34,11 @@ from backupproto.events import (
     SendFile,
     SendPublicKey,
 )
-from backupproto.recorder import Recorder
+from backupproto.io.channel import ChannelTimeout, ConnectionLost, EngineChannel
+from backupproto.io.server_process import ServerProcess
 from backupproto.schemas import V3_SCHEMAS
-from backupproto.sessions import Session, join, load, save
-from conformance.server_process import ServerProcess
+from backupproto.sessions import Session, join
+from conformance.recording import Recorder, load, save
 
 HERE = Path(__file__).parent
 Address = tuple[str, int]
@@ -49,54 +49,48 @@ class ScriptedClient:
     """A client that follows a script (valid flows on ClientConnection); keeps priv.key in its folder."""
 
     def __init__(self, address: Address, folder: Path) -> None:
-        self.sock = socket.create_connection(address, timeout=10)
-        self.conn = ClientConnection()
+        self.channel = EngineChannel.connect(address, ClientConnection(), connect_timeout=10, timeout=10)
         self.folder = folder
         self.client_id = bytes(16)
         self.aes_key = b""
 
     def request(self, event: Register | SendPublicKey | CrcOk | CrcGiveUp) -> Response:
-        self.sock.sendall(self.conn.send(event))
+        self.channel.send(event)
         return self.response()
 
     def response(self) -> Response:
-        while True:
-            event = self.conn.next_event()
-            if event is not NEED_DATA:
-                assert isinstance(event, Response), event
-                return event
-            self.conn.receive_data(self.sock.recv(65536))
+        event = self.channel.next_event()
+        assert isinstance(event, Response), event
+        return event
 
     def register_and_key(self, name: str) -> None:
         registered = self.request(Register(bytes(16), name))
         self.client_id = registered.client_id  # type: ignore[attr-defined]
         key = crypto.generate_private_key()
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "priv.key").write_text(base64.b64encode(crypto.export_private_key(key)).decode())
+        (self.folder / PRIV_KEY).write_text(format_private_key(key))
         answer = self.request(SendPublicKey(self.client_id, name, crypto.public_key_der(key)))
         self.aes_key = crypto.unwrap_aes_key(key, answer.encrypted_aes_key)  # type: ignore[attr-defined]
 
     def send_file(self, file_name: str, plaintext: bytes) -> Response:
         encryptor = crypto.CbcEncryptor(self.aes_key)
         ciphertext = encryptor.update(plaintext) + encryptor.finalize()
-        self.sock.sendall(self.conn.send(SendFile(self.client_id, len(ciphertext), file_name)))
-        self.sock.sendall(self.conn.send(FileChunk(ciphertext)))
-        self.conn.send(FileEnd())
+        self.channel.send(SendFile(self.client_id, len(ciphertext), file_name))
+        self.channel.send(FileChunk(ciphertext))
+        self.channel.send(FileEnd())
         return self.response()
 
     def raw(self, data: bytes, *, half_close: bool = False) -> None:
         """Send bytes as they are, then read until the server closes."""
-        self.sock.sendall(data)
-        if half_close:
-            self.sock.shutdown(socket.SHUT_WR)
-        try:
-            while self.sock.recv(65536):
+        with contextlib.suppress(ConnectionLost, ChannelTimeout):
+            self.channel.send_bytes(data)
+            if half_close:
+                self.channel.shutdown_write()
+            while self.channel.receive_bytes():
                 pass
-        except OSError:
-            pass
 
     def close(self) -> None:
-        self.sock.close()
+        self.channel.close()
 
 
 def corrupted(plaintext: bytes) -> bytes:
@@ -127,10 +121,9 @@ def flow_reconnect(address: Address, folder: Path) -> None:
 def flow_reconnect_denied(address: Address, folder: Path) -> None:
     """A me.info for an id the server never gave: 1102 -> 2106, then the client registers anew."""
     folder.mkdir(parents=True, exist_ok=True)
-    key = crypto.generate_private_key()
-    der = base64.b64encode(crypto.export_private_key(key)).decode()
-    (folder / "me.info").write_text(f"corpus stranger\n{os.urandom(16).hex()}\n{der}\n")
-    (folder / "priv.key").write_text(der + "\n")
+    identity = Identity("corpus stranger", os.urandom(16), crypto.generate_private_key())
+    (folder / ME_INFO).write_text(format_me_info(identity))
+    (folder / PRIV_KEY).write_text(format_private_key(identity.private_key))
     reference_client(address, folder, "corpus stranger")
 
 
@@ -143,7 +136,7 @@ def flow_crc_retry_success(address: Address, folder: Path) -> None:
     client = ScriptedClient(address, folder)
     client.register_and_key("corpus retry")
     client.send_file("data.txt", corrupted(CONTENT))
-    client.sock.sendall(client.conn.send(CrcRetry(client.client_id, "data.txt")))
+    client.channel.send(CrcRetry(client.client_id, "data.txt"))
     client.send_file("data.txt", CONTENT)
     client.request(CrcOk(client.client_id, "data.txt"))
     client.close()
@@ -155,7 +148,7 @@ def flow_crc_give_up(address: Address, folder: Path) -> None:
     for attempt in range(3):
         client.send_file("data.txt", corrupted(CONTENT))
         if attempt < 2:
-            client.sock.sendall(client.conn.send(CrcRetry(client.client_id, "data.txt")))
+            client.channel.send(CrcRetry(client.client_id, "data.txt"))
     client.request(CrcGiveUp(client.client_id, "data.txt"))
     client.close()
 
@@ -258,7 +251,7 @@ def record_flow(name: str, target: Address, work: Path, out: Path) -> Path:
         raise RuntimeError(f"{name}: nothing was recorded")
     session: Session = join(name, parts, description)
     session.recorded = {
-        "tool": "conformance/sessions/record_corpus.py (python -m backupproto record)",
+        "tool": "conformance/sessions/record_corpus.py (python -m conformance record)",
         "server": "reference_server",
         "client": "reference_client" if "reference_client" in flow.__code__.co_names else "scripted client",
     }
@@ -281,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bp-corpus-") as temporary:
         work = Path(temporary)
         (work / "data").mkdir()
-        server = ServerProcess(work / "data")
+        server = ServerProcess.start(work / "data")
         try:
             assert server.target is not None
             for name in args.flows or FLOWS:

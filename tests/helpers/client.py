@@ -1,9 +1,9 @@
-"""A small blocking test client: a socket plus backupproto.engine.ClientConnection (no hand-made bytes)."""
+"""A small blocking test client: the channel around a ClientConnection (no hand-made bytes)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,6 @@ from backupproto.cksum import Cksum
 from backupproto.crypto import CbcEncryptor, RsaKey, encrypted_size, public_key_der, unwrap_aes_key
 from backupproto.engine import ClientConnection
 from backupproto.events import (
-    NEED_DATA,
     Acknowledged,
     AesKey,
     ConnectionClosed,
@@ -30,6 +29,7 @@ from backupproto.events import (
     SendFile,
     SendPublicKey,
 )
+from backupproto.io.channel import BYTES_ONLY, Channel, ConnectionLost, EngineChannel
 
 TIMEOUT = 20.0
 CHUNK = 1 << 20
@@ -41,8 +41,8 @@ class TestClient:
     __test__ = False  # not a pytest test class
 
     def __init__(self, address: tuple[str, int], timeout: float = TIMEOUT) -> None:
-        self.sock = socket.create_connection(address, timeout=timeout)
-        self.conn = ClientConnection()
+        engine = ClientConnection()
+        self.channel = EngineChannel.connect(address, engine, connect_timeout=timeout, timeout=timeout)
         self.client_id = bytes(16)
         self.aes_key: bytes | None = None
 
@@ -52,24 +52,34 @@ class TestClient:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    @property
+    def sock(self) -> socket.socket:
+        """The connection's socket (for raw bytes)."""
+        return self.channel.sock
+
+    @property
+    def conn(self) -> ClientConnection:
+        """The engine."""
+        return self.channel.engine
+
     def close(self) -> None:
-        self.sock.close()
+        self.channel.close()
 
     def send(self, event: Request | FileChunk | FileEnd) -> None:
-        self.sock.sendall(self.conn.send(event))
+        self.channel.send(event)
 
     def receive(self) -> Response | ConnectionClosed:
-        """The next response, or ConnectionClosed; RemoteProtocolError if it is malformed."""
+        """The next response, or ConnectionClosed (also after a reset); RemoteProtocolError if malformed."""
         while True:
-            event = self.conn.next_event()
-            if event is not NEED_DATA:
-                assert isinstance(event, Response | ConnectionClosed), event
-                return event
             try:
-                data = self.sock.recv(65536)
-            except ConnectionResetError:
-                data = b""
-            self.conn.receive_data(data)
+                event = self.channel.next_event()
+            except ConnectionLost as lost:
+                if self.channel.peer_closed or not isinstance(lost.error, ConnectionResetError):
+                    raise
+                self.channel.feed_end()
+                continue
+            assert isinstance(event, Response | ConnectionClosed), event
+            return event
 
     def request(self, event: Request) -> Response | ConnectionClosed:
         self.send(event)
@@ -146,26 +156,13 @@ def _chunks(data: bytes | Path) -> Any:
 
 def raw_exchange(address: tuple[str, int], data: bytes, timeout: float = 10.0) -> bytes:
     """Send raw bytes, half-close, and return all the server sends until it closes (bounded)."""
-    with socket.create_connection(address, timeout=timeout) as sock:
-        try:
-            sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # the server may have closed already
-        return read_until_closed(sock, timeout)
+    with Channel.connect(address, BYTES_ONLY, connect_timeout=timeout, timeout=timeout) as channel:
+        with contextlib.suppress(ConnectionLost):  # the server may have closed already
+            channel.send_bytes(data)
+            channel.shutdown_write()
+        return read_until_closed(channel.sock, timeout)
 
 
 def read_until_closed(sock: socket.socket, timeout: float = 10.0) -> bytes:
     """All bytes the server sends until it closes the connection (bounded by `timeout`)."""
-    sock.settimeout(timeout)
-    deadline = time.monotonic() + timeout
-    received = b""
-    while time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        received += chunk
-    return received
+    return Channel(sock, BYTES_ONLY, timeout=timeout).receive_all(timeout)

@@ -1,4 +1,4 @@
-"""``python -m backupproto record --listen HOST:PORT --target HOST:PORT --out DIR [--client-dir DIR]``.
+"""``python -m conformance record --listen HOST:PORT --target HOST:PORT --out DIR [--client-dir DIR]``.
 
 A transparent TCP proxy between a client and a server that writes one session file per
 connection into DIR (spec/sessions.md). With ``--client-dir`` (the recorded client's folder,
@@ -10,18 +10,24 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
-from backupproto.recorder import Recorder, parse_address
+from backupproto.address import Address, AddressError, parse_address
 
-HELP = "record client/server conversations through a transparent proxy, one session file per connection"
+from .proxy import Recorder
 
 
-def _address(text: str) -> tuple[str, int]:
+def _address(text: str) -> Address:
     try:
         return parse_address(text)
-    except ValueError as error:
+    except AddressError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _listen_address(text: str) -> Address:
+    try:
+        return parse_address(text, allow_port_zero=True)
+    except AddressError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
@@ -30,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--listen",
         required=True,
-        type=_address,
+        type=_listen_address,
         metavar="HOST:PORT",
         help="where the proxy accepts clients (port 0: any free port)",
     )
@@ -60,18 +66,14 @@ def run(args: argparse.Namespace) -> int:
             args.listen, args.target, args.out, client_dir=args.client_dir, name_prefix=args.prefix
         )
     except OSError as error:
-        print(f"record: cannot listen on {args.listen[0]}:{args.listen[1]}: {error}", file=sys.stderr)
+        print(f"record: cannot listen on {args.listen}: {error}", file=sys.stderr)
         return 2
-    host, port = recorder.address
-    print(
-        f"recording on {host}:{port} -> {args.target[0]}:{args.target[1]}, sessions in {args.out}", flush=True
-    )
+    print(f"recording on {recorder.address} -> {args.target}, sessions in {args.out}", flush=True)
     recorder.start()
     reported = 0
     try:
         while args.connections is None or reported < args.connections:
-            time.sleep(0.1)
-            for path in recorder.written[reported:]:
+            for path in recorder.wait_for(reported + 1, timeout=0.2)[reported:]:
                 print(f"wrote {path}", flush=True)
                 reported += 1
             for failure in recorder.failures:
