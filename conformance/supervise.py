@@ -143,14 +143,16 @@ class Supervisor:
     def restarts(self) -> list[str]:
         return [restart.line() for restart in self.liveness.restarts] if self.liveness is not None else []
 
-    def result_causes(self, rows: Iterable[Row]) -> list[results.Cause]:
-        """The root causes in the form the summary and the reports print (`results.Cause`)."""
-        return [
+    def result_causes(self, rows: Iterable[Row]) -> list[results.Cause] | None:
+        """The root causes in the form the summary and the reports print (`results.Cause`);
+        None when there are none (the summary then prints no root-cause block)."""
+        found = [
             results.Cause(
                 f"[{cause.level}, spec {cause.section}] {cause.title}", _explain(cause), tuple(cause.cases)
             )
             for cause in self.causes(rows)
         ]
+        return found or None
 
     def summary_lines(self, rows: Iterable[Row]) -> list[str]:
         """Profile facts and restarts, for the terminal summary (before the verdict)."""
