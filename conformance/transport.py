@@ -14,11 +14,17 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from .case import CaseInfo
     from .profile import Finding, Profile
+
+
+class CaseInfo(Protocol):
+    """What the transport needs of a case (`conformance.case.CaseInfo`): its id."""
+
+    @property
+    def id(self) -> str: ...
 
 
 class Adaptation:

@@ -13,7 +13,7 @@ import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 from backupproto.crypto import CbcEncryptor, encrypted_size
 from backupproto.dialect import RequestCode, ResponseCode
@@ -30,8 +30,6 @@ from .describe import (
     describe_request_bytes,
 )
 
-if TYPE_CHECKING:
-    from .case import CaseInfo
 
 class Endpoint(Protocol):
     """Where the server under test listens (`conformance.case.Target`)."""
@@ -51,7 +49,7 @@ class CaseContext(Protocol):
     def target(self) -> Endpoint: ...
 
     @property
-    def info(self) -> CaseInfo | None: ...
+    def info(self) -> transport.CaseInfo | None: ...
 
     timeout_s: float
     wires: list[Wire]
