@@ -62,7 +62,9 @@ def unwrap_sha1(wire: Wire, key: RsaKey, wrapped: bytes, what: str) -> bytes:
 
         try:
             sha256_key = unwrap_aes_key(key, wrapped)
-            if len(sha256_key) == 16 and may_adapt(wire.context.info, oaep_sha256(wire.context.info)):
+            info = wire.context.info
+            finding = oaep_sha256(info.id if info is not None else "a case")
+            if len(sha256_key) == 16 and may_adapt(info, finding):
                 wire.note("AES key unwrapped with OAEP SHA-256 (adaptation: reported by 7.2-oaep-sha1)")
                 return sha256_key
             hint += (

@@ -24,7 +24,7 @@ from backupproto.crypto import public_key_der
 from backupproto.dialect import RequestCode, ResponseCode
 from backupproto.errors import BackupProtoError
 
-from .case import CaseInfo, Target
+from .case import Target
 from .describe import REQUEST_HEADER_SIZE, RESPONSE_HEADER_SIZE, SCHEMAS
 
 _DRAIN_S = 0.5
@@ -207,7 +207,7 @@ def _open_after_error(evidence: str) -> Finding:
     )
 
 
-def oaep_sha256(found_in: CaseInfo | None) -> Finding:
+def oaep_sha256(found_in: str) -> Finding:
     """Found during a case (not by the profiling stage): the AES key wrapped with OAEP SHA-256."""
     return Finding(
         "oaep-sha256",
@@ -215,7 +215,7 @@ def oaep_sha256(found_in: CaseInfo | None) -> Finding:
         "MUST",
         "7.2",
         ("7.2-oaep-sha1",),
-        f"first seen in {found_in.id if found_in is not None else 'a case'}",
+        f"first seen in {found_in}",
         "keys unwrapped with OAEP SHA-256 after trying SHA-1",
         r"wraps with SHA-256",
     )
