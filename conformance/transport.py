@@ -116,10 +116,35 @@ def connect(
     adapted = False
     while True:
         try:
-            return socket.create_connection(address, timeout=timeout_s)
+            sock = socket.create_connection(address, timeout=timeout_s)
         except ConnectionRefusedError:
             adapted = adapted or adapting(info, "one-connection-at-a-time")
             if not adapted or time.monotonic() > deadline:
                 raise
             make_room()
             time.sleep(0.05)
+            continue
+        adaptation = current()
+        if adaptation is None or not adaptation.applies(info, "one-connection-at-a-time") or _settled(sock):
+            return sock
+        sock.close()  # queued on a listening socket the server then closed: connect again
+        if time.monotonic() > deadline:
+            raise ConnectionResetError("the server reset every new connection")
+
+
+_SETTLE_S = 0.02
+
+
+def _settled(sock: socket.socket) -> bool:
+    """False if the server resets or closes a new connection at once (a server that closes its
+    listening socket while serving drops the connections queued on it)."""
+    timeout = sock.gettimeout()
+    sock.settimeout(_SETTLE_S)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) != b""
+    except TimeoutError:
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.settimeout(timeout)
