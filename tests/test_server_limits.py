@@ -163,10 +163,9 @@ def test_out_of_descriptors_pauses_accepting_instead_of_spinning(tmp_path: Path)
     try:
         address = (server.host, server.port)
         flood = [socket.create_connection(address, timeout=10) for _ in range(60)]
-        with TestClient(address) as probe:  # queued behind the flood: starved of descriptors
-            probe.sock.settimeout(1.0)
-            with contextlib.suppress(OSError):
-                probe.register("starved")
+        # queued behind the flood: starved of descriptors, it gives up after 1 s
+        with TestClient(address, timeout=1.0) as probe, contextlib.suppress(OSError):
+            probe.register("starved")
         for sock in flood:
             sock.close()
         deadline = time.monotonic() + 20
