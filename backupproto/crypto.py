@@ -208,8 +208,9 @@ def wrap_aes_key(public_key: RsaKey, aes_key: _Buffer, hash_name: str = "sha1") 
     return wrapped
 
 
-def unwrap_aes_key(private_key: RsaKey, wrapped: _Buffer) -> bytes:
-    """Decrypt an OAEP-wrapped AES key, trying SHA-1 then SHA-256; it must be 16 bytes.
+def unwrap_aes_key(private_key: RsaKey, wrapped: _Buffer, *, key_size: int = V3.aes_key_size) -> bytes:
+    """Decrypt an OAEP-wrapped AES key, trying SHA-1 then SHA-256; it must be `key_size` bytes
+    (the dialect's: 16, or 32 in 2024A/2024C).
 
     Raises CryptoError bad_ciphertext otherwise.
     """
@@ -227,12 +228,12 @@ def unwrap_aes_key(private_key: RsaKey, wrapped: _Buffer) -> bytes:
             aes_key: bytes = _oaep(private_key, hash_name).decrypt(data)
         except ValueError:
             continue
-        if len(aes_key) != V3.aes_key_size:
+        if len(aes_key) != key_size:
             raise CryptoError(
                 ErrorKind.BAD_CIPHERTEXT,
                 f"unwrapped AES key (OAEP-{hash_name.upper()}) is {len(aes_key)} bytes",
                 field="encrypted_aes_key",
-                expected=f"{V3.aes_key_size} bytes",
+                expected=f"{key_size} bytes",
             )
         return aes_key
     raise CryptoError(
