@@ -19,19 +19,11 @@ from helpers.keys import rsa_key
 from helpers.server_process import ServerProcess
 from test_server_cli import run_server
 
+from backupproto import events
 from backupproto.cksum import Cksum
 from backupproto.crypto import CbcEncryptor, public_key_der
 from backupproto.dialect import DIALECTS, Dialect, RequestCode, dialect_named
 from backupproto.errors import ErrorKind, RemoteProtocolError
-from backupproto.events import (
-    AesKey,
-    FileChunk,
-    FileEnd,
-    FileReceived,
-    ReconnectApproved,
-    SendFile,
-    ServerError,
-)
 from backupproto.frames import request_frame
 from backupproto.schemas import schemas_for
 
@@ -116,7 +108,7 @@ def test_reconnect_where_the_dialect_has_it(dialect_server: ServerProcess) -> No
         client_id, first_key = first.client_id, first.aes_key
     with TestClient(dialect_server.address, dialect=dialect) as again:
         again.client_id = client_id
-        assert isinstance(again.reconnect("comes-back", rsa_key()), ReconnectApproved)
+        assert isinstance(again.reconnect("comes-back", rsa_key()), events.ReconnectApproved)
         assert again.aes_key is not None and again.aes_key != first_key
         assert len(again.aes_key) == dialect.aes_key_size
         again.backup("after-reconnect.txt", b"hello again\n")
@@ -132,7 +124,7 @@ def test_64_mib_file(dialect_server: ServerProcess, tmp_path: Path) -> None:
             out.write(bytes([index]) * (1 << 20))
     with keyed_client(dialect_server, "big") as client:
         received = client.send_file("big.bin", source)
-        assert isinstance(received, FileReceived)
+        assert isinstance(received, events.FileReceived)
         assert received.content_size == 64 * (1 << 20) + 16
         assert received.cksum == Cksum(source.read_bytes()).value
     path_name, _ = stored(dialect_server, client.client_id, dialect)["big.bin"]
@@ -164,7 +156,7 @@ def test_2022c_returning_client_gets_a_fresh_key(server_2022c: ServerProcess) ->
         first.backup("one.txt", b"first run\n")
     with returning(server_2022c, client_id) as again:
         answer = again.send_public_key("returns", rsa_key())
-        assert isinstance(answer, AesKey) and answer.client_id == client_id
+        assert isinstance(answer, events.AesKey) and answer.client_id == client_id
         assert again.aes_key is not None and again.aes_key != first_key
         again.backup("two.txt", b"second run\n")
     files = stored(server_2022c, client_id, dialect_named("2022C"))
@@ -204,9 +196,9 @@ def test_2022c_failure_is_an_orderly_close_without_bytes(server_2022c: ServerPro
 
 
 def send_ciphertext(client: TestClient, file_name: str, ciphertext: bytes, orig_file_size: int) -> None:
-    client.send(SendFile(client.client_id, len(ciphertext), file_name, orig_file_size))
-    client.send(FileChunk(ciphertext))
-    client.send(FileEnd())
+    client.send(events.SendFile(client.client_id, len(ciphertext), file_name, orig_file_size))
+    client.send(events.FileChunk(ciphertext))
+    client.send(events.FileEnd())
 
 
 def assert_nothing_new_stored(
@@ -223,7 +215,7 @@ def test_2024_bad_padding_after_the_last_packet(packet_server: ServerProcess) ->
         assert client.aes_key is not None
         block = b"fifteen bytes..\x00"  # a last byte 0 is never valid PKCS#7 padding
         send_ciphertext(client, "kept.txt", CbcEncryptor(client.aes_key).update(block), 15)
-        assert isinstance(client.receive(), ServerError)
+        assert isinstance(client.receive(), events.ServerError)
     assert_nothing_new_stored(packet_server, client.client_id, before)
     assert "bad_padding" in packet_server.log()
 
@@ -234,7 +226,7 @@ def test_2024_plaintext_length_differs_from_orig_file_size(packet_server: Server
         before = stored(packet_server, client.client_id, DIALECTS["2024A"])
         # 20 bytes encrypt to 32, which orig_file_size 17 also predicts (check 3 passes).
         assert isinstance(
-            client.send_file("kept.txt", b"twenty bytes, really", orig_file_size=17), ServerError
+            client.send_file("kept.txt", b"twenty bytes, really", orig_file_size=17), events.ServerError
         )
     assert_nothing_new_stored(packet_server, client.client_id, before)
     log = packet_server.log()
