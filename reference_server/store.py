@@ -14,10 +14,10 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
@@ -67,7 +67,7 @@ def _owner_only(path: Path) -> None:
 
 def utc_now() -> str:
     """The current UTC time as 'YYYY-MM-DD HH:MM:SS' (ISO-8601 with a space), as in clients.LastSeen."""
-    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())  # 5x cheaper than datetime's
 
 
 @dataclass(frozen=True)
