@@ -64,8 +64,9 @@ receive buffer, one chunk in the pool, one decryption buffer; peak server RSS 50
 1 GiB, 39 MiB idle).
 
 Storage (`store`, `files`; spec 9.2 and 11): SQLite ``server.db`` (or ``defensive.db``) with
-the tables ``clients``, ``files``, ``versions`` and ``settings`` (WAL journal, synchronous=FULL, bound parameters
-only) plus clients and files in memory for lookups; one lock keeps both in step. Group
+the tables ``clients``, ``files``, ``versions`` and ``settings`` (WAL journal,
+synchronous=FULL, bound parameters only) plus clients and files in memory for lookups; one
+lock keeps both in step. Group
 commit: each change runs in a savepoint of the open transaction, then waits for a COMMIT;
 the first waiter commits every change written meanwhile, so concurrent sessions share one
 fsync, and no response leaves before the commit holding its change. Owner-only: the data
