@@ -288,10 +288,10 @@ class Session:
         dialects = detect_request_dialects(head)
         if not dialects or self.dialect in dialects:  # not this message's header, or no dialect's
             return ""
-        fitting = [d.name for d in dialects]
+        fitting = " or ".join(d.name for d in dialects)
         return (
-            f"; the client likely speaks {' or '.join(fitting)} (this server speaks {self.dialect.name}: "
-            f"start one with --dialect {fitting[0]} for it)"
+            f"; the client likely speaks {fitting} (this server speaks {self.dialect.name}; "
+            f"a server for it runs with --dialect {fitting})"
         )
 
     def _way_out(self) -> str:

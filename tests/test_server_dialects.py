@@ -285,6 +285,7 @@ def test_foreign_dialect_request_is_answered_and_named(
         assert raw_exchange(server.address, bytes(register)) == answer
         lines = [line for line in server.log().splitlines() if "unknown_code" in line]
         assert len(lines) == 1 and f"likely speaks {named}" in lines[0], lines
+        assert f"runs with --dialect {named}" in lines[0]
     finally:
         server.stop()
 
@@ -331,6 +332,17 @@ def test_default_port_follows_the_dialect(tmp_path: Path, dialect: Dialect) -> N
     warnings = [line for line in result.stderr.splitlines() if "WARNING" in line]
     assert len(warnings) == 1 and f"default port {dialect.default_port}" in warnings[0]
     assert result.returncode == 1 and f"192.0.2.1:{dialect.default_port}" in result.stderr
+
+
+def test_help_lists_every_dialect_with_its_port_and_database(tmp_path: Path) -> None:
+    result = run_server("--help")
+    assert result.returncode == 0
+    for dialect in DIALECTS.values():
+        line = next(
+            line for line in result.stdout.splitlines() if line.strip().startswith(f"{dialect.name}:")
+        )
+        assert f"port {dialect.default_port}, {dialect.database_name}" in line
+        assert f"AES-{dialect.aes_key_size * 8}" in line
 
 
 def test_unknown_dialect_is_a_usage_error(tmp_path: Path) -> None:
