@@ -198,7 +198,9 @@ class Session:
                     assert isinstance(event, Request)
                     response = await self._in_pool(self._on_request, event)  # type: ignore[assignment]
             except (ReferenceServerError, BackupProtoError) as error:
-                await self._fail(f"{_describe(event, self.dialect)} refused: {error}")
+                # the end or a chunk of a file is refused as that file's SEND_FILE
+                subject = event if isinstance(event, Request) else engine.conversation.file or event
+                await self._fail(f"{_describe(subject, self.dialect)} refused: {error}")
                 return
             if response is not None and not await self._send(engine.send(response)):
                 return

@@ -230,7 +230,9 @@ def test_2024_plaintext_length_differs_from_orig_file_size(packet_server: Server
         )
     assert_nothing_new_stored(packet_server, client.client_id, before)
     log = packet_server.log()
-    assert "bad_orig_file_size" in log and "decrypts to 20 bytes" in log
+    refusal = next(line for line in log.splitlines() if "bad_orig_file_size" in line)
+    assert "1028 SEND_FILE file='kept.txt' refused" in refusal and "decrypts to 20 bytes" in refusal
+    assert "-> 1607 SERVER_ERROR, closing" in refusal
 
 
 def test_2024_duplicate_packet_refused_and_no_answer_before_the_last(packet_server: ServerProcess) -> None:
