@@ -247,9 +247,9 @@ def wrap_aes_key(public_key: RsaKey, aes_key: _Buffer, hash_name: str = "sha1") 
     return rsa.RSAPublicNumbers(public_key.e, public_key.n).public_key().encrypt(bytes(aes_key), oaep)
 
 
-def unwrap_aes_key(private_key: RsaKey, wrapped: _Buffer, *, key_size: int = V3.aes_key_size) -> bytes:
+def unwrap_aes_key(private_key: RsaKey, wrapped: _Buffer, key_size: int = V3.aes_key_size) -> bytes:
     """Decrypt an OAEP-wrapped AES key, trying SHA-1 then SHA-256; it must be `key_size` bytes
-    (the dialect's: 16, or 32 in 2024A/2024C).
+    (the dialect's: 16, or 32 in 2024A/C).
 
     Raises CryptoError bad_ciphertext otherwise.
     """

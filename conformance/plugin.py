@@ -21,11 +21,14 @@ from typing import Any
 import pytest
 
 from .case import CASES, CaseContext, CaseInfo, Target, case_of
+from .causes import verdict_lines  # issue 10 (adapt)
 from .clients.mode import client_under_test
 from .html_report import write_html_report
+from .profile import TargetUnusable  # issue 10 (adapt)
 from .results import SHOULD_NOTE, CaseResult, Results
 from .settings import DEFAULT_FUZZ_EXAMPLES, RunSettings, add_options, options_given
 from .summary import write_json_report, write_summary
+from .supervise import Supervisor  # issue 10 (adapt): profiling, adaptation, liveness, causes
 
 SANITY_FIRST, SANITY_LAST = "0-sanity-first", "0-sanity-last"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -46,8 +49,15 @@ MISSING_EXTRA = "the conformance suite needs {module}: pip install 'backupproto[
 class _State:
     """Per-run state of the plugin, kept in the config stash."""
 
-    def __init__(self, settings: RunSettings) -> None:
+    def __init__(self, settings: RunSettings, config: pytest.Config) -> None:
         self.settings = settings
+        # issue 10 (adapt): profiling stage, compensating transport, liveness, root causes
+        cwd = config.getoption("bp_server_cwd")
+        self.supervisor = Supervisor(
+            adapt=not config.getoption("bp_no_adapt"),
+            server_cmd=config.getoption("bp_server_cmd"),
+            server_cwd=Path(cwd) if cwd else None,
+        )
         self.results = Results()
         self.active = False
         """True once conformance items were collected."""
@@ -76,7 +86,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_STATE] = _State(RunSettings.from_config(config))
+    config.stash[_STATE] = _State(RunSettings.from_config(config), config)
     config.stash[_STATE].client = client_under_test(config)
     config.pluginmanager.register(_Selection(), "backupproto-conformance-selection")
     if _uses_xdist(config) and _asks_for_suite(config):
@@ -154,6 +164,8 @@ def pytest_collection_modifyitems(
         raise pytest.UsageError(
             f"--bp-expected-failures {state.settings.expected.source}: unknown case ids: {', '.join(unknown)}"
         )
+    if config.getoption("bp_server_cmd") is not None and state.settings.target is None:  # issue 10 (adapt)
+        raise pytest.UsageError("--bp-server-cmd needs --bp-target HOST:PORT (where the server listens)")
     state.active = True
     state.total_cases = len(cases)
     for name, text in MARKERS:
@@ -239,6 +251,35 @@ def _list_cases(config: pytest.Config, items: list[pytest.Item]) -> None:
 # -- judging and recording -------------------------------------------------------------------
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """issue 10 (adapt): once the server is down (and not restarted), the remaining cases do not run."""
+    info = case_of(item)
+    if info is None:
+        return
+    reason = _state(item.config).supervisor.not_run_reason(info)
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """issue 10 (adapt): liveness after each case; a server that stopped answering fails this case."""
+    outcome: Any = yield
+    info = case_of(item)
+    if info is None:
+        return
+    context = getattr(item, "funcargs", {}).get("case_context")
+    failure = _state(item.config).supervisor.after_case(
+        info, context if isinstance(context, CaseContext) else None
+    )
+    if failure:
+        error = outcome.exception
+        if error is not None:
+            said = verdict_lines(str(error)) or str(error)[:300]
+            failure += f"\nthe case's own check:\n{said}"
+        outcome.force_exception(pytest.fail.Exception(failure, pytrace=False))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome: Any = yield
@@ -247,6 +288,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if info is None:
         return
     state = _state(item.config)
+    if report.when == "call" and report.failed:  # issue 10 (adapt): a finding is reported once
+        repeated = state.supervisor.repeated_finding(info, report.longreprtext)
+        if repeated:
+            report.outcome = "skipped"
+            report.longrepr = (str(item.path), 0, f"Skipped: {repeated}")
     if report.when == "teardown":
         if report.failed:
             state.results.teardown_failed(report)
@@ -311,9 +357,16 @@ def _judge(state: _State, info: CaseInfo, report: pytest.TestReport) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = _state(config)
+    supervisor = state.supervisor  # issue 10 (adapt): an early stop gives no verdict
+    if supervisor.stopped:
+        terminalreporter.section("backupproto conformance: stopped, no verdict", sep="=")
+        terminalreporter.write_line(supervisor.stopped)
+        return
     if not state.active or state.settings.list_only or config.option.collectonly or not state.results.rows:
         return
-    write_summary(terminalreporter, state.results, _run_facts(state))
+    rows = list(state.results.rows.values())  # issue 10 (adapt): root causes, profile, restarts
+    state.results.causes = supervisor.result_causes(rows)
+    write_summary(terminalreporter, state.results, _run_facts(state), supervisor.summary_lines(rows))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -324,11 +377,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if state.settings.list_only:
         session.exitstatus = 0
         return
-    if exitstatus == pytest.ExitCode.USAGE_ERROR or config.option.collectonly:
+    usage_error = exitstatus == pytest.ExitCode.USAGE_ERROR and not state.supervisor.stopped  # issue 10
+    if usage_error or config.option.collectonly:
         return
     facts = _run_facts(state)
+    rows = list(state.results.rows.values())  # issue 10 (adapt): findings, causes, restarts, early stop
+    state.results.causes = state.supervisor.result_causes(rows)
     if state.settings.json_report:
-        write_json_report(state.settings.json_report, state.results, facts)
+        write_json_report(state.settings.json_report, state.results, facts, state.supervisor.report(rows))
     if state.settings.html_report:
         write_html_report(state.settings.html_report, state.results, facts)
 
@@ -370,7 +426,11 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     """(host, port) of the server under test; starts the reference server when --bp-target is absent."""
     state = _state(request.config)
     if state.settings.target is not None:
-        yield state.settings.target
+        _begin_supervision(state, state.settings.target, tmp_path_factory)
+        try:
+            yield state.settings.target
+        finally:
+            state.supervisor.end()
         return
     from backupproto.io.server_process import ServerProcess
 
@@ -379,9 +439,19 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     state.server = ServerProcess.start(data)
     assert state.server.target is not None
     try:
+        _begin_supervision(state, state.server.target, tmp_path_factory)
         yield state.server.target
     finally:
+        state.supervisor.end()
         state.server.stop()
+
+
+def _begin_supervision(state: _State, chosen: Target, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """issue 10 (adapt): the profiling stage before the first case; an untestable target stops the run."""
+    try:
+        state.supervisor.begin(chosen, state.settings.timeout_s, tmp_path_factory.mktemp("server-under-test"))
+    except TargetUnusable as unusable:
+        pytest.exit(str(unusable), returncode=unusable.exit_code)
 
 
 @pytest.fixture(scope="session")

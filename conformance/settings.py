@@ -47,10 +47,14 @@ _VALUED = (
         "DIR",
         "hypothesis' storage folder (default: a temporary folder, removed after the run)",
     ),
+    # issue 10 (adapt): the suite starts and restarts the server under test
+    ("--bp-server-cmd", "CMD", "command that starts the server under test (at --bp-target); restarts it"),
+    ("--bp-server-cwd", "DIR", "working directory for --bp-server-cmd"),
 )
 _FLAGS = (
     ("--bp-strict", "SHOULD failures count as failures (pytest's own strict mode does the same)"),
     ("--bp-list", "list case ids, levels and requirements; run nothing"),
+    ("--bp-no-adapt", "no compensating transport: the cases meet the server's transport habits as they are"),
 )
 
 

@@ -28,17 +28,49 @@ def query(context: CaseContext, data_dir: Path, sql: str, params: tuple[Any, ...
         context.fail(f"server.db with the tables of spec 11.2 (query: {sql})", f"sqlite error: {error}")
 
 
+_TRUE = {1, "1", "true", "t", "yes", b"\x01", b"1"}
+_FALSE = {0, "0", "false", "f", "no", b"\x00", b"0"}
+
+
+def verified_flag(value: object) -> int | None:
+    """A Verified value as real servers store it (INTEGER 0/1, TEXT 'TRUE'/'true'/'1', BLOB) as 0/1;
+    None when it reads as neither."""
+    key = value.lower() if isinstance(value, str) else value
+    if isinstance(key, bool | int | str | bytes):
+        if key in _TRUE:
+            return 1
+        if key in _FALSE:
+            return 0
+    return None
+
+
 def file_row(
     context: CaseContext, data_dir: Path, client_id: bytes, file_name: str
 ) -> tuple[str, int] | None:
-    """(PathName, Verified) of a file, or None."""
+    """(PathName, Verified as 0/1) of a file, or None; fails if Verified reads as neither."""
     rows = query(
         context,
         data_dir,
         "SELECT PathName, Verified FROM files WHERE ID = ? AND FileName = ?",
         (client_id, file_name),
     )
-    return (str(rows[0][0]), int(rows[0][1])) if rows else None
+    if not rows:
+        return None
+    path, verified = rows[0]
+    flag = verified_flag(verified)
+    if flag is None:
+        context.fail(
+            "files.Verified readable as a boolean: INTEGER 0/1, TEXT 'TRUE'/'FALSE' or '1'/'0' (spec 11.2)",
+            f"Verified = {verified!r}",
+        )
+    return str(path), flag
+
+
+def column_type(context: CaseContext, data_dir: Path, table: str, column: str, key: tuple[Any, ...]) -> str:
+    """SQLite's storage class (``typeof``) of a column of the row with this primary key."""
+    where = "ID = ? AND FileName = ?" if table == "files" else "ID = ?"
+    rows = query(context, data_dir, f"SELECT typeof({column}), {column} FROM {table} WHERE {where}", key)
+    return f"{rows[0][0]} {rows[0][1]!r}" if rows else ""
 
 
 def stored_content(context: CaseContext, data_dir: Path, client_id: bytes, file_name: str) -> bytes:

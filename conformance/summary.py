@@ -30,7 +30,9 @@ _NOTEWORTHY = (
 )
 
 
-def write_summary(reporter: Any, results: Results, facts: dict[str, Any]) -> None:
+def write_summary(
+    reporter: Any, results: Results, facts: dict[str, Any], before_verdict: list[str] | None = None
+) -> None:
     """Print the certification summary: per section counts, notable cases, the verdict."""
     line = reporter.write_line
     reporter.section("backupproto conformance: certification summary", sep="=")
@@ -57,6 +59,8 @@ def write_summary(reporter: Any, results: Results, facts: dict[str, Any]) -> Non
         line(f"{title}:")
         for row in rows:
             line(f"  {row.id} [{row.level}]: {headline(row.message)}")
+    for text in before_verdict or []:  # issue 10 (adapt): profile facts and restarts
+        line(text)
     line("")
     if not results.rows:
         line("no case ran: no verdict")
@@ -65,7 +69,9 @@ def write_summary(reporter: Any, results: Results, facts: dict[str, Any]) -> Non
     line(results.verdict(), bold=True, red=results.verdict() != "CONFORMANT")
 
 
-def write_json_report(path: Path, results: Results, facts: dict[str, Any]) -> None:
+def write_json_report(
+    path: Path, results: Results, facts: dict[str, Any], extra: dict[str, Any] | None = None
+) -> None:
     """Every case with id, level, requirement, outcome and message, plus the run's facts and verdict."""
     counts = dict.fromkeys(OUTCOMES, 0)
     for row in results.rows.values():
@@ -79,5 +85,8 @@ def write_json_report(path: Path, results: Results, facts: dict[str, Any]) -> No
         "causes": [asdict(cause) for cause in results.root_causes()],
         "cases": [row.as_json() for row in results.rows.values()],
     }
+    document.update(extra or {})  # issue 10 (adapt): findings, cause details, restarts, early stop
+    if document.get("stopped"):
+        document["verdict"] = None
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

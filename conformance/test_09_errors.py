@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import os
 
-from backupproto.events import Register
+from backupproto.crypto import public_key_der
+from backupproto.events import Register, SendPublicKey
 from backupproto.schemas import V3_SCHEMAS
 from conformance.case import MUST, CaseContext, case
-from conformance.flows import ZERO_ID, expect_refused, keyed_session, unique_name
+from conformance.flows import ZERO_ID, client_key, expect_refused, keyed_session, unique_name
 
 PAYLOAD_SIZE_RULE = (
     "`payload_size` fits the code's layout (section 4, catalogue), else `payload_size_mismatch` (field "
@@ -131,3 +132,15 @@ def test_garbage(case_context: CaseContext) -> None:
     wire = case_context.connect()
     wire.send_bytes(os.urandom(1024), "1024 random bytes")
     expect_refused(case_context, wire, "1 KiB of random bytes", allow_silent_close=True)
+
+
+@case(
+    "5.8-close-after-server-error",
+    level=MUST,
+    requirement="The server closes the connection after it (section 2.3).",
+)
+def test_close_after_server_error(case_context: CaseContext) -> None:
+    """1101 for a client id nobody registered: 2107, then the server closes the connection."""
+    wire = case_context.connect()
+    wire.send(SendPublicKey(os.urandom(16), unique_name(), public_key_der(client_key())))
+    wire.expect_error_and_close(because="1101 for an unknown client id")

@@ -18,7 +18,7 @@ from backupproto.events import (
     RegistrationFailed,
 )
 from backupproto.schemas import V3_SCHEMAS
-from conformance.case import MUST, CaseContext, case
+from conformance.case import INFO, MUST, CaseContext, case
 from conformance.flows import (
     ZERO_ID,
     Session,
@@ -32,7 +32,7 @@ from conformance.flows import (
     send_and_check,
     unique_name,
 )
-from conformance.storage import file_row, query, stored_content
+from conformance.storage import column_type, file_row, query, stored_content
 
 
 @case(
@@ -197,3 +197,20 @@ def test_sql_in_names(case_context: CaseContext) -> None:
     register(case_context.connect(), name)
     case_context.connect().request(Register(ZERO_ID, name), RegistrationFailed)
     register(case_context.connect())
+
+
+@case("11.2-verified-column-type", level=INFO, requirement="Verified BOOLEAN NOT NULL DEFAULT 0,")
+def test_verified_column_type(case_context: CaseContext, storage: Path) -> None:
+    """After 1104, files.Verified is stored as INTEGER 1 (SQLite's BOOLEAN); another type is noted."""
+    session = keyed_session(case_context)
+    name = unique_name("typed")
+    send_and_check(session, name, payload(32, 3))
+    confirm(session, name)
+    stored = column_type(case_context, storage, "files", "Verified", (session.client_id, name))
+    if stored.split(" ", 1)[0] != "integer":
+        case_context.fail(
+            "files.Verified stored as INTEGER 1 (spec 11.2: BOOLEAN, which SQLite keeps as INTEGER 0/1)",
+            f"typeof(Verified) = {stored or 'no row'}",
+            hint=f"Verified stored as {stored.split(' ', 1)[0].upper()}: the suite reads it as a boolean, "
+            "but other tools may not",
+        )

@@ -21,6 +21,7 @@ from backupproto.engine import event_fields
 from backupproto.errors import BackupProtoError
 from backupproto.events import RESPONSE_EVENTS, Registered, Request, Response, ServerError
 
+from . import transport
 from .describe import (
     RESPONSE_HEADER_SIZE,
     SCHEMAS,
@@ -47,12 +48,18 @@ class CaseContext(Protocol):
     @property
     def target(self) -> Endpoint: ...
 
+    @property
+    def info(self) -> transport.CaseInfo | None: ...
+
     timeout_s: float
     wires: list[Wire]
 
     def fail(self, expected: str, actual: str, *, hint: str = "") -> NoReturn: ...
 
+    def close(self) -> None: ...
+
 _R = TypeVar("_R", bound=Response)
+_KNOWN_RESPONSES = frozenset(int(code) for code in ResponseCode)
 _PREVIEW = 96
 _DRAIN_S = 0.3
 _CARRY_CLIENT_ID = {
@@ -114,14 +121,38 @@ class Wire:
         self._buffer = bytearray()
         self.peer_closed = False
         self.send_error: OSError | None = None
+        self._reconnect_before_send = ""
+        """Why the next send opens a new connection first (adaptation); '' for no reconnect."""
+        self.sock: socket.socket | None = None
+        self._open()
+
+    def _open(self) -> None:
+        """Connect (adaptation: a server serving one connection at a time gets the others closed first)."""
+        target = (self.context.target.host, self.context.target.port)
         try:
-            self.sock: socket.socket | None = socket.create_connection(
-                (context.target.host, context.target.port), timeout=self.timeout_s
-            )
+            sock = transport.connect(self.context.info, target, self.timeout_s, self._close_others)
         except OSError as error:
-            self.sock = None
-            self.fail(f"a TCP connection to {context.target}", f"connect failed: {error}")
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.fail(f"a TCP connection to {self.context.target}", f"connect failed: {error}")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = sock
+
+    def _close_others(self) -> None:
+        """Adaptation for a server that serves one connection at a time: close the case's others."""
+        for wire in self.context.wires:
+            if wire is not self and wire.sock is not None:
+                wire.note("closed by the suite (adaptation: the server serves one connection at a time)")
+                wire.close()
+                wire._reconnect_before_send = "the server serves one connection at a time"
+
+    def _reopen(self) -> None:
+        """Adaptation (one request per connection, one connection at a time): a new connection."""
+        self.close()
+        self._buffer.clear()
+        self.peer_closed = False
+        self.send_error = None
+        self.note(f"new connection for the next request (adaptation: {self._reconnect_before_send})")
+        self._reconnect_before_send = ""
+        self._open()
 
     # -- transcript -------------------------------------------------------------------------
 
@@ -144,6 +175,10 @@ class Wire:
                 lines.append(f"       {entry.preview.hex(' ')}{more}")
         return lines
 
+    def sent_lines(self) -> list[str]:
+        """What this connection sent, one decoded line per message."""
+        return [entry.text for entry in self._entries if entry.arrow == "->"]
+
     def fail(self, expected: str, actual: str, *, hint: str = "") -> NoReturn:
         """Fail the running case with this connection's conversation in the message."""
         if self not in self.context.wires:
@@ -154,6 +189,8 @@ class Wire:
 
     def send_bytes(self, data: bytes, description: str | None = None) -> bool:
         """Send raw bytes (recorded); False if the server had already closed or reset."""
+        if self._reconnect_before_send:
+            self._reopen()
         self._record("->", description or describe_request_bytes(data), data)
         if self.sock is None or self.send_error is not None:
             return False
@@ -289,12 +326,18 @@ class Wire:
             self.note("the server closed the connection" + (" (reset)" if closed.reset else ""))
             raise
         except _Timeout as timeout_error:
-            self._record("<-", "part of a response header (then silence)", timeout_error.data)
+            if timeout_error.data:
+                self._record("<-", "part of a response header (then silence)", timeout_error.data)
+                actual = f"{len(timeout_error.data)} bytes of a response header within {timeout:g} s"
+            else:
+                self.note(f"nothing arrived within {timeout:g} s")
+                actual = f"no response: nothing arrived within {timeout:g} s (the connection stayed open)"
             self.fail(
                 waiting_for,
-                f"{len(timeout_error.data)} bytes within {timeout:g} s (nothing more arrived)",
+                actual,
                 hint=silence_hint or "the server did not answer in time (--bp-timeout-s sets this wait)",
             )
+        head = self._adapt_byte_order(head)
         raw = SCHEMAS.response_header.parse(head)
         version, code, size = raw.version, raw.code, raw.payload_size
         self._check_header(head, version, code, size, waiting_for)
@@ -319,7 +362,35 @@ class Wire:
             self.fail(f"{waiting_for}: a well-formed {code_name(code, request=False)} payload", str(error))
         event = RESPONSE_EVENTS[known](**values)
         self._record("<-", describe_event(event), head + payload)
+        self._adapt_after_response(len(head) + len(payload))
         return Received(head + payload, version, code, size, event)
+
+    def _adapt_byte_order(self, head: bytes) -> bytes:
+        """Adaptation for a big-endian server: the header's integers read big-endian."""
+        raw = SCHEMAS.response_header.parse(head)
+        if raw.code in _KNOWN_RESPONSES or not transport.adapting(self.context.info, "big-endian"):
+            return head
+        code = int.from_bytes(raw.code.to_bytes(2, "little"), "big")
+        size = int.from_bytes(raw.payload_size.to_bytes(4, "little"), "big")
+        self.note("response header read big-endian (adaptation)")
+        return SCHEMAS.build_response_header(code, size, raw.version)
+
+    def _adapt_after_response(self, length: int) -> None:
+        """Adaptations after a whole response: strip zero padding; reconnect before the next request."""
+        found = transport.profile()
+        if found is None:
+            return
+        padding = found.padded_to - length
+        if padding > 0 and transport.adapting(self.context.info, "zero-padding"):
+            try:
+                stripped = self._recv_exact(padding, min(self.timeout_s, 2.0))
+            except (Closed, _Timeout) as short:
+                stripped = short.data
+            self.note(f"{len(stripped)} padding bytes stripped (adaptation)")
+        if found.closes_after_each_response and transport.adapting(
+            self.context.info, "one-request-per-connection"
+        ):
+            self._reconnect_before_send = "one request per connection"
 
     def _check_header(self, head: bytes, version: int, code: int, size: int, waiting_for: str) -> None:
         """Fail with a diagnosis if the response header is not a valid version-3 header."""
@@ -333,7 +404,7 @@ class Wire:
                 hint="zero bytes follow the previous response: responses look zero-padded to a fixed "
                 "packet size (spec 3: 'There is no delimiter and no padding between messages')",
             )
-        if version != 3:
+        if version != 3 and not transport.adapting(self.context.info, "version"):
             self._record("<-", f"{label} with version {version}", head + self.drain(_DRAIN_S))
             self.fail(f"{waiting_for} with version 3 (spec 3.2)", f"version {version} in the response header")
         if code not in ResponseCode.__members__.values():
@@ -395,14 +466,7 @@ class Wire:
         try:
             received = self.receive(waiting_for=what)
         except Closed:
-            answered = sum(1 for entry in self._entries if entry.arrow == "<-")
-            hint = self._death_hint()
-            if answered and not hint:
-                hint = (
-                    f"the server closed the connection after {answered} response(s): it seems to serve one "
-                    "request per connection (spec 2.1, 2.3: a connection carries any number of exchanges), "
-                    "or it refused this request without sending 2107"
-                )
+            hint = self._death_hint() or self._close_hint()
             self.fail(names, "the server closed the connection without a response", hint=hint)
         event = received.event
         if not isinstance(event, expected):
@@ -443,10 +507,16 @@ class Wire:
     def expect_closed(self, seconds: float | None = None, *, after: str) -> None:
         """Fail unless the server closes the connection within `seconds` (no more bytes)."""
         wait = self.timeout_s if seconds is None else seconds
+        bounded = transport.adapting(self.context.info, "open-after-2107")
+        if bounded:
+            wait = min(wait, _DRAIN_S)
         data = self.drain(wait)
         if data:
             self._record("<-", f"unexpected bytes after {after}", data)
             self.fail(f"the server closes the connection after {after}", f"{len(data)} more bytes arrived")
+        if not self.peer_closed and bounded:
+            self.note(f"still open {wait:g} s after {after}: not waited for longer (adaptation)")
+            return
         if not self.peer_closed:
             self.fail(
                 f"the server closes the connection after {after} (spec 2.3, 5.8)",
@@ -473,13 +543,36 @@ class Wire:
             self.fail(wanted, describe_event(received.event))
         self.expect_closed(after="2107 SERVER_ERROR")
 
+    def _close_hint(self) -> str:
+        """Name when the server closed: after one response, after a 2104, after several."""
+        answers = [entry.text for entry in self._entries if entry.arrow == "<-"]
+        if not answers:
+            return "the server closed the connection without answering (or refused without sending 2107)"
+        last = answers[-1].split(" ", 2)[:2]
+        said = " ".join(last)
+        if len(answers) == 1:
+            return (
+                f"the server closed the connection after its first response ({said}): it seems to serve one "
+                "request per connection (spec 2.1, 2.3: a connection carries any number of exchanges), "
+                "or it refused this request without sending 2107"
+            )
+        if last[0] == str(int(ResponseCode.ACKNOWLEDGED)):
+            return (
+                f"the server closed the connection after {said} "
+                f"({len(answers)} responses on this connection): "
+                "it ends the session after a confirmed file (spec 2.3: only the client closes after 2104)"
+            )
+        return (
+            f"the server closed the connection after {len(answers)} responses (the last {said}) "
+            "without sending 2107 (spec 2.3)"
+        )
+
     def _death_hint(self) -> str:
         """After a close: a hint if the server no longer accepts connections at all."""
         time.sleep(0.2)  # a dying process closes its connections before its listening socket
+        address = (self.context.target.host, self.context.target.port)
         try:
-            socket.create_connection(
-                (self.context.target.host, self.context.target.port), timeout=self.timeout_s
-            ).close()
+            transport.connect(self.context.info, address, self.timeout_s, self.context.close).close()
         except OSError as error:
             return f"the server seems to have died on this request: a new connection fails ({error})"
         return ""

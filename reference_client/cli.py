@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Final
 
 from backupproto import __version__
+from backupproto.dialect import DIALECTS, V3, Dialect, dialect_named
 from backupproto.errors import BackupProtoError
 
 from .config import TRANSFER_INFO, load_transfer_info
@@ -22,9 +23,30 @@ EXIT_CONFIG: Final = 2
 EXIT_FATAL: Final = 3
 EXIT_INTERRUPTED: Final = 130
 
+
+def _dialect_lines() -> str:
+    """One help line per dialect: name, default port, AES key, how a file travels, reconnect."""
+    lines = []
+    for dialect in DIALECTS.values():
+        default = " (default)" if dialect is V3 else ""
+        sending = "packets" if dialect.packetised else "one message"
+        reconnect = "reconnect" if dialect.has_reconnect else "no reconnect (a returning client re-keys)"
+        lines.append(
+            f"  {dialect.name}{default}: port {dialect.default_port}, AES-{dialect.aes_key_size * 8}, "
+            f"files in {sending}, {reconnect}"
+        )
+    return "\n".join(lines)
+
+
 EPILOG = f"""\
+dialects (--dialect; the server's dialect must be the same):
+{_dialect_lines()}
+  The dialect is chosen on the command line only: transfer.info keeps the format every
+  implementation reads (line 3+ are files), and me.info is the same in every dialect.
+
 files (in the working folder, or --dir):
-  transfer.info  line 1 host:port, line 2 client name (1..100 characters),
+  transfer.info  line 1 host:port (a host alone: the dialect's default port),
+                 line 2 client name (1..100 characters),
                  lines 3+ the files to back up, one path per line
   me.info        written at registration: name, client id (32 hex), private key (base64)
   priv.key       the same private key (base64 of PKCS#8 DER)
@@ -35,8 +57,9 @@ exit status:
        file changed while read, too large, unreadable)
   {EXIT_CONFIG}    usage or configuration error (bad option, transfer.info, me.info, a missing
        file); nothing was sent
-  {EXIT_FATAL}    fatal: server unreachable, timed out, answered errors (2107) on every
-       attempt (1 + --retries), broke the protocol, or the client name is taken
+  {EXIT_FATAL}    fatal: server unreachable, timed out, answered errors (2107, or the dialect's
+       code; a close in 2022C) on every attempt (1 + --retries), broke the protocol, the
+       client name is taken, or the server answered in another dialect (the message names it)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
 """
 
@@ -54,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dir", type=Path, default=Path("."), help="folder of transfer.info and me.info")
     parser.add_argument("--server", metavar="HOST:PORT", help="server address (replaces line 1)")
     parser.add_argument("--name", help="client name (replaces line 2)")
+    parser.add_argument(
+        "--dialect",
+        type=_dialect,
+        default=V3,
+        metavar="NAME",
+        help=f"protocol dialect: {', '.join(DIALECTS)} (default {V3.name}; see below)",
+    )
     parser.add_argument("--connect-timeout", type=_seconds, default=10.0, metavar="S", help="default 10")
     parser.add_argument(
         "--timeout", type=_seconds, default=60.0, metavar="S", help="read/write timeout, default 60"
@@ -64,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--retry-delay", type=_seconds, default=1.0, metavar="S", help="default 1")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     return parser
+
+
+def _dialect(text: str) -> Dialect:
+    try:
+        return dialect_named(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _seconds(text: str) -> float:
@@ -85,7 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     reporter = ConsoleReporter(sys.stdout, sys.stderr, terminal=sys.stderr.isatty(), quiet=args.quiet)
     try:
         info = load_transfer_info(
-            args.dir / TRANSFER_INFO, server=args.server, name=args.name, files=args.files or None
+            args.dir / TRANSFER_INFO,
+            server=args.server,
+            name=args.name,
+            files=args.files or None,
+            default_port=args.dialect.default_port,
         )
         client = BackupClient(
             info.server,
@@ -95,6 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             read_timeout=args.timeout,
             retries=args.retries,
             retry_delay=args.retry_delay,
+            dialect=args.dialect,
             reporter=reporter,
         )
         results = client.backup_many(info.files)

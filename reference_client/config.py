@@ -2,9 +2,9 @@
 
 Every reading error is a `ConfigError` naming the file and the 1-based line at fault.
 
-transfer.info: line 1 ``host:port``, line 2 the client name (1..100 printable ASCII
-characters), lines 3+ one file path per line (relative paths are relative to the folder
-of transfer.info; blank lines are skipped).
+transfer.info: line 1 ``host:port`` (or a host alone: the dialect's default port), line 2 the
+client name (1..100 printable ASCII characters), lines 3+ one file path per line (relative
+paths are relative to the folder of transfer.info; blank lines are skipped).
 
 me.info: line 1 the name, line 2 the client id as 32 hex characters, line 3 the RSA private
 key as base64 of its PKCS#8 DER on one line (readers accept it spread over lines 3+).
@@ -70,8 +70,12 @@ class TransferInfo:
 # --- single values --------------------------------------------------------------------------
 
 
-def parse_server(text: str, path: Path | str, line: int | None) -> Server:
-    """``host:port`` (IPv6 hosts in brackets) -> Server; ConfigError otherwise."""
+def parse_server(text: str, path: Path | str, line: int | None, default_port: int | None = None) -> Server:
+    """``host:port`` (IPv6 hosts in brackets) -> Server; ConfigError otherwise. With `default_port`
+    (the dialect's), a host alone (``localhost``, ``[::1]``) is accepted and gets that port."""
+    value = text.strip()
+    if default_port is not None and (":" not in value or value.endswith("]")):
+        text = f"{value}:{default_port}"
     try:
         return parse_address(text)
     except AddressError as error:
@@ -137,18 +141,20 @@ def load_transfer_info(
     server: str | None = None,
     name: str | None = None,
     files: list[str] | None = None,
+    default_port: int | None = None,
 ) -> TransferInfo:
     """Read transfer.info, where each given option replaces its line (a file is not needed
-    when all three are given). Listed files are checked to exist and to have sendable names."""
+    when all three are given). Listed files are checked to exist and to have sendable names.
+    `default_port`: the port of a server address given without one (the dialect's)."""
     lines: list[str] = []
     if server is None or name is None or not files:
         lines = _read_lines(path)
     if server is not None:
-        parsed_server = parse_server(server, "--server", None)
+        parsed_server = parse_server(server, "--server", None, default_port)
     elif not lines or not lines[0].strip():
         raise ConfigError(path, 1, "missing server address (host:port)")
     else:
-        parsed_server = parse_server(lines[0], path, 1)
+        parsed_server = parse_server(lines[0], path, 1, default_port)
     if name is not None:
         client_name = check_client_name(name, "--name", None)
     elif len(lines) < 2:

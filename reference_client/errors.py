@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from backupproto.dialect import RequestCode
+
 
 class ClientError(Exception):
     """Base of every error the reference client raises on purpose."""
@@ -44,7 +46,21 @@ class RetryableError(ClientError):
 
 
 class ServerRespondedWithError(RetryableError):
-    """The server answered 2107 (general server error)."""
+    """The server answered its error code (2107's role), or, in a dialect without one (2022C),
+    closed the connection instead of answering.
+
+    `answer` is the code received (None: a close); `first_request` the request it refused when
+    that was the first of its connection (the clue to a foreign dialect), else None.
+    """
+
+    def __init__(self, message: str, answer: int | None, first_request: RequestCode | None) -> None:
+        super().__init__(message)
+        self.answer = answer
+        self.first_request = first_request
+
+
+class ForeignDialect(ClientError):
+    """The server answered with another dialect's code: retrying cannot help."""
 
 
 class ConnectionFailed(RetryableError):

@@ -20,6 +20,7 @@ from backupproto.crypto import (
     public_key_der,
     unwrap_aes_key,
 )
+from backupproto.dialect import V3, Dialect, RequestCode, ResponseCode
 from backupproto.errors import CryptoError
 from backupproto.events import (
     Acknowledged,
@@ -40,7 +41,7 @@ from backupproto.events import (
     SendFile,
     SendPublicKey,
 )
-from backupproto.schemas import V3_SCHEMAS
+from backupproto.schemas import schemas_for
 
 from .atomic import write_atomically
 from .channel import Channel
@@ -61,10 +62,12 @@ from .errors import (
     ConfigError,
     ConnectionFailed,
     FatalError,
+    ForeignDialect,
     ProtocolFailure,
     RetryableError,
     ServerRespondedWithError,
 )
+from .mismatch import dialects_refusing, run_with
 from .report import Reporter, SilentReporter
 from .results import BackupResult, FileStatus
 
@@ -96,6 +99,10 @@ class BackupClient:
     (me.info, priv.key). Each `backup`/`backup_many` call uses one connection, and a fresh
     one (reconnect flow) after each failure, up to `retries` times per file.
 
+    `dialect` (default 2023A) sets the codes, the AES key size and the send-file layout. In a
+    dialect without reconnect (2022C) a returning client re-sends its saved public key
+    (SEND_PUBLIC_KEY) and gets a fresh AES key (spec/dialects.md 17.4).
+
     Raises `ConfigError` for unusable state files or paths (before connecting) and
     `FatalError` when the backup cannot go on; per-file failures are `BackupResult`s.
     """
@@ -112,7 +119,8 @@ class BackupClient:
         retry_delay: float = 1.0,
         chunk_size: int = CHUNK_SIZE,
         max_sends: int = MAX_SENDS,
-        max_content_size: int = V3_SCHEMAS.max_content_size,
+        max_content_size: int | None = None,
+        dialect: Dialect = V3,
         reporter: Reporter | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -123,12 +131,15 @@ class BackupClient:
         self.connect_timeout, self.read_timeout = connect_timeout, read_timeout
         self.retries, self.retry_delay = retries, retry_delay
         self.chunk_size, self.max_sends = chunk_size, max_sends
-        self.max_content_size = max_content_size
+        self.dialect = dialect
+        limit = sendable_content_size(dialect)
+        self.max_content_size = limit if max_content_size is None else max_content_size
         self.reporter: Reporter = reporter or SilentReporter()
         self.clock, self.sleep = clock, sleep
         self._identity: Identity | None = None
         self._identity_loaded = False
         self._step = "connecting"
+        self._resending_key = False
 
     # --- public API -------------------------------------------------------------------------
 
@@ -157,10 +168,16 @@ class BackupClient:
                     if channel is None or session is None:
                         self._step = f"connecting to {self.server}"
                         channel = Channel.open(
-                            self.server, connect_timeout=self.connect_timeout, read_timeout=self.read_timeout
+                            self.server,
+                            connect_timeout=self.connect_timeout,
+                            read_timeout=self.read_timeout,
+                            dialect=self.dialect,
                         )
                         session = self._open_session(channel)
                     result = self._send_file(channel, session, pending[0])
+                except ForeignDialect as error:
+                    done = f" ({len(results)} file(s) done before it)" if results else ""
+                    raise FatalError(f"{error}{done}", results) from None
                 except RetryableError as error:
                     if channel is not None:
                         channel.close()
@@ -230,6 +247,8 @@ class BackupClient:
         identity = self._identity
         if identity is None:
             return self._register(channel, denied=identity)
+        if not self.dialect.has_reconnect:
+            return self._send_key_again(channel, identity)
         self._step = f"reconnecting as {identity.name!r}"
         response = channel.request(Reconnect(identity.client_id, identity.name))
         if isinstance(response, ReconnectApproved):
@@ -238,7 +257,7 @@ class BackupClient:
         _check(response, ReconnectDenied)
         self.reporter.warning(
             f"the server does not know client {identity.client_id.hex()} named {identity.name!r} "
-            "with a public key (2106, reconnect denied)"
+            f"with a public key ({self._code(ResponseCode.RECONNECT_DENIED)}, reconnect denied)"
         )
         return self._register(channel, denied=identity)
 
@@ -252,14 +271,16 @@ class BackupClient:
                     return resumed
                 advice = (
                     f"the server does not know the client of {self.state_dir / ME_INFO} "
-                    f"(id {denied.client_id.hex()}, 2106) and "
+                    f"(id {denied.client_id.hex()}, {self._code(ResponseCode.RECONNECT_DENIED)}) and "
                 )
                 after = f", or restore the {ME_INFO} that belongs to this name"
             else:
                 advice = after = ""
+            failed = self._code(ResponseCode.REGISTRATION_FAILED)
             raise FatalError(
-                f"{advice}the name {self.name!r} is already registered on {self.server} (2101, registration "
-                f"failed). Pick another client name in line 2 of transfer.info (or --name){after}"
+                f"{advice}the name {self.name!r} is already registered on {self.server} "
+                f"({failed}, registration failed). Pick another client name in line 2 of transfer.info "
+                f"(or --name){after}"
             )
         registered = _check(response, Registered)
         identity = Identity(self.name, registered.client_id, generate_private_key())
@@ -286,8 +307,20 @@ class BackupClient:
         self.reporter.info(f"completed the registration of {identity.name!r} with the saved key")
         return session
 
-    def _send_public_key(self, channel: Channel, identity: Identity) -> _Session:
-        self._step = f"sending the public key of {identity.name!r}"
+    def _send_key_again(self, channel: Channel, identity: Identity) -> _Session:
+        """A returning client of a dialect without reconnect (2022C): SEND_PUBLIC_KEY with the saved
+        id, name and key, answered by AES_KEY with a fresh key; a close is an error (retried)."""
+        self._step = (
+            f"sending the saved public key of {identity.name!r} again ({self.dialect.name} has no reconnect)"
+        )
+        self._resending_key = True
+        session = self._send_public_key(channel, identity, step=self._step)
+        self._resending_key = False
+        self.reporter.info(f"keyed again as {identity.name!r} (client id {identity.client_id.hex()})")
+        return session
+
+    def _send_public_key(self, channel: Channel, identity: Identity, step: str | None = None) -> _Session:
+        self._step = step or f"sending the public key of {identity.name!r}"
         response = channel.request(
             SendPublicKey(identity.client_id, identity.name, public_key_der(identity.private_key))
         )
@@ -295,10 +328,12 @@ class BackupClient:
 
     def _keyed(self, identity: Identity, wrapped: bytes) -> _Session:
         try:
-            aes_key = unwrap_aes_key(identity.private_key, wrapped)
+            aes_key = unwrap_aes_key(identity.private_key, wrapped, self.dialect.aes_key_size)
         except CryptoError as error:
+            size = self.dialect.aes_key_size
             raise ProtocolFailure(
-                f"the AES key from the server does not decrypt with the private key of {ME_INFO}: {error}"
+                f"the AES key from the server is unusable with the private key of {ME_INFO}: {error} "
+                f"({self.dialect.name} uses AES-{size * 8}: a {size}-byte key)"
             ) from None
         return _Session(identity.client_id, aes_key)
 
@@ -315,7 +350,7 @@ class BackupClient:
             if refused is not None:
                 return refused
             assert sent is not None
-            self._step = f"waiting for the CRC of {file_name} (2103)"
+            self._step = f"waiting for the CRC of {file_name} ({self._code(ResponseCode.FILE_RECEIVED)})"
             wait = self.read_timeout + sent.size / SERVER_FLUSH_RATE
             server_crc = _check(channel.receive(timeout=wait), FileReceived).cksum
             self._step = f"settling the CRC of {file_name}"
@@ -330,7 +365,10 @@ class BackupClient:
                 self.reporter.warning(f"{file_name}: {why}; sending again ({send + 1} of {self.max_sends})")
                 channel.send(CrcRetry(session.client_id, file_name))
             else:
-                self.reporter.warning(f"{file_name}: {why}; giving up after {send} sends (1106)")
+                self.reporter.warning(
+                    f"{file_name}: {why}; giving up after {send} sends "
+                    f"({self._code(RequestCode.CRC_GIVE_UP)})"
+                )
         assert sent is not None
         _check(channel.request(CrcGiveUp(session.client_id, file_name)), Acknowledged)
         if sent.changed:
@@ -377,7 +415,8 @@ class BackupClient:
     ) -> _Sent:
         """Send one 1103: read `size` bytes in chunks, CRC and encrypt them as they pass."""
         before = os.fstat(stream.fileno())
-        channel.send(SendFile(session.client_id, encrypted_size(size), file_name))
+        original = size if self.dialect.packetised else None
+        channel.send(SendFile(session.client_id, encrypted_size(size), file_name, original))
         encryptor = CbcEncryptor(session.aes_key)
         summer = Cksum()
         buffer = bytearray(min(self.chunk_size, max(size, 1)))
@@ -406,16 +445,17 @@ class BackupClient:
 
     # --- failures ---------------------------------------------------------------------------
 
+    def _code(self, role: RequestCode | ResponseCode) -> int:
+        """The wire code of a role in this client's dialect (for messages)."""
+        return schemas_for(self.dialect).wire_code(role)
+
     def _fatal(
         self, error: RetryableError, attempts: int, item: ListedFile, results: list[BackupResult]
     ) -> FatalError:
         done = f"; {len(results)} file(s) done before it" if results else ""
         where = f"while {self._step}, backing up {item.path} to {self.server}"
         if isinstance(error, ServerRespondedWithError):
-            text = (
-                f"the server answered with an error (2107) on all {attempts} attempts {where}{done}. "
-                "Check the server's log (disk space, database), then run the backup again"
-            )
+            text = self._server_error_advice(error, attempts, where, done)
         elif isinstance(error, ConnectionFailed):
             text = (
                 f"{error} (failed {attempts} times, {where}){done}. Check that the server is running and "
@@ -424,9 +464,45 @@ class BackupClient:
         else:
             text = (
                 f"{error} (failed {attempts} times, {where}){done}. The server does not follow protocol v3 "
-                "as this client expects; report it to the server's maintainers"
+                f"({self.dialect.name}) as this client expects; report it to the server's maintainers"
             )
         return FatalError(text, results)
+
+    def _server_error_advice(
+        self, error: ServerRespondedWithError, attempts: int, where: str, done: str
+    ) -> str:
+        """The last words after server errors on every attempt: a returning 2022C client, a
+        foreign dialect refusing our first request, or the server's own trouble."""
+        ours = error.answer is not None and self.dialect.response_role(error.answer) is not None
+        what = f"the server answered with an error ({error.answer})" if ours else str(error)
+        text = f"{what} on all {attempts} attempts {where}{done}. "
+        if self._resending_key:
+            return text + (
+                f"The server may not know this client any more ({self.dialect.name} cannot tell: it has no "
+                f"reconnect); removing {self.state_dir / ME_INFO} makes the client register anew under a "
+                "new id, leaving the files stored under the old one"
+            )
+        if error.first_request is not None:
+            likely = dialects_refusing(self.dialect, error.first_request, error.answer)
+            if likely:
+                code = self.dialect.requests[error.first_request]
+                return text + (
+                    f"It refused our first request, {code} ({error.first_request.name}), which a "
+                    f"{'/'.join(d.name for d in likely)} server does not know: if it speaks that dialect, "
+                    f"{run_with(likely)}; otherwise check the server's log"
+                )
+        return text + "Check the server's log (disk space, database), then run the backup again"
+
+
+def sendable_content_size(dialect: Dialect) -> int:
+    """The largest content_size this client sends: the dialect's, and in a packetised dialect
+    also what `total_packets` can count in our packets (spec/dialects.md 18.2)."""
+    schemas = schemas_for(dialect)
+    if dialect.packet_size is None:
+        return schemas.max_content_size
+    (total,) = (field for field in schemas.send_file_prefix.subcons if field.name == "total_packets")
+    most_packets = (1 << (8 * total.sizeof())) - 1
+    return min(schemas.max_content_size, most_packets * dialect.packet_size)
 
 
 def _check(response: Response, expected: type[_R]) -> _R:

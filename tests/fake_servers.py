@@ -2,7 +2,9 @@
 backupproto.engine.ServerConnection, each misbehaving in one way the protocol knows.
 
 Each connection is driven through `backupproto.io.channel.EngineChannel`.
-`FakeServer` is a correct in-memory server (real RSA/AES/cksum); subclasses override one hook:
+`FakeServer` is a correct in-memory server (real RSA/AES/cksum) of any dialect (2022C: a
+returning client's repeated SEND_PUBLIC_KEY with its stored key gets a fresh key, errors
+are closes; spec/dialects.md 17.4); subclasses override one hook:
 `CorruptCrcServer` (2103 carries a wrong cksum), `ErrorServer` (2107 to everything),
 `FlakyServer` (2107 to the first N requests), `DenyReconnectServer` (2106 to every 1102),
 `HangUpServer` (closes without answering), `SilentServer` (never answers).
@@ -19,6 +21,7 @@ from typing import Any
 
 from backupproto.cksum import Cksum
 from backupproto.crypto import CbcDecryptor, RsaKey, import_public_key, new_aes_key, wrap_aes_key
+from backupproto.dialect import V3, Dialect
 from backupproto.engine import ServerConnection
 from backupproto.errors import ProtocolError
 from backupproto.events import (
@@ -56,6 +59,8 @@ class FakeClient:
 
     name: str
     public_key: RsaKey | None = None
+    public_key_field: bytes = b""
+    """The SEND_PUBLIC_KEY field as received (a returning 2022C client must send the same)."""
 
 
 @dataclass
@@ -83,7 +88,8 @@ class _Conn:
 class FakeServer:
     """A correct, in-memory v3 server. `log` lists (connection index, request code) in order."""
 
-    def __init__(self, max_content_size: int | None = None) -> None:
+    def __init__(self, max_content_size: int | None = None, dialect: Dialect = V3) -> None:
+        self.dialect = dialect
         self.clients: dict[bytes, FakeClient] = {}
         self.files: dict[tuple[bytes, str], StoredFile] = {}
         self.log: list[tuple[int, int]] = []
@@ -117,7 +123,7 @@ class FakeServer:
         return [code for index, code in self.log if connection is None or index == connection]
 
     def _serve(self, sock: socket.socket, index: int) -> None:
-        engine = ServerConnection(max_content_size=self.max_content_size)
+        engine = ServerConnection(self.dialect, max_content_size=self.max_content_size)
         channel = EngineChannel(sock, engine, timeout=SOCKET_TIMEOUT)
         conn = _Conn(index)
         with channel:
@@ -189,9 +195,15 @@ class FakeServer:
 
     def on_public_key(self, request: SendPublicKey, conn: _Conn) -> Response:
         client = self.clients.get(request.client_id)
-        if client is None or client.name != request.name or client.public_key is not None:
+        if client is None or client.name != request.name:
             return ServerError()
-        client.public_key = import_public_key(request.public_key)
+        if client.public_key is not None:
+            returning = not self.dialect.has_reconnect and request.public_key == client.public_key_field
+            if not returning:
+                return ServerError()
+        else:
+            client.public_key = import_public_key(request.public_key)
+            client.public_key_field = request.public_key
         return AesKey(request.client_id, self._new_key(conn, client.public_key))
 
     def on_reconnect(self, request: Reconnect, conn: _Conn) -> Response:
@@ -201,7 +213,7 @@ class FakeServer:
         return ReconnectApproved(request.client_id, self._new_key(conn, client.public_key))
 
     def _new_key(self, conn: _Conn, public_key: RsaKey) -> bytes:
-        conn.aes_key = new_aes_key()
+        conn.aes_key = new_aes_key(self.dialect.aes_key_size)
         return wrap_aes_key(public_key, conn.aes_key)
 
     def on_file(self, conn: _Conn) -> Response:

@@ -15,6 +15,7 @@ import pytest
 from fake_servers import CorruptCrcServer, DenyReconnectServer, ErrorServer, FakeClient, FakeServer
 
 from backupproto.crypto import generate_private_key
+from backupproto.dialect import DIALECT_2024C
 from reference_client.cli import EXIT_CONFIG, EXIT_FATAL, EXIT_FILE_FAILED, EXIT_OK, main
 from reference_client.config import Identity, private_key_base64, write_identity
 
@@ -75,7 +76,7 @@ def bad_setup(folder: Path, case: str) -> tuple[str, int | None]:
     if case == "missing transfer.info":
         return str(transfer), None
     texts = {
-        "bad host:port": "127.0.0.1\nalice\na.txt\n",
+        "bad host:port": "127.0.0.1:port\nalice\na.txt\n",
         "bad port": "127.0.0.1:99999\nalice\na.txt\n",
         "empty name": "127.0.0.1:1\n\na.txt\n",
         "name over 100": "127.0.0.1:1\n" + "x" * 101 + "\na.txt\n",
@@ -253,3 +254,45 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     assert "sending big.bin" not in out  # log lines only when not on a terminal
     assert "big.bin: verified" in out
     assert "sent big.bin: 3.0 MiB in " in out  # the final time and throughput line stays
+
+
+def test_help_lists_the_dialects_with_their_ports() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "reference_client", "--help"], capture_output=True, text=True
+    )
+    lines = done.stdout.splitlines()
+    for name, port, bits in [("2022C", 1234, 128), ("2023A (default)", 1234, 128), ("2023C", 1357, 128),
+                             ("2024A", 1256, 256), ("2024C", 1256, 256)]:  # fmt: skip
+        assert any(line.strip().startswith(f"{name}: port {port}, AES-{bits}") for line in lines), name
+    assert "--dialect NAME" in done.stdout
+
+
+def test_dialect_option_speaks_that_dialect(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with FakeServer(dialect=DIALECT_2024C) as server:
+        setup_folder(tmp_path, address(server.address))
+        code, _, err = run(tmp_path, capsys, "--dialect", "2024c")  # names are case-insensitive
+        assert server.codes() == [1100, 1101, 1103, 1104]  # roles; the fake accepts 2024C's wire codes only
+    assert code == EXIT_OK, err
+
+
+def test_unknown_dialect_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--dir", str(tmp_path), "--dialect", "2025Z"])
+    assert caught.value.code == 2
+    assert "unknown dialect '2025Z'; known: 2022C, 2023A, 2023C, 2024A, 2024C" in capsys.readouterr().err
+
+
+def test_a_host_alone_connects_to_the_dialects_default_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tried: list[tuple[str, int]] = []
+
+    def refusing_create_connection(address: tuple[str, int], timeout: float | None = None) -> socket.socket:
+        tried.append(address)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(socket, "create_connection", refusing_create_connection)
+    setup_folder(tmp_path, "127.0.0.1")
+    code, _, _ = run(tmp_path, capsys, "--dialect", "2023C", "--retries", "0")
+    assert code == EXIT_FATAL
+    assert tried == [("127.0.0.1", 1357)]

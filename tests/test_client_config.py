@@ -78,6 +78,16 @@ def test_options_replace_lines(folder: Path) -> None:
     assert (info.server.port, info.name, info.files[0].file_name) == (2, "carol", "b.bin")
 
 
+@pytest.mark.parametrize(
+    ("line_1", "expected"),
+    [("localhost", Server("localhost", 1256)), ("[::1]", Server("::1", 1256)), ("h:9", Server("h", 9))],
+)
+def test_a_host_alone_gets_the_dialects_default_port(folder: Path, line_1: str, expected: Server) -> None:
+    path = write(folder, "transfer.info", f"{line_1}\nalice\na.txt\n")
+    assert load_transfer_info(path, default_port=1256).server == expected
+    assert load_transfer_info(path, server=line_1, default_port=1256).server == expected
+
+
 TRANSFER_CASES = [
     # (id, transfer.info text or None for a missing file, expected line, message fragment)
     ("missing file", None, None, "file not found"),

@@ -7,8 +7,9 @@ import hashlib
 from pathlib import Path, PurePath
 from typing import Any
 
-from ..dialect import RequestCode, ResponseCode
+from ..dialect import DIALECTS, Dialect, dialect_named
 from .model import (
+    DEFAULT_DIALECT,
     DEFAULT_VARIABLES,
     FORMAT,
     FORMAT_VERSION,
@@ -51,6 +52,7 @@ def to_json(session: Session) -> dict[str, Any]:
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "protocol_version": 3,
+        "dialect": session.dialect.name,
         "name": session.name,
         "description": session.description,
         "level": session.level,
@@ -134,6 +136,7 @@ def from_json(document: Any, base_dir: Path | None = None) -> Session:
     level = document.get("level", "MUST")
     if level not in ("MUST", "SHOULD", "INFO"):
         raise SessionError(f"level {level!r}", where="level", expected="MUST, SHOULD or INFO")
+    dialect = _dialect(document.get("dialect", DEFAULT_DIALECT.name))
     clients = []
     for number, item in enumerate(document.get("clients", [])):
         where = f"clients[{number}]"
@@ -141,7 +144,7 @@ def from_json(document: Any, base_dir: Path | None = None) -> Session:
         _unb64(key, where + ".private_key")
         clients.append(ClientKey(_require(item, "client_id", str, where), key, item.get("name")))
     raw_messages = _require(document, "messages", list, "session")
-    messages = [_message(item, number, base_dir) for number, item in enumerate(raw_messages)]
+    messages = [_message(item, number, base_dir, dialect) for number, item in enumerate(raw_messages)]
     indexes = [m.index for m in messages]
     if indexes != sorted(indexes) or len(set(indexes)) != len(indexes):
         raise SessionError("message indexes must be unique and increasing", where="messages")
@@ -153,10 +156,21 @@ def from_json(document: Any, base_dir: Path | None = None) -> Session:
         variables=list(variables),
         recorded=dict(document.get("recorded", {})),
         level=level,
+        dialect=dialect,
     )
 
 
-def _message(item: Any, number: int, base_dir: Path | None) -> Message:
+def _dialect(name: Any) -> Dialect:
+    if not isinstance(name, str):
+        raise SessionError(f"dialect has the wrong type ({type(name).__name__})", where="dialect")
+    try:
+        return dialect_named(name)
+    except ValueError:
+        known = ", ".join(DIALECTS)
+        raise SessionError(f"unknown dialect {name!r}", where="dialect", expected=known) from None
+
+
+def _message(item: Any, number: int, base_dir: Path | None, dialect: Dialect) -> Message:
     where = f"messages[{number}]"
     direction_text = _require(item, "direction", str, where)
     try:
@@ -178,23 +192,24 @@ def _message(item: Any, number: int, base_dir: Path | None) -> Message:
     message.decoded = item.get("decoded")
     message.error = item.get("error")
     if message.decoded is not None:
-        _check_decoded(message, where)
+        _check_decoded(message, where, dialect)
     if "content" in item:
         message.content = _content(item["content"], where + ".content", base_dir)
     return message
 
 
-def _check_decoded(message: Message, where: str) -> None:
+def _check_decoded(message: Message, where: str, dialect: Dialect) -> None:
     decoded = message.decoded
     code = _require(decoded, "code", int, where + ".decoded")
     _require(decoded, "fields", dict, where + ".decoded")
-    codes: Any = RequestCode if message.direction is Direction.REQUEST else ResponseCode
-    try:
-        codes(code)
-    except ValueError:
+    request = message.direction is Direction.REQUEST
+    if (dialect.request_role(code) if request else dialect.response_role(code)) is None:
+        known = sorted((dialect.requests if request else dialect.responses).values())
         raise SessionError(
-            f"decoded code {code} is not a {message.direction.value} code", where=where
-        ) from None
+            f"decoded code {code} is not a {message.direction.value} code of dialect {dialect.name}",
+            where=where,
+            expected="one of " + ", ".join(map(str, known)),
+        )
     if message.direction is Direction.REQUEST:
         _unhex(_require(decoded, "client_id", str, where + ".decoded"), where + ".decoded.client_id")
 

@@ -12,6 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
+from ..dialect import V3, Dialect
 from ..errors import BackupProtoError, ErrorKind
 
 FORMAT: Final = "backupproto-session"
@@ -20,6 +21,8 @@ INLINE_LIMIT: Final = 64 * 1024
 """Content up to this size is kept inside the session file (base64); larger goes to a side file."""
 NAME_PATTERN: Final = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 """Session names: they become conformance case ids (15-replay-NAME)."""
+DEFAULT_DIALECT: Final = V3
+"""The dialect of a session that names none (every session recorded before dialects: 2023A)."""
 DEFAULT_VARIABLES: Final = ("client_id", "encrypted_aes_key", "content", "name")
 """What a replayer treats as variable unless a session says otherwise (spec/sessions.md 4)."""
 
@@ -95,7 +98,7 @@ class Message:
 
     @property
     def code(self) -> int | None:
-        """The decoded message code, if the message parsed."""
+        """The decoded message code (the wire code of the session's dialect), if the message parsed."""
         return None if self.decoded is None else int(self.decoded["code"])
 
 
@@ -120,6 +123,8 @@ class Session:
     variables: list[str] = field(default_factory=lambda: list(DEFAULT_VARIABLES))
     recorded: dict[str, Any] = field(default_factory=dict)
     level: str = "MUST"
+    dialect: Dialect = DEFAULT_DIALECT
+    """The dialect spoken: its codes, layouts and key size decode and replay the messages."""
 
     def blockers(self) -> list[str]:
         """Why this session cannot be replayed against a server (empty: it can)."""
@@ -128,6 +133,8 @@ class Session:
             content = message.content
             if message.direction is not Direction.REQUEST or content is None:
                 continue
+            if message.decoded is not None and message.decoded["fields"].get("packet_number", 1) > 1:
+                continue  # a later 2024 packet: the file's plaintext is kept on its packet 1
             if content.plaintext is None and content.ciphertext is None:
                 why = content.plaintext_error or "no plaintext recorded"
                 reasons.append(
@@ -146,7 +153,12 @@ class Session:
 
 
 def join(name: str, parts: list[Session], description: str = "") -> Session:
-    """One session of several recorded ones, played one after the other (connections renumbered)."""
+    """One session of several recorded ones, played one after the other (connections renumbered).
+
+    The parts must speak one dialect (SessionError otherwise)."""
+    dialects = sorted({part.dialect.name for part in parts})
+    if len(dialects) > 1:
+        raise SessionError(f"the parts speak dialects {', '.join(dialects)}", expected="one dialect")
     messages: list[Message] = []
     clients: list[ClientKey] = []
     connection = 0
@@ -166,10 +178,19 @@ def join(name: str, parts: list[Session], description: str = "") -> Session:
             if all(known.client_id != client.client_id for known in clients):
                 clients.append(client)
     recorded = dict(parts[0].recorded) if parts else {}
-    return Session(name=name, messages=messages, description=description, clients=clients, recorded=recorded)
+    dialect = parts[0].dialect if parts else DEFAULT_DIALECT
+    return Session(
+        name=name,
+        messages=messages,
+        description=description,
+        clients=clients,
+        recorded=recorded,
+        dialect=dialect,
+    )
 
 
 __all__ = [
+    "DEFAULT_DIALECT",
     "DEFAULT_VARIABLES",
     "FORMAT",
     "FORMAT_VERSION",

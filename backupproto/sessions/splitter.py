@@ -40,11 +40,11 @@ def decode_request_start(schemas: Schemas, data: bytes, payload_size: int) -> di
     size = schemas.request_header_size
     header = schemas.parse_request_header(data[:size])
     if header.code is RequestCode.SEND_FILE:
-        fields = schemas.parse_send_file_prefix(data[size:], payload_size, size)
+        fields = schemas.parse_send_file_prefix(data[size:], payload_size, size, client_id=header.client_id)
     else:
         fields = schemas.parse_request(data)[1]
     return {
-        "code": int(header.code),
+        "code": schemas.wire_code(header.code),
         "type": header.code.name,
         "version": header.version,
         "client_id": header.client_id.hex(),
@@ -57,7 +57,7 @@ def decode_response(schemas: Schemas, data: bytes) -> dict[str, Any]:
     """Decoded fields of one whole response."""
     header, fields = schemas.parse_response(data)
     return {
-        "code": int(header.code),
+        "code": schemas.wire_code(header.code),
         "type": header.code.name,
         "version": header.version,
         "payload_size": header.payload_size,
@@ -232,7 +232,8 @@ class Splitter:
             header = self.schemas.parse_request_header(raw)
         except MalformedMessage:
             return None
-        return {"code": int(header.code), "type": header.code.name, "payload_size": header.payload_size}
+        code = self.schemas.wire_code(header.code)
+        return {"code": code, "type": header.code.name, "payload_size": header.payload_size}
 
 
 def _truncated(message: str, missing: int) -> dict[str, Any]:

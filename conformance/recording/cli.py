@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from backupproto.address import Address, AddressError, parse_address
+from backupproto.dialect import DIALECTS, V3, dialect_named
 
 from .proxy import Recorder
 
@@ -50,6 +51,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="the recorded client's folder (me.info / priv.key), to keep file plaintexts",
     )
+    parser.add_argument(
+        "--dialect",
+        type=dialect_named,
+        default=V3,
+        metavar="NAME",
+        help=f"the dialect client and server speak ({', '.join(DIALECTS)}; default {V3.name})",
+    )
     parser.add_argument("--prefix", default="session-", help="session file name prefix (default: session-)")
     parser.add_argument(
         "--connections",
@@ -61,10 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the proxy; print where it listens and each session written."""
+    ends = (args.listen, args.target, args.out)
     try:
-        recorder = Recorder(
-            args.listen, args.target, args.out, client_dir=args.client_dir, name_prefix=args.prefix
-        )
+        recorder = Recorder(*ends, client_dir=args.client_dir, name_prefix=args.prefix, dialect=args.dialect)
     except OSError as error:
         print(f"record: cannot listen on {args.listen}: {error}", file=sys.stderr)
         return 2

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from backupproto.dialect import V3, Dialect
+from backupproto.schemas import schemas_for
 from backupproto.sessions import (
     INLINE_LIMIT,
     Body,
@@ -46,12 +48,13 @@ class _OpenBody:
 class ConnectionRecorder:
     """Records one connection: bytes of both directions in, a `Session` out (thread-safe)."""
 
-    def __init__(self, name: str, spool_dir: Path, *, connection: int = 0) -> None:
+    def __init__(self, name: str, spool_dir: Path, *, connection: int = 0, dialect: Dialect = V3) -> None:
         self.name = name
+        self.dialect = dialect
         self.spool_dir = spool_dir
         self.connection = connection
         self.messages: list[Message] = []
-        self._splitters = {d: Splitter(d) for d in Direction}
+        self._splitters = {d: Splitter(d, schemas_for(dialect)) for d in Direction}
         self._open: dict[Direction, _OpenBody | None] = dict.fromkeys(Direction)
         self._spools: dict[int, Path] = {}
         self._lock = threading.Lock()
@@ -142,7 +145,7 @@ class ConnectionRecorder:
             for direction in Direction:
                 if self._open[direction] is not None:
                     self._end(direction, End())
-            session = Session(name=self.name, messages=self.messages, recorded=recorded)
+            session = Session(name=self.name, messages=self.messages, recorded=recorded, dialect=self.dialect)
             Decryption(self, session, out_dir, client_dir).run()
             for message in self.messages:
                 content = message.content

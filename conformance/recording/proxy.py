@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from backupproto.address import Address
+from backupproto.dialect import V3, Dialect
 from backupproto.errors import BackupProtoError
 from backupproto.io.channel import BYTES_ONLY, Channel, ChannelTimeout, ConnectionLost
 from backupproto.io.listener import ThreadedListener
@@ -38,7 +39,9 @@ class Recorder:
         client_dir: Path | None = None,
         name_prefix: str = "session-",
         connect_timeout: float = 10.0,
+        dialect: Dialect = V3,
     ) -> None:
+        self.dialect = dialect
         self.target = Address(*target)
         self.out_dir = Path(out_dir)
         self.client_dir = None if client_dir is None else Path(client_dir)
@@ -83,7 +86,7 @@ class Recorder:
             client.close()
             return
         with tempfile.TemporaryDirectory(prefix="bp-record-") as spool:
-            recorder = ConnectionRecorder(name, Path(spool))
+            recorder = ConnectionRecorder(name, Path(spool), dialect=self.dialect)
             pumps = [
                 threading.Thread(
                     target=_pump, args=(client, server, recorder, Direction.REQUEST), daemon=True

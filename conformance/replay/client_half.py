@@ -5,18 +5,19 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from backupproto import crypto
-from backupproto.dialect import RequestCode, ResponseCode
+from backupproto.dialect import PAYLOAD_CLIENT_ID, RequestCode, ResponseCode
 from backupproto.errors import BackupProtoError
 from backupproto.io.channel import Channel, ChannelTimeout, ConnectionLost
-from backupproto.schemas import V3_SCHEMAS
+from backupproto.schemas import build_struct, schemas_for
 from backupproto.sessions import Direction, Message, Session, Splitter
 
 from ..recording.files import load
-from .content import content_chunks, fresh_name, private_keys
+from .content import FileStream, content_chunks, fresh_name, private_keys
 from .peer import Peer
 from .report import NotReplayable, ReplayMismatch, ReplayReport
 
@@ -31,6 +32,7 @@ class ServerReplay:
         if blockers:
             raise NotReplayable(f"session {session.name!r} cannot be replayed: " + "; ".join(blockers))
         self.session = session
+        self.schemas = schemas_for(session.dialect)
         self.address = address
         self.timeout = timeout
         self.token = token or secrets.token_hex(4)
@@ -67,7 +69,7 @@ class ServerReplay:
             try:
                 channel = Channel.connect(
                     self.address,
-                    Splitter(Direction.RESPONSE),
+                    Splitter(Direction.RESPONSE, self.schemas),
                     connect_timeout=self.timeout,
                     timeout=self.timeout,
                 )
@@ -101,29 +103,44 @@ class ServerReplay:
             return
         decoded = message.decoded
         assert decoded is not None
-        code = RequestCode(decoded["code"])
+        code = self.schemas.request_role(decoded["code"])
+        assert code is not None  # the session file was validated against its dialect
         client_id = self._client_id(decoded["client_id"])
         fields = dict(decoded["fields"])
         if "name" in fields:
             fields["name"] = self._name(fields["name"])
         if "public_key" in fields:
             fields["public_key"] = bytes.fromhex(fields["public_key"])
-        schemas = V3_SCHEMAS
+        schemas = self.schemas
         if code is RequestCode.SEND_FILE:
-            prefix = schemas.send_file_prefix.build(
-                {"content_size": fields["content_size"], "file_name": fields["file_name"]}
+            prefix = build_struct(
+                schemas.send_file_prefix, {PAYLOAD_CLIENT_ID: client_id, **fields}, "SEND_FILE prefix"
             )
             header = schemas.build_request_header(
                 client_id, code, decoded["payload_size"], decoded["version"]
             )
             peer.send(header + bytes(prefix))
             if message.content is not None:
-                replace = "content" in self.variables
-                what = f"session {self.session.name!r}, message {message.index}"
-                for chunk in content_chunks(message.content, peer.aes_key, replace, what):
+                for chunk in self._content(peer, message, fields):
                     peer.send(chunk)
             return
         peer.send(schemas.build_request(code, client_id, fields, decoded["version"]))
+
+    def _content(self, peer: Peer, message: Message, fields: dict[str, Any]) -> Iterator[bytes]:
+        """A SEND_FILE's content for this run; a 2024 packet's share of its file's one ciphertext."""
+        content = message.content
+        assert content is not None
+        replace = "content" in self.variables
+        what = f"session {self.session.name!r}, message {message.index}"
+        number, total = fields.get("packet_number", 1), fields.get("total_packets", 1)
+        if total == 1 or not replace:
+            return content_chunks(content, peer.aes_key, replace, what)
+        if number == 1:
+            whole = content_chunks(content, peer.aes_key, replace, what, size=fields["content_size"])
+            peer.file = FileStream(whole)
+        if not isinstance(peer.file, FileStream):
+            raise NotReplayable(f"{what}: packet {number} of a file whose packet 1 was not sent")
+        return peer.file.take(content.size)
 
     # responses
 
@@ -154,7 +171,8 @@ class ServerReplay:
         fields, got = expected["fields"], actual["fields"]
         recorded_id = fields.get("client_id")
         if recorded_id is not None:
-            if expected["code"] == int(ResponseCode.REGISTERED) and "client_id" in self.variables:
+            registered = self.schemas.wire_code(ResponseCode.REGISTERED)
+            if expected["code"] == registered and "client_id" in self.variables:
                 taken = {value.hex(): key for key, value in self.ids.items()}
                 if got["client_id"] in taken and taken[got["client_id"]] != recorded_id:
                     self._fail(message, "the server gave an id it had given another client", shown, actual)
@@ -182,7 +200,8 @@ class ServerReplay:
             peer.aes_key = None
             return
         try:
-            peer.aes_key = crypto.unwrap_aes_key(key, bytes.fromhex(wrapped_hex))
+            key_size = self.session.dialect.aes_key_size
+            peer.aes_key = crypto.unwrap_aes_key(key, bytes.fromhex(wrapped_hex), key_size)
         except BackupProtoError as error:
             self._fail(
                 message,

@@ -44,10 +44,13 @@ def _encrypted(plain: Plaintext, aes_key: bytes) -> Iterator[bytes]:
     yield encryptor.finalize()
 
 
-def content_chunks(content: Content, aes_key: bytes | None, replace: bool, what: str) -> Iterator[bytes]:
+def content_chunks(
+    content: Content, aes_key: bytes | None, replace: bool, what: str, size: int | None = None
+) -> Iterator[bytes]:
     """The wire bytes of a recorded content for this run: the plaintext re-encrypted under
-    `aes_key`, or the recorded ciphertext as it is. At most `content.size` bytes."""
-    left = content.size
+    `aes_key`, or the recorded ciphertext as it is. At most `size` bytes (default `content.size`;
+    a 2024 file's whole ciphertext when its plaintext is kept on packet 1)."""
+    left = content.size if size is None else size
     if replace and content.plaintext is not None:
         if aes_key is None:
             raise NotReplayable(f"{what}: no AES key on this connection to encrypt the file with")
@@ -63,3 +66,23 @@ def content_chunks(content: Content, aes_key: bytes | None, replace: bool, what:
             f"{content.size}-byte content ({content.plaintext_error or 'hash only'})"
         )
     yield content.ciphertext[:left]
+
+
+class FileStream:
+    """The wire bytes of one file taken packet by packet (2024A/C: one ciphertext, split as recorded)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._held = b""
+
+    def take(self, size: int) -> Iterator[bytes]:
+        """The next `size` bytes (fewer if the file ends first)."""
+        left = size
+        while left:
+            if not self._held:
+                self._held = next(self._chunks, b"")
+                if not self._held:
+                    return
+            piece, self._held = self._held[:left], self._held[left:]
+            left -= len(piece)
+            yield piece

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from backupproto.io.channel import Channel, ChannelTimeout, ConnectionLost
+from backupproto.schemas import Schemas
 from backupproto.sessions import Body, Direction, End, Message, Splitter, Start
 
 from .content import content_chunks
@@ -46,11 +47,13 @@ class Peer:
         self.timeout = timeout
         self.aes_key: bytes | None = None
         self.send_failed: str | None = None
+        self.file: Any = None
+        """What a half keeps of the file whose packets are in transit (2024A/C), between packets."""
 
     @classmethod
-    def over(cls, sock: socket.socket, incoming: Direction, timeout: float) -> Peer:
-        """A peer on an accepted socket."""
-        return cls(Channel(sock, Splitter(incoming), timeout=timeout), timeout)
+    def over(cls, sock: socket.socket, incoming: Direction, timeout: float, schemas: Schemas) -> Peer:
+        """A peer on an accepted socket, splitting with the session dialect's `schemas`."""
+        return cls(Channel(sock, Splitter(incoming, schemas), timeout=timeout), timeout)
 
     def send(self, data: bytes) -> None:
         """Send bytes; a failure is only noted (the peer may have answered and closed: its answer decides)."""

@@ -12,13 +12,13 @@ from backupproto import crypto
 from backupproto.cksum import Cksum
 from backupproto.dialect import RequestCode, ResponseCode
 from backupproto.errors import BackupProtoError
-from backupproto.schemas import V3_SCHEMAS
+from backupproto.schemas import schemas_for
 from backupproto.sessions import Direction, Message, Session
 
 from .peer import Peer
 from .report import ReplayMismatch, ReplayReport
 
-KEY_RESPONSES = (int(ResponseCode.AES_KEY), int(ResponseCode.RECONNECT_APPROVED))
+KEY_RESPONSES = (ResponseCode.AES_KEY, ResponseCode.RECONNECT_APPROVED)
 
 
 class _PlainSink:
@@ -67,6 +67,7 @@ class ReplayServer:
         self, session: Session, listen: tuple[str, int] = ("127.0.0.1", 0), *, timeout: float = 10.0
     ) -> None:
         self.session = session
+        self.schemas = schemas_for(session.dialect)
         self.timeout = timeout
         self._listener = socket.create_server(listen)
         self.address: tuple[str, int] = self._listener.getsockname()[:2]
@@ -119,7 +120,7 @@ class ReplayServer:
                         "a connection",
                         str(error),
                     ) from None
-                peer = Peer.over(sock, Direction.REQUEST, self.timeout)
+                peer = Peer.over(sock, Direction.REQUEST, self.timeout, self.schemas)
                 try:
                     for message in by_connection[connection]:
                         if message.direction is Direction.REQUEST:
@@ -146,7 +147,7 @@ class ReplayServer:
 
     def _expect(self, peer: Peer, message: Message) -> None:
         expected: Any = "the client closes the connection" if message.close else message.decoded
-        sink = _PlainSink(peer.aes_key)
+        sink, first = self._file_sink(peer, message)
         actual = peer.receive_like(
             self.session.name, message, expected or message.raw.hex(), "client", on_body=sink.update
         )
@@ -156,7 +157,7 @@ class ReplayServer:
         want, got = message.decoded, actual
         if got["code"] != want["code"]:
             self._fail(message, f"request code {got['code']} instead of {want['code']}", want, got)
-        if want["code"] != int(RequestCode.REGISTER) and got["client_id"] != self._bind(
+        if want["code"] != self.schemas.wire_code(RequestCode.REGISTER) and got["client_id"] != self._bind(
             "id", want["client_id"], got["client_id"]
         ):
             self._fail(message, "client_id differs", want, got)
@@ -173,8 +174,28 @@ class ReplayServer:
                 value = self._bind(key, value, got["fields"][key])
             if got["fields"].get(key) != value:
                 self._fail(message, f"field {key} differs", want, got)
-        if message.content is not None and want["code"] == int(RequestCode.SEND_FILE):
-            self._check_content(message, sink)
+        is_file = want["code"] == self.schemas.wire_code(RequestCode.SEND_FILE)
+        if message.content is not None and is_file and self._last_packet(message):
+            peer.file = None
+            self._check_content(first, sink)
+
+    def _file_sink(self, peer: Peer, message: Message) -> tuple[_PlainSink, Message]:
+        """Where a SEND_FILE's content is decrypted, and the message holding its file's plaintext:
+        its own, or for a later 2024 packet those of the file's packet 1 (kept on `peer.file`)."""
+        fields = {} if message.decoded is None else message.decoded["fields"]
+        if fields.get("packet_number", 1) > 1 and isinstance(peer.file, tuple):
+            sink, first = peer.file
+            return sink, first
+        sink = _PlainSink(peer.aes_key)
+        if fields.get("total_packets", 1) > 1:
+            peer.file = (sink, message)
+        return sink, message
+
+    @staticmethod
+    def _last_packet(message: Message) -> bool:
+        assert message.decoded is not None
+        fields = message.decoded["fields"]
+        return bool(fields.get("packet_number", 1) == fields.get("total_packets", 1))
 
     def _check_content(self, message: Message, sink: _PlainSink) -> None:
         recorded = message.content
@@ -182,7 +203,10 @@ class ReplayServer:
         got = sink.result()
         if isinstance(got, str):
             self._fail(
-                message, got, "AES-128-CBC under the session key, zero IV, PKCS#7", "undecryptable file"
+                message,
+                got,
+                f"AES-{self.session.dialect.aes_key_size * 8}-CBC under the session key, zero IV, PKCS#7",
+                "undecryptable file",
             )
         if recorded.plaintext is not None:
             want = {"size": recorded.plaintext.size, "cksum": recorded.plaintext.cksum}
@@ -194,14 +218,15 @@ class ReplayServer:
             return
         decoded = message.decoded
         assert decoded is not None
-        code = ResponseCode(decoded["code"])
+        code = self.schemas.response_role(decoded["code"])
+        assert code is not None  # the session file was validated against its dialect
         fields = dict(decoded["fields"])
         if "client_id" in fields:
             recorded_id = str(fields["client_id"])
             fields["client_id"] = bytes.fromhex(self.bound.get(f"id:{recorded_id}", recorded_id))
         if "file_name" in fields:
             fields["file_name"] = self.bound.get(f"file_name:{fields['file_name']}", fields["file_name"])
-        if code.value in KEY_RESPONSES:
+        if code in KEY_RESPONSES:
             public = self.public_keys.get(fields["client_id"].hex())
             if public is None:
                 self._fail(
@@ -212,6 +237,6 @@ class ReplayServer:
                     "none",
                 )
             assert public is not None
-            peer.aes_key = crypto.new_aes_key()
+            peer.aes_key = crypto.new_aes_key(self.session.dialect.aes_key_size)
             fields["encrypted_aes_key"] = crypto.wrap_aes_key(public, peer.aes_key)
-        peer.send(V3_SCHEMAS.build_response(code, fields, decoded["version"]))
+        peer.send(self.schemas.build_response(code, fields, decoded["version"]))

@@ -1,19 +1,24 @@
-"""A small protocol-v3 server with one deliberate fault, to prove the conformance suite catches it.
+"""A small protocol-v3 server with deliberate faults, to prove the conformance suite catches them.
 
     python tests/broken_servers/server.py --fault zlib-crc --port 0 --data-dir DIR
+    python tests/broken_servers/server.py --fault zero-padded,md5-crc --port 0 --data-dir DIR
 
 prints ``listening on HOST:PORT`` like the reference server. ``--fault none`` is a correct
-(if minimal: memory only, no server.db) server. Built on backupproto.engine, schemas, crypto
-and cksum; the faults are byte surgery or wrong logic on top, each named in FAULTS.
+(if minimal: memory only, no server.db) server. Several faults at once are given comma-separated.
+Built on backupproto.engine, schemas, crypto and cksum; the faults are byte surgery or wrong
+logic on top, each named in FAULTS.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import socket
+import sqlite3
 import threading
+import time
 import uuid
 import zlib
 from pathlib import Path
@@ -72,7 +77,16 @@ FAULTS = {
     "payload-size-zero": "2100 says payload_size 0 and sends the 16-byte id anyway",
     "chunked-cbc": "content decrypted in independent 4096-byte CBC chunks (IV 0 each)",
     "replace-key": "a second 1101 replaces the client's public key (a SHOULD violation)",
+    "md5-crc": "2103 carries the first 4 bytes of md5(plaintext), big-endian, instead of the cksum",
+    "hang-on-1104": "an out-of-turn 1104 (no file being verified) locks the whole server up for good",
+    "one-at-a-time": "the listening socket is closed while a connection is served (re-bound after it)",
+    "stop-listening": "the listening socket is closed after the first connection (never re-bound)",
+    "open-after-2107": "the connection stays open after 2107 (the server reads and discards)",
+    "verified-text": "server.db stores Verified as TEXT 'TRUE'/'FALSE'",
+    "mute": "connections are accepted and never answered",
 }
+_SESSION_FIELDS = ("state", "client_id", "file")
+"""Conversation fields a one-request-per-connection server keeps per client between connections."""
 
 
 class _LenientFileName(NameField):
@@ -110,6 +124,11 @@ class _ChunkedDecryptor:
         return last[: -last[-1]] if last and 1 <= last[-1] <= 16 else last
 
 
+def _out_of_turn_1104(error: RemoteProtocolError) -> bool:
+    """hang-on-1104: the engine refused a 1104 because no file is being verified."""
+    return f"{RequestCode.CRC_OK.name} ({int(RequestCode.CRC_OK)}) is not allowed" in str(error)
+
+
 class Registry:
     """Clients in memory: id -> [name, public key or None]."""
 
@@ -123,15 +142,21 @@ class Session:
     """One connection of the broken server."""
 
     def __init__(self, sock: socket.socket, server: BrokenServer) -> None:
-        self.sock, self.server, self.fault = sock, server, server.fault
+        self.sock, self.server, self.faults = sock, server, server.faults
         self.conn = ServerConnection()
-        if self.fault == "path-as-given":
+        if "path-as-given" in self.faults:
             self.conn.schemas = _lenient_schemas()
         self.aes_key: bytes | None = None
         self.file: Any = None
+        self.first_bytes: bytearray | None = bytearray()
+        """close-after-each: the first bytes of the connection, until its header names the client."""
 
     def run(self) -> None:
         try:
+            if "mute" in self.faults:
+                while self.sock.recv(65536):
+                    pass
+                return
             self._loop()
             self.sock.shutdown(socket.SHUT_WR)  # then drain briefly, so that the close sends no reset
             self.sock.settimeout(0.5)
@@ -145,19 +170,27 @@ class Session:
     def _loop(self) -> None:
         while True:
             data = self.sock.recv(65536)
+            self._restore_session(data)
             self.conn.receive_data(data)
             while True:
                 try:
                     event = self.conn.next_event()
-                except RemoteProtocolError:
-                    if self.fault == "die-on-malformed":
+                except RemoteProtocolError as error:
+                    if "die-on-malformed" in self.faults:
                         os._exit(3)
+                    if "hang-on-1104" in self.faults and _out_of_turn_1104(error):
+                        self.server.hung.set()
+                        while True:
+                            time.sleep(3600)
                     self._send(ServerError())
                     return
                 if event is NEED_DATA or event is PAUSED:  # PAUSED: a request left unanswered on purpose
                     break
                 if isinstance(event, ConnectionClosed):
                     return
+                if self.server.hung.is_set():  # hang-on-1104: every connection is stuck for good
+                    while True:
+                        time.sleep(3600)
                 if not self._handle(event):
                     return
             if not data:
@@ -166,56 +199,89 @@ class Session:
     def _send(self, event: Response, *, wrong: dict[str, Any] | None = None) -> bool:
         """Send a response (with the fault's byte surgery); False when the connection must end."""
         data = self.conn.send(event)
-        fault = self.fault
+        faults = self.faults
         if wrong is not None:
             data = self.conn.schemas.build_response(event.code, {**event_fields(event), **wrong})
-        if fault == "big-endian":
+        if "big-endian" in faults:
             data = data[:1] + data[1:3][::-1] + data[3:7][::-1] + data[7:]
-        elif fault == "version-2":
+        if "version-2" in faults:
             data = b"\x02" + data[1:]
-        elif fault == "zero-padded":
-            data = data.ljust(1024, b"\x00")
-        elif fault == "missing-client-id" and event.code in (
+        if "missing-client-id" in faults and event.code in (
             ResponseCode.ACKNOWLEDGED,
             ResponseCode.RECONNECT_DENIED,
         ):
             data = self.conn.schemas.build_response_header(event.code, 0)
-        elif fault == "payload-size-zero" and event.code is ResponseCode.REGISTERED:
+        if "payload-size-zero" in faults and event.code is ResponseCode.REGISTERED:
             data = self.conn.schemas.build_response_header(event.code, 0) + data[7:]
+        if "zero-padded" in faults:
+            data = data.ljust(1024, b"\x00")
+        self._save_session()  # before the bytes leave: the client may reconnect at once
         self.sock.sendall(data)
-        return not isinstance(event, ServerError) and fault != "close-after-each"
+        if isinstance(event, ServerError) and "open-after-2107" in faults:
+            while self.sock.recv(65536):  # never closes: waits for the client to
+                pass
+        return not isinstance(event, ServerError) and "close-after-each" not in faults
+
+    def _save_session(self) -> None:
+        """close-after-each: the client's conversation state outlives the connection."""
+        client_id = self.conn.conversation.client_id
+        if "close-after-each" in self.faults and client_id is not None:
+            saved = {name: getattr(self.conn.conversation, name) for name in _SESSION_FIELDS}
+            self.server.sessions[client_id] = (saved, self.aes_key, self.file)
+
+    def _restore_session(self, data: bytes) -> None:
+        """close-after-each: a new connection continues the conversation of the client it names."""
+        if "close-after-each" not in self.faults or self.first_bytes is None:
+            return
+        self.first_bytes += data
+        size = self.conn.schemas.request_header_size
+        if len(self.first_bytes) < size:
+            return
+        header = self.conn.schemas.request_header.parse(bytes(self.first_bytes[:size]))
+        self.first_bytes = None
+        kept = self.server.sessions.get(bytes(header.client_id))
+        if kept is None or header.code in (RequestCode.REGISTER, RequestCode.RECONNECT):
+            return
+        saved, self.aes_key, self.file = kept
+        for name, value in saved.items():
+            setattr(self.conn.conversation, name, value)
 
     def _handle(self, event: Any) -> bool:
         registry = self.server.registry
         if isinstance(event, Register):
             with registry.lock:
                 taken = event.name in registry.names
-                if taken and self.fault == "silent-duplicate":
+                if taken and "silent-duplicate" in self.faults:
                     return True
-                if taken and self.fault != "taken-name-2100":
+                if taken and "taken-name-2100" not in self.faults:
                     return self._send(RegistrationFailed())
                 client_id = uuid.uuid4().bytes
                 registry.by_id[client_id] = [event.name, None]
                 registry.names.add(event.name)
+            self.server.store_client(client_id, event.name)
             return self._send(Registered(client_id))
         if isinstance(event, SendPublicKey):
             record = registry.by_id.get(event.client_id)
-            has_key = record is not None and record[1] is not None and self.fault != "replace-key"
+            has_key = record is not None and record[1] is not None and "replace-key" not in self.faults
             if record is None or record[0] != event.name or has_key:
                 return self._send(ServerError())
             try:
                 key = import_public_key(
-                    event.public_key, bits=None if self.fault == "accept-small-key" else 1024
+                    event.public_key, bits=None if "accept-small-key" in self.faults else 1024
                 )
             except BackupProtoError:
                 return self._send(ServerError())
             record[1] = key
-            return self._send(AesKey(event.client_id, self._new_key(key)))
+            wrapped = self._new_key(key)
+            self.server.store_key(event.client_id, event.public_key, self.aes_key)
+            return self._send(AesKey(event.client_id, wrapped))
         if isinstance(event, Reconnect):
             record = registry.by_id.get(event.client_id)
             if record is None or record[0] != event.name or record[1] is None:
                 return self._send(ReconnectDenied(event.client_id))
-            return self._send(ReconnectApproved(event.client_id, self._new_key(record[1])))
+            wrapped = self._new_key(record[1])
+            self.server.store_key(event.client_id, None, self.aes_key)
+            return self._send(ReconnectApproved(event.client_id, wrapped))
         if isinstance(event, SendFile):
             return self._begin_file(event)
         if isinstance(event, FileChunk):
@@ -227,7 +293,7 @@ class Session:
         if isinstance(event, FileEnd):
             return self._end_file()
         if isinstance(event, CrcRetry):
-            if self.fault == "answer-1105":
+            if "answer-1105" in self.faults:
                 self.sock.sendall(
                     self.conn.schemas.build_response(
                         ResponseCode.ACKNOWLEDGED, {"client_id": event.client_id}
@@ -235,12 +301,13 @@ class Session:
                 )
             return True
         if isinstance(event, CrcOk | CrcGiveUp):
+            self.server.store_file(event.client_id, event.file_name, verified=isinstance(event, CrcOk))
             return self._send(Acknowledged(event.client_id))
         return self._send(ServerError())
 
     def _new_key(self, public_key: Any) -> bytes:
         self.aes_key = new_aes_key()
-        return wrap_aes_key(public_key, self.aes_key, "sha256" if self.fault == "oaep-sha256" else "sha1")
+        return wrap_aes_key(public_key, self.aes_key, "sha256" if "oaep-sha256" in self.faults else "sha1")
 
     def _begin_file(self, event: SendFile) -> bool:
         assert self.aes_key is not None
@@ -248,7 +315,7 @@ class Session:
         folder.mkdir(parents=True, exist_ok=True)
         path = os.path.join(folder, event.file_name)
         decryptor: Any = (
-            _ChunkedDecryptor(self.aes_key) if self.fault == "chunked-cbc" else CbcDecryptor(self.aes_key)
+            _ChunkedDecryptor(self.aes_key) if "chunked-cbc" in self.faults else CbcDecryptor(self.aes_key)
         )
         self.file = {
             "event": event,
@@ -274,23 +341,58 @@ class Session:
         file["out"].write(last)
         file["out"].close()
         os.replace(file["path"] + ".part", file["path"])
-        crc = file["zlib"] if self.fault == "zlib-crc" else file["crc"].value
+        self.server.store_file(event.client_id, event.file_name, verified=False)
+        crc = file["zlib"] if "zlib-crc" in self.faults else file["crc"].value
+        if "md5-crc" in self.faults:
+            with open(file["path"], "rb") as stored:
+                crc = int.from_bytes(hashlib.md5(stored.read()).digest()[:4], "big")
         reply = FileReceived(event.client_id, event.content_size, event.file_name, crc)
-        if self.fault == "path-as-given":  # the name cannot pass the strict encoder: raw field bytes
+        if "path-as-given" in self.faults:  # the name cannot pass the strict encoder: raw field bytes
             self.conn.conversation.response_sent(reply, State.VERIFYING)
             raw = event.file_name.encode("latin-1").ljust(255, b"\x00")
             fields = {**event_fields(reply), "file_name": raw}
             self.sock.sendall(self.conn.schemas.build_response(reply.code, fields))
             return True
-        wrong = {"content_size": file["crc"].length} if self.fault == "plaintext-size" else None
+        wrong = {"content_size": file["crc"].length} if "plaintext-size" in self.faults else None
         return self._send(reply, wrong=wrong)
 
 
 class BrokenServer:
     """Accept loop: one thread per connection."""
 
-    def __init__(self, fault: str, data_dir: Path) -> None:
-        self.fault, self.data_dir, self.registry = fault, data_dir, Registry()
+    def __init__(self, faults: set[str], data_dir: Path) -> None:
+        self.faults, self.data_dir, self.registry = faults, data_dir, Registry()
+        self.hung = threading.Event()
+        self.sessions: dict[bytes, tuple[dict[str, Any], bytes | None, Any]] = {}
+        self.db: sqlite3.Connection | None = None
+        if "verified-text" in faults:
+            self.db = sqlite3.connect(data_dir / "server.db", check_same_thread=False, isolation_level=None)
+            self.db.executescript(_SCHEMA)
+
+    def store_client(self, client_id: bytes, name: str) -> None:
+        if self.db is not None:
+            with self.registry.lock:
+                self.db.execute(
+                    "INSERT INTO clients (ID, Name, LastSeen) VALUES (?, ?, datetime('now'))",
+                    (client_id, name),
+                )
+
+    def store_key(self, client_id: bytes, public_key: bytes | None, aes_key: bytes | None) -> None:
+        if self.db is not None:
+            with self.registry.lock:
+                self.db.execute(
+                    "UPDATE clients SET PublicKey = coalesce(?, PublicKey), AESKey = ? WHERE ID = ?",
+                    (public_key, aes_key, client_id),
+                )
+
+    def store_file(self, client_id: bytes, file_name: str, *, verified: bool) -> None:
+        """verified-text: Verified is written as the text 'TRUE' or 'FALSE'."""
+        if self.db is not None:
+            with self.registry.lock:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO files (ID, FileName, PathName, Verified) VALUES (?, ?, ?, ?)",
+                    (client_id, file_name, f"{client_id.hex()}/{file_name}", "TRUE" if verified else "FALSE"),
+                )
 
     def serve(self, port: int) -> None:
         listener = socket.create_server(("127.0.0.1", port))
@@ -298,18 +400,40 @@ class BrokenServer:
         print(f"listening on {host}:{bound}", flush=True)
         while True:
             sock, _ = listener.accept()
+            if self.faults & {"one-at-a-time", "stop-listening"}:  # a server that re-binds per accept
+                listener.close()
+                Session(sock, self).run()
+                if "stop-listening" in self.faults:
+                    while True:
+                        time.sleep(3600)
+                listener = socket.create_server(("127.0.0.1", bound))
+                continue
             threading.Thread(target=Session(sock, self).run, daemon=True).start()
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS clients (
+    ID BLOB(16) PRIMARY KEY, Name VARCHAR(255) NOT NULL UNIQUE, PublicKey BLOB(160),
+    LastSeen TEXT NOT NULL, AESKey BLOB(16));
+CREATE TABLE IF NOT EXISTS files (
+    ID BLOB(16) NOT NULL REFERENCES clients(ID), FileName VARCHAR(255) NOT NULL,
+    PathName VARCHAR(255) NOT NULL, Verified TEXT NOT NULL DEFAULT 'FALSE', PRIMARY KEY (ID, FileName));
+"""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fault", choices=sorted(FAULTS), default="none")
+    parser.add_argument("--fault", default="none", help=f"comma-separated, of: {', '.join(sorted(FAULTS))}")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, required=True)
     options = parser.parse_args()
+    faults = set(options.fault.split(","))
+    unknown = faults - set(FAULTS)
+    if unknown:
+        parser.error(f"unknown fault(s) {sorted(unknown)}; known: {', '.join(sorted(FAULTS))}")
     options.data_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(KeyboardInterrupt):
-        BrokenServer(options.fault, options.data_dir).serve(options.port)
+        BrokenServer(faults, options.data_dir).serve(options.port)
 
 
 if __name__ == "__main__":
