@@ -8,6 +8,8 @@ by hand from the spec's code tables.
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +23,7 @@ from test_server_cli import run_server
 
 from backupproto import events
 from backupproto.cksum import Cksum
+from backupproto.client_files import parse_me_info
 from backupproto.crypto import CbcEncryptor, public_key_der
 from backupproto.dialect import DIALECTS, Dialect, RequestCode, dialect_named
 from backupproto.errors import ErrorKind, RemoteProtocolError
@@ -350,3 +353,43 @@ def test_help_lists_every_dialect_with_its_port_and_database(tmp_path: Path) -> 
 def test_unknown_dialect_is_a_usage_error(tmp_path: Path) -> None:
     result = run_server("--data-dir", str(tmp_path), "--dialect", "2025Z")
     assert result.returncode == 2 and "2022C" in result.stderr and "2024C" in result.stderr
+
+
+# -- the reference client against the reference server, each dialect (issue 13's end to end) ------
+
+
+@pytest.mark.parametrize("name", list(DIALECTS))
+def test_reference_client_backs_up_to_the_reference_server(tmp_path: Path, name: str) -> None:
+    """`backup-client --dialect X` -> `backup-server --dialect X`: five sizes, then a second run
+    (reconnect, or in 2022C the re-sent 1101), every file stored and verified."""
+    dialect = DIALECTS[name]
+    sources = tmp_path / "files"
+    sources.mkdir()
+    paths = []
+    for size in SIZES:
+        path = sources / f"f{size}.bin"
+        path.write_bytes(content(size))
+        paths.append(path)
+    server = ServerProcess.start(tmp_path / "data", "--dialect", name)
+    client_dir = tmp_path / "client"
+    client_dir.mkdir()
+    command = [sys.executable, "-m", "reference_client", "--dir", str(client_dir), "--dialect", name]
+    command += ["--server", f"{server.host}:{server.port}", "--name", f"e2e-{name}", "-q"]
+    try:
+        for run in (paths, paths[:1]):  # the second run finds me.info: reconnect / re-send 1101
+            result = subprocess.run(
+                [*command, *map(str, run)], capture_output=True, text=True, timeout=120, check=False
+            )
+            assert result.returncode == 0, result.stderr
+        identity = parse_me_info((client_dir / "me.info").read_text(), dialect)
+        files = stored(server, identity.client_id, dialect)
+        assert {file_name: verified for file_name, (_, verified) in files.items()} == {
+            path.name: 1 for path in paths
+        }
+        for path in paths:
+            assert (server.data_dir / files[path.name][0]).read_bytes() == path.read_bytes()
+        log = server.log()
+        second_session = "RECONNECT_APPROVED" if dialect.has_reconnect else "(returning client, same key)"
+        assert second_session in log
+    finally:
+        server.stop()
