@@ -25,8 +25,8 @@ from proc_stats import ROOT, cpu_seconds, start_server, status_kib
 MIB = 1 << 20
 
 
-def timed(command: list[str], **options: object) -> tuple[float, float]:
-    """Run a command to completion: (seconds, peak RSS MiB); exits if it fails."""
+def timed(command: list[str], **options: object) -> tuple[float, float, float]:
+    """Run a command to completion: (seconds, peak RSS MiB, CPU seconds); exits if it fails."""
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, **options)  # type: ignore[call-overload]
     _, status, usage = os.wait4(process.pid, 0)
@@ -34,7 +34,7 @@ def timed(command: list[str], **options: object) -> tuple[float, float]:
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
         raise SystemExit(f"{command[0]} ... failed with exit status {process.returncode}")
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def client_command(folder: Path, address: str, name: str, source: Path) -> list[str]:
@@ -82,8 +82,9 @@ def main() -> None:
         client_dir.mkdir()
         server = start_server(root / "server")
         address = f"{server.host}:{server.port}"
-        client_runs: list[tuple[float, float]] = []
-        openssl_runs: list[tuple[float, float]] = []
+        client_runs: list[tuple[float, float, float]] = []
+        openssl_runs: list[tuple[float, float, float]] = []
+        server_cpu_runs: list[float] = []
         try:
             for _ in range(options.repeat):
                 openssl_runs.append(
@@ -103,28 +104,35 @@ def main() -> None:
                         ]
                     )
                 )
+                server_before = cpu_seconds(server.process.pid)
                 client_runs.append(timed(client_command(client_dir, address, "bench", source), cwd=ROOT))
+                server_cpu_runs.append(cpu_seconds(server.process.pid) - server_before)
             server_rss = status_kib(server.process.pid, "VmHWM") / 1024
             parallel = parallel_backups(root, address, source, options.parallel, server.process.pid)
         finally:
             server.stop(timeout=60)
-    client_seconds = min(seconds for seconds, _ in client_runs)
-    openssl_seconds = min(seconds for seconds, _ in openssl_runs)
+    client_seconds = min(run[0] for run in client_runs)
+    openssl_seconds = min(run[0] for run in openssl_runs)
     size = options.size_mib * MIB
     print(f"{options.size_mib} MiB, best of {options.repeat}; {os.cpu_count()} CPUs")
     print(
         f"backup-client -> backup-server: {client_seconds:.2f} s = {size / client_seconds / 1e6:.0f} MB/s "
-        f"(runs {', '.join(f'{seconds:.2f}' for seconds, _ in client_runs)})"
+        f"(runs {', '.join(f'{run[0]:.2f}' for run in client_runs)})"
     )
     print(
         f"openssl enc -aes-128-cbc > /dev/null: {openssl_seconds:.2f} s = "
         f"{size / openssl_seconds / 1e6:.0f} MB/s "
-        f"(runs {', '.join(f'{seconds:.2f}' for seconds, _ in openssl_runs)})"
+        f"(runs {', '.join(f'{run[0]:.2f}' for run in openssl_runs)})"
     )
     print(f"ratio backup / openssl time: {client_seconds / openssl_seconds:.2f}x (goal <= 1.4x)")
     print(
-        f"peak RSS: client {max(rss for _, rss in client_runs):.1f} MiB, server {server_rss:.1f} MiB "
+        f"peak RSS: client {max(run[1] for run in client_runs):.1f} MiB, server {server_rss:.1f} MiB "
         "(goal < 64 MiB each)"
+    )
+    print(
+        f"CPU seconds per run (least of {options.repeat}): client {min(run[2] for run in client_runs):.2f}, "
+        f"server {min(server_cpu_runs):.2f}, openssl {min(run[2] for run in openssl_runs):.2f} "
+        "(the backup's wall time is at least (client + server) / cores)"
     )
     wall, server_cpu = parallel
     print(

@@ -6,6 +6,26 @@ Wire: every byte is parsed and built by `backupproto.engine.ServerConnection` (s
 this package only moves bytes between sockets and the engine and decides what each
 well-formed request does (`session.Session`).
 
+Dialects (spec/dialects.md, ``--dialect``, default 2023A): the engine speaks the dialect's
+codes and layouts and checks 2024's packets; this package adds what the spec leaves to the
+program. The AES key has the dialect's size (32 bytes in 2024A/C). The port without
+``port.info`` and the database file (``server.db`` or ``defensive.db``) are the dialect's.
+The database records the dialect that created it (table ``settings``; a database older
+than the table is 2023A's) and a server of another dialect refuses to start on it, as it
+refuses a data dir holding the other database file: clients registered in one dialect hold
+keys of another size and speak other codes, and silently starting an empty second database
+beside them would look like lost backups. 2022C: where others answer 2107 the server sends
+nothing, half-closes, drains (as after 2107) and closes; a returning client re-sends 1101
+with its saved id, name and key: unknown id, other name, bad key or a key other than the
+stored one close the connection, the same key gets 2102 with a fresh AES key (17.4).
+2024A/C: the engine hands on the packets' content as one stream, so the upload decrypts one
+CBC stream across packets; after the last packet the program checks the padding
+(``bad_padding``) and the plaintext length against ``orig_file_size``
+(``bad_orig_file_size``), either failure answers 1607 and stores nothing (the temp file is
+removed; a verified earlier version stays). A request whose code belongs to another dialect
+is ``unknown_code`` (SERVER_ERROR of our dialect, or 2022C's close) and the log line names
+the dialect(s) its header fits (`backupproto.detect`): "the client likely speaks 2024C".
+
 Concurrency: one asyncio event loop (``Server.serve_forever``) runs the accept loop and one
 coroutine per connection (`session.Session`), the way aioquic layers ``asyncio/`` over its
 sans-I/O core. The loop only moves bytes and keeps time; everything that blocks or burns
@@ -43,9 +63,10 @@ reused buffer (`backupproto.crypto.CbcDecryptor.update_into`), CRC'd and written
 receive buffer, one chunk in the pool, one decryption buffer; peak server RSS 50 MiB at
 1 GiB, 39 MiB idle).
 
-Storage (`store`, `files`; spec 9.2 and 11): SQLite ``server.db`` with the tables
-``clients``, ``files`` and ``versions`` (WAL journal, synchronous=FULL, bound parameters
-only) plus clients and files in memory for lookups; one lock keeps both in step. Group
+Storage (`store`, `files`; spec 9.2 and 11): SQLite ``server.db`` (or ``defensive.db``) with
+the tables ``clients``, ``files``, ``versions`` and ``settings`` (WAL journal,
+synchronous=FULL, bound parameters only) plus clients and files in memory for lookups; one
+lock keeps both in step. Group
 commit: each change runs in a savepoint of the open transaction, then waits for a COMMIT;
 the first waiter commits every change written meanwhile, so concurrent sessions share one
 fsync, and no response leaves before the commit holding its change. Owner-only: the data

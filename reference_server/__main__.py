@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from backupproto import __version__
+from backupproto.dialect import DIALECTS, Dialect, dialect_named
 
 from .config import MAX_CONTENT_SIZE, ServerConfig, port_from_file
 from .errors import StartupError
@@ -59,13 +60,40 @@ def _file_size(text: str) -> int:
     return int(value)
 
 
+def _dialect(text: str) -> Dialect:
+    try:
+        return dialect_named(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _dialect_lines() -> str:
+    return "\n".join(
+        f"  {d.name}: {d.describe().split(': ', 1)[1]}; port {d.default_port}, {d.database_name}"
+        for d in DIALECTS.values()
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="backup-server", description="Reference server of the encrypted backup protocol, version 3."
+        prog="backup-server",
+        description="Reference server of the encrypted backup protocol, version 3.",
+        epilog="dialects (--dialect; the default port and database follow it):\n" + _dialect_lines(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
-        "--port", type=_port, help="port to listen on (0: any free port; default: port.info, else 1234)"
+        "--dialect",
+        type=_dialect,
+        default=dialect_named("2023A"),
+        metavar="NAME",
+        help=f"dialect to speak: {', '.join(DIALECTS)} (default 2023A; a data dir keeps the dialect "
+        "it was created with)",
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        help="port to listen on (0: any free port; default: port.info, else the dialect's port)",
     )
     parser.add_argument(
         "--host",
@@ -76,7 +104,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--data-dir",
         type=Path,
         default=Path("."),
-        help="folder of port.info, server.db and the client folders (default: the current folder)",
+        help="folder of port.info, the database (server.db or defensive.db, by dialect) and the client "
+        "folders (default: the current folder)",
     )
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO"
@@ -155,11 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     port = args.port
     if port is None:
-        port, warning = port_from_file(args.data_dir)
+        port, warning = port_from_file(args.data_dir, args.dialect.default_port)
         if warning is not None:
             log.warning("%s", warning)
     config = ServerConfig(
         data_dir=args.data_dir,
+        dialect=args.dialect,
         host=args.host,
         port=port,
         max_connections=args.max_connections,
@@ -183,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: server.stop())
     print(f"listening on {host}:{bound}", flush=True)
-    log.info("listening on %s:%d", host, bound)
+    log.info("listening on %s:%d (dialect %s)", host, bound, args.dialect.name)
     server.serve_forever()
     return 0
 

@@ -1,4 +1,4 @@
-"""The server's settings, and the port rule of the facts: `port.info` or 1234 with a warning."""
+"""The server's settings, and the port rule of the facts: `port.info`, else the dialect's default port."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from backupproto.dialect import V3, Dialect
 from backupproto.schemas import V3_SCHEMAS
 
-DEFAULT_PORT: Final = 1234
-"""The port used when `port.info` is missing or bad (the facts)."""
+DEFAULT_PORT: Final = V3.default_port
+"""The port used when `port.info` is missing or bad, in 2023A (each dialect has its own)."""
 
 PORT_INFO: Final = "port.info"
 MAX_CONTENT_SIZE: Final[int] = V3_SCHEMAS.max_content_size
@@ -21,6 +22,8 @@ class ServerConfig:
     """Everything `Server` needs; the defaults are the limits of spec section 10."""
 
     data_dir: Path
+    dialect: Dialect = V3
+    """The dialect spoken: codes, layouts, AES key size and database file name."""
     host: str = "127.0.0.1"
     port: int = 0
     max_connections: int = 256
@@ -46,23 +49,23 @@ class ServerConfig:
     """How long shutdown waits for sessions to wind down before it stops waiting."""
 
 
-def port_from_file(data_dir: Path) -> tuple[int, str | None]:
-    """The port written in `data_dir/port.info`, or (1234, a one-line warning saying why not)."""
+def port_from_file(data_dir: Path, default: int = DEFAULT_PORT) -> tuple[int, str | None]:
+    """The port written in `data_dir/port.info`, or (`default`, a one-line warning saying why not)."""
     path = data_dir / PORT_INFO
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        return DEFAULT_PORT, f"{path} not found; using the default port {DEFAULT_PORT}"
+        return default, f"{path} not found; using the default port {default}"
     except OSError as error:
         reason = error.strerror or type(error).__name__
-        return DEFAULT_PORT, f"cannot read {path} ({reason}); using the default port {DEFAULT_PORT}"
+        return default, f"cannot read {path} ({reason}); using the default port {default}"
     lines = raw.splitlines()
     text = lines[0].strip() if lines else b""
     rest = [line for line in lines[1:] if line.strip()]
     if not text.isdigit() or rest or len(text) > 5 or not 1 <= int(text) <= 65535:
         shown = raw[:40].decode("ascii", "backslashreplace")
-        return DEFAULT_PORT, (
+        return default, (
             f"{path} holds {shown!r}, not a port number 1..65535 on one line; "
-            f"using the default port {DEFAULT_PORT}"
+            f"using the default port {default}"
         )
     return int(text), None

@@ -19,13 +19,15 @@ try:
 except ImportError:  # pragma: no cover - not POSIX
     resource = None  # type: ignore[assignment]
 
+from backupproto.dialect import DIALECTS
+
 from .config import ServerConfig
 from .errors import ReferenceServerError, StartupError
 from .files import FileStore
 from .limits import ConnectionTable
 from .lockout import DecryptionFailures
 from .session import Session
-from .store import DB_NAME, Store
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +66,30 @@ def prepare_data_dir(path: Path) -> Path:
     return path.resolve()
 
 
+def check_no_foreign_database(data_dir: Path, dialect: str, database_name: str) -> None:
+    """StartupError if `data_dir` holds the database file of dialects that name it otherwise
+    (a 2023A data dir started as 2023C would otherwise start empty beside the old clients)."""
+    for other in {d.database_name for d in DIALECTS.values()} - {database_name}:
+        if (data_dir / other).exists():
+            owners = [d.name for d in DIALECTS.values() if d.database_name == other]
+            raise StartupError(
+                f"data dir {data_dir} holds {other}, the database of a {'/'.join(owners)} server; this "
+                f"server speaks {dialect} ({database_name}): start it with --dialect "
+                f"{' or '.join(owners)} (the one that created it), or use another --data-dir"
+            )
+
+
 class Server:
     """The reference server: `start()` binds, `serve_forever()` runs the event loop until `stop()`."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.data_dir = prepare_data_dir(config.data_dir)
+        dialect = config.dialect
+        check_no_foreign_database(self.data_dir, dialect.name, dialect.database_name)
         try:
             self.files = FileStore(self.data_dir, config.keep_versions)
-            self.store = Store(self.data_dir / DB_NAME)
+            self.store = Store(self.data_dir / dialect.database_name, dialect.name)
         except ReferenceServerError as error:
             raise StartupError(str(error)) from None
         self.failures = DecryptionFailures(config.max_decrypt_failures, config.decrypt_lockout)
@@ -102,7 +119,13 @@ class Server:
         for line in repaired:
             log.warning("repair: %s", line)
         clients, files = self.store.clients(), self.store.files()
-        log.info("data dir %s: %d clients, %d files", self.data_dir, len(clients), len(files))
+        log.info(
+            "data dir %s: %d clients, %d files; dialect %s",
+            self.data_dir,
+            len(clients),
+            len(files),
+            self.config.dialect.describe(),
+        )
         raise_file_limit(self.config.max_connections)
         address = (self.config.host, self.config.port)
         try:

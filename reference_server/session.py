@@ -25,8 +25,10 @@ from concurrent.futures import Executor
 from typing import Final
 
 from backupproto.crypto import import_public_key, new_aes_key, wrap_aes_key
+from backupproto.detect import detect_request_dialects
+from backupproto.dialect import Dialect, RequestCode, ResponseCode
 from backupproto.engine import ServerConnection
-from backupproto.errors import BackupProtoError, CryptoError, RemoteProtocolError
+from backupproto.errors import BackupProtoError, CryptoError, ErrorKind, RemoteProtocolError
 from backupproto.events import (
     NEED_DATA,
     Acknowledged,
@@ -50,7 +52,7 @@ from backupproto.events import (
     SendPublicKey,
     ServerError,
 )
-from backupproto.schemas import V3_SCHEMAS, der_length
+from backupproto.schemas import der_length
 
 from .config import ServerConfig
 from .errors import ReferenceServerError, RequestRefused
@@ -97,7 +99,10 @@ class Session:
         self.failures = failures
         self.pool = pool
         self.table = table
-        self.engine = ServerConnection(max_content_size=config.max_file_size)
+        self.dialect = config.dialect
+        self.engine = ServerConnection(config.dialect, max_content_size=config.max_file_size)
+        self._message_head = b""
+        """The first bytes of the latest request that began a read (to name a foreign dialect)."""
         self.aes_key: bytes | None = None
         self.upload: Upload | None = None
         self._writing: asyncio.Future[None] | None = None
@@ -174,7 +179,7 @@ class Session:
             try:
                 event = engine.next_event()
             except RemoteProtocolError as error:
-                await self._fail(f"protocol error: {error}")
+                await self._fail(f"protocol error: {error}{self._foreign_dialect_hint(error)}")
                 return
             if event is NEED_DATA:
                 if not await self._receive():
@@ -193,7 +198,9 @@ class Session:
                     assert isinstance(event, Request)
                     response = await self._in_pool(self._on_request, event)  # type: ignore[assignment]
             except (ReferenceServerError, BackupProtoError) as error:
-                await self._fail(f"{_describe(event)} refused: {error}")
+                # the end or a chunk of a file is refused as that file's SEND_FILE
+                subject = event if isinstance(event, Request) else engine.conversation.file or event
+                await self._fail(f"{_describe(subject, self.dialect)} refused: {error}")
                 return
             if response is not None and not await self._send(engine.send(response)):
                 return
@@ -260,6 +267,7 @@ class Session:
         if self.engine.at_message_boundary:
             self._message_started = time.monotonic() if data else None
             self._content_received = 0
+            self._message_head = data[: self.engine.schemas.request_header_size]
         self.engine.receive_data(data)
         return True
 
@@ -274,22 +282,49 @@ class Session:
             return False
         return True
 
+    def _foreign_dialect_hint(self, error: RemoteProtocolError) -> str:
+        """For a request code of another dialect: '; the client likely speaks 2024C (...)'."""
+        head = self._message_head
+        if error.kind is not ErrorKind.UNKNOWN_CODE or len(head) < self.engine.schemas.request_header_size:
+            return ""
+        dialects = detect_request_dialects(head)
+        if not dialects or self.dialect in dialects:  # not this message's header, or no dialect's
+            return ""
+        fitting = " or ".join(d.name for d in dialects)
+        return (
+            f"; the client likely speaks {fitting} (this server speaks {self.dialect.name}; "
+            f"a server for it runs with --dialect {fitting})"
+        )
+
+    def _way_out(self) -> str:
+        """What `_refuse` does in this dialect, for the log: '2107 SERVER_ERROR' or a close."""
+        if not self.dialect.has_server_error:
+            return f"close ({self.dialect.name} has no SERVER_ERROR)"
+        return f"{self._code(ResponseCode.SERVER_ERROR)}, closing"
+
+    def _code(self, role: RequestCode | ResponseCode) -> str:
+        """A message as the log names it: its wire code in this dialect and its role, '1600 REGISTERED'."""
+        table = self.dialect.requests if isinstance(role, RequestCode) else self.dialect.responses
+        return f"{table[role]} {role.name}"  # type: ignore[index]
+
     async def _fail(self, reason: str) -> None:
-        """Log why, answer 2107 and close (spec 9)."""
+        """Log why, answer SERVER_ERROR (in 2022C: nothing) and close (spec 9, 17.4)."""
         if self.interrupted:
             log.info("%s: closed by server shutdown", self.peer)
             return
-        log.warning("%s: %s -> 2107 SERVER_ERROR, closing", self.peer, reason)
+        log.warning("%s: %s -> %s", self.peer, reason, self._way_out())
         await self._drop_upload()
         await self._refuse()
 
     async def _refuse(self) -> None:
-        """Send 2107, half-close, and drain briefly so that the client can read it."""
+        """Send SERVER_ERROR (2022C: no bytes), half-close, and drain briefly so that the client
+        reads the answer or an orderly FIN rather than a connection reset (spec 2.3, 17.4)."""
         wire = self.wire
         if wire is None:
             return
         try:
-            if not await self._send(self.engine.send(ServerError())):
+            answer = self.engine.send(ServerError())
+            if answer and not await self._send(answer):
                 return
             wire.write_eof()
             drained = 0
@@ -321,14 +356,14 @@ class Session:
             self.store.touch(request.client_id)
             self._log(request, "no response (a resend follows)")
             return None
-        raise RequestRefused(f"no handler for {_describe(request)}")  # pragma: no cover
+        raise RequestRefused(f"no handler for {_describe(request, self.dialect)}")  # pragma: no cover
 
     def _register(self, request: Register) -> Response:
         client = self.store.register(request.name)
         if client is None:
-            self._log(request, "2101 REGISTRATION_FAILED: name taken")
+            self._log(request, f"{self._code(ResponseCode.REGISTRATION_FAILED)}: name taken")
             return RegistrationFailed()
-        self._log(request, f"2100 REGISTERED as {client.id.hex()}")
+        self._log(request, f"{self._code(ResponseCode.REGISTERED)} as {client.id.hex()}")
         return Registered(client.id)
 
     def _known_client(self, request: Request, name: str | None = None) -> bytes:
@@ -340,19 +375,28 @@ class Session:
         return request.client_id
 
     def _send_public_key(self, request: SendPublicKey) -> Response:
+        """2023A (4.2): a key is set once. 2022C (17.4) has no reconnect: a returning client re-sends
+        1101 with its saved id, name and the same key, and gets a fresh AES key."""
         client_id = self._known_client(request, request.name)
         record = self.store.client(client_id)
         assert record is not None
-        if record.public_key is not None:
+        returning = not self.dialect.has_reconnect
+        if record.public_key is not None and not returning:
             raise RequestRefused("the client already has a public key; keys are set once")
         public_key = import_public_key(request.public_key)
-        aes_key = new_aes_key()
+        field = request.public_key.ljust(self.dialect.public_key_size, b"\x00")
+        if record.public_key is not None and record.public_key != field:
+            raise RequestRefused(
+                f"{ErrorKind.UNEXPECTED_MESSAGE.value}: the public key differs from the one on record "
+                "(keys are set once; a returning client must send the same key, spec 17.4)"
+            )
+        aes_key = new_aes_key(self.dialect.aes_key_size)
         wrapped = wrap_aes_key(public_key, aes_key)
-        field = request.public_key.ljust(V3_SCHEMAS.dialect.public_key_size, b"\x00")
-        if self.store.set_keys(client_id, aes_key, field) is None:
-            raise RequestRefused("the client already has a public key; keys are set once")
+        if self.store.set_keys(client_id, aes_key, field, or_same=returning) is None:
+            raise RequestRefused("the client already has another public key; keys are set once")
         self.aes_key = aes_key
-        self._log(request, "2102 AES_KEY")
+        again = " (returning client, same key)" if record.public_key is not None else ""
+        self._log(request, self._code(ResponseCode.AES_KEY) + again)
         return AesKey(client_id, wrapped)
 
     def _reconnect(self, request: Reconnect) -> Response:
@@ -371,13 +415,13 @@ class Session:
             except BackupProtoError as error:
                 reason = f"the stored public key is unusable: {error}"
         if client is None or reason is not None:
-            self._log(request, f"2106 RECONNECT_DENIED: {reason}")
+            self._log(request, f"{self._code(ResponseCode.RECONNECT_DENIED)}: {reason}")
             return ReconnectDenied(request.client_id)
-        aes_key = new_aes_key()
+        aes_key = new_aes_key(self.dialect.aes_key_size)
         wrapped = wrap_aes_key(public_key, aes_key)
         self.store.set_keys(client.id, aes_key)
         self.aes_key = aes_key
-        self._log(request, "2105 RECONNECT_APPROVED")
+        self._log(request, self._code(ResponseCode.RECONNECT_APPROVED))
         return ReconnectApproved(client.id, wrapped)
 
     def _send_file(self, request: SendFile) -> None:
@@ -402,7 +446,9 @@ class Session:
         self.upload = None
         self.written_version = upload.version
         self._log(
-            request, f"2103 FILE_RECEIVED: {upload.size} bytes, cksum {crc}, stored as {upload.path_name}"
+            request,
+            f"{self._code(ResponseCode.FILE_RECEIVED)}: {upload.size} bytes, cksum {crc}, "
+            f"stored as {upload.path_name}",
         )
         return FileReceived(request.client_id, request.content_size, request.file_name, crc)
 
@@ -413,6 +459,14 @@ class Session:
         except CryptoError:
             self._count_failure(request.client_id)
             raise
+        if request.orig_file_size is not None and upload.size != request.orig_file_size:
+            raise RemoteProtocolError(  # spec 18.2, check 10 across packets
+                ErrorKind.BAD_ORIG_FILE_SIZE,
+                f"the content decrypts to {upload.size} bytes",
+                field="orig_file_size",
+                offset=self.engine.schemas.offset(RequestCode.SEND_FILE, "orig_file_size"),
+                expected=f"{request.orig_file_size} bytes (orig_file_size of every packet)",
+            )
         self.files.install(self.store, request.client_id, request.file_name, upload)
         return crc
 
@@ -443,7 +497,7 @@ class Session:
         else:
             self.store.touch(client_id)
             outcome = "kept unverified"
-        self._log(request, f"2104 ACKNOWLEDGED: {outcome}")
+        self._log(request, f"{self._code(ResponseCode.ACKNOWLEDGED)}: {outcome}")
         return Acknowledged(client_id)
 
     def _log(self, request: Request, outcome: str) -> None:
@@ -451,12 +505,12 @@ class Session:
             return
         client = self.store.client(request.client_id)
         who = f"client {request.client_id.hex()} ({client.name!r})" if client else "new client"
-        log.info("%s: %s %s -> %s", self.peer, who, _describe(request), outcome)
+        log.info("%s: %s %s -> %s", self.peer, who, _describe(request, self.dialect), outcome)
 
 
-def _describe(event: object) -> str:
+def _describe(event: object, dialect: Dialect) -> str:
     if isinstance(event, Request):
-        text = f"{int(event.code)} {event.code.name}"
+        text = f"{dialect.requests[event.code]} {event.code.name}"
         if isinstance(event, Register | SendPublicKey | Reconnect):
             text += f" name={event.name!r}"
         file_name = getattr(event, "file_name", None)

@@ -9,6 +9,7 @@ from typing import Any
 
 from backupproto.cksum import Cksum
 from backupproto.crypto import CbcEncryptor, RsaKey, encrypted_size, public_key_der, unwrap_aes_key
+from backupproto.dialect import V3, Dialect
 from backupproto.engine import ClientConnection
 from backupproto.events import (
     Acknowledged,
@@ -40,8 +41,9 @@ class TestClient:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, address: tuple[str, int], timeout: float = TIMEOUT) -> None:
-        engine = ClientConnection()
+    def __init__(self, address: tuple[str, int], timeout: float = TIMEOUT, *, dialect: Dialect = V3) -> None:
+        self.dialect = dialect
+        engine = ClientConnection(dialect)
         self.channel = EngineChannel.connect(address, engine, connect_timeout=timeout, timeout=timeout)
         self.client_id = bytes(16)
         self.aes_key: bytes | None = None
@@ -96,13 +98,13 @@ class TestClient:
     def send_public_key(self, name: str, key: RsaKey) -> Response | ConnectionClosed:
         response = self.request(SendPublicKey(self.client_id, name, public_key_der(key)))
         if isinstance(response, AesKey):
-            self.aes_key = unwrap_aes_key(key, response.encrypted_aes_key)
+            self.aes_key = unwrap_aes_key(key, response.encrypted_aes_key, key_size=self.dialect.aes_key_size)
         return response
 
     def reconnect(self, name: str, key: RsaKey) -> Response | ConnectionClosed:
         response = self.request(Reconnect(self.client_id, name))
         if isinstance(response, ReconnectApproved):
-            self.aes_key = unwrap_aes_key(key, response.encrypted_aes_key)
+            self.aes_key = unwrap_aes_key(key, response.encrypted_aes_key, key_size=self.dialect.aes_key_size)
         return response
 
     def new_client(self, name: str, key: RsaKey) -> bytes:
@@ -112,13 +114,21 @@ class TestClient:
         return self.client_id
 
     def send_file(
-        self, file_name: str, data: bytes | Path, *, key: bytes | None = None
+        self,
+        file_name: str,
+        data: bytes | Path,
+        *,
+        key: bytes | None = None,
+        orig_file_size: int | None = None,
     ) -> Response | ConnectionClosed:
-        """Encrypt (streaming) and send one file; returns 2103 (or whatever came)."""
+        """Encrypt (streaming) and send one file; returns 2103 (or whatever came). In a packetised
+        dialect `orig_file_size` (default: the true size) goes into every packet."""
         aes_key = key or self.aes_key
         assert aes_key is not None
         size = data.stat().st_size if isinstance(data, Path) else len(data)
-        self.send(SendFile(self.client_id, encrypted_size(size), file_name))
+        if self.dialect.packetised and orig_file_size is None:
+            orig_file_size = size
+        self.send(SendFile(self.client_id, encrypted_size(size), file_name, orig_file_size))
         encryptor = CbcEncryptor(aes_key)
         for chunk in _chunks(data):
             self.send(FileChunk(encryptor.update(chunk)))
