@@ -6,12 +6,14 @@ Each run prints its wall time (a figure for the report, never asserted)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,21 +30,61 @@ ROOT = Path(__file__).resolve().parent.parent
 BROKEN = ROOT / "tests" / "broken_servers" / "server.py"
 SUITE_TIMEOUT_S = 240
 
-# name: (faults planted, one pattern per fault: each must match exactly one root cause)
-MULTI_FAULT: dict[str, tuple[str, list[str]]] = {
-    "padding-and-md5-crc": ("zero-padded,md5-crc", [r"zero-padded to 1024 bytes", r"md5\(plaintext\)"]),
-    "per-request-and-oaep-sha256": (
-        "close-after-each,oaep-sha256",
-        [r"after every response \(one request per connection\)", r"OAEP SHA-256 instead of SHA-1"],
-    ),
-    "hang-on-out-of-turn-1104": ("hang-on-1104", [r"stopped answering after 8\.2-out-of-turn .*1104 CRC_OK"]),
-    "one-at-a-time-sha256-md5": (
-        "one-at-a-time,oaep-sha256,md5-crc",
-        [r"second connection is not served", r"OAEP SHA-256 instead of SHA-1", r"md5\(plaintext\)"],
-    ),
-    "open-after-2107": ("open-after-2107", [r"does not close the connection after 2107"]),
-    "verified-as-text": ("verified-text", [r"Verified stored as TEXT"]),
+CAUSE_OF: dict[str, str] = {
+    "zlib-crc": r"zlib\.crc32",
+    "big-endian": r"big-endian",
+    "version-2": r"version 2",
+    "taken-name-2100": r"accepted a duplicate name",
+    "silent-duplicate": r"silently dropped",
+    "oaep-sha256": r"OAEP SHA-256 instead of SHA-1",
+    "accept-small-key": r"512-bit",
+    "answer-1105": r"2104 ACKNOWLEDGED sent where no response is due",
+    "path-as-given": r"used as a path, as given",
+    "die-on-malformed": r"died|stopped answering",
+    "close-after-each": r"after every response \(one request per connection\)",
+    "zero-padded": r"zero-padded to 1024 bytes",
+    "plaintext-size": r"PLAINTEXT size",
+    "missing-client-id": r"client_id is missing",
+    "payload-size-zero": r"0 with a payload following",
+    "chunked-cbc": r"does not decrypt the file as ONE CBC stream",
+    "replace-key": r"public key",
+    "md5-crc": r"md5\(plaintext\)",
+    "hang-on-1104": r"stopped answering after 8\.2-out-of-turn .*1104 CRC_OK",
+    "one-at-a-time": r"second connection is not served",
+    "open-after-2107": r"does not close the connection after 2107",
+    "verified-text": r"Verified stored as TEXT",
 }
+"""Every `--fault` of tests/broken_servers/server.py: a pattern its one root cause must match.
+Not here: none (no cause), mute and stop-listening (the run stops early: see below)."""
+STOPS_EARLY = ("none", "mute", "stop-listening")
+EXTRA_CAUSES: dict[str, str] = {
+    "path-as-given": r"no server\.db in the data dir",
+    "payload-size-zero": r"hypothesis reports it as flaky",
+}
+"""Documented exceptions: a cause besides the planted fault that a run may list. path-as-given
+runs with --bp-data-dir (its case finds the escaped file there) and, like every broken server
+but verified-text, keeps no server.db: the storage checks give that one cause. payload-size-zero:
+the fuzz case can meet the 16 unannounced bytes as a second answer and call the server flaky."""
+MULTI_FAULT = {
+    "padding-and-md5-crc": "zero-padded,md5-crc",
+    "per-request-and-oaep-sha256": "close-after-each,oaep-sha256",
+    "one-at-a-time-sha256-md5": "one-at-a-time,oaep-sha256,md5-crc",
+}
+SINGLE_FAULT = {fault: fault for fault in CAUSE_OF}
+DEFAULT_RUN = (
+    *MULTI_FAULT,
+    *(
+        "hang-on-1104",
+        "verified-text",
+        "taken-name-2100",
+        "answer-1105",
+        "missing-client-id",
+        "path-as-given",
+    ),
+)
+"""The servers of the default run (2 suite runs at a time); every other one runs with --run-slow."""
+SERVERS = {**SINGLE_FAULT, **MULTI_FAULT}
+WORKERS = 2
 
 
 def run_suite(target: str, tmp_path: Path, *args: str) -> tuple[int, dict[str, Any], str, float]:
@@ -78,50 +120,114 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-SLOW = {"open-after-2107"}
-"""Full runs over 30 s (every refused request waits for a close): behind --run-slow."""
-SELECTION = {"verified-as-text": ["-k", "0-sanity or 11. or 9.2"]}
+SELECTION = {"verified-text": ["-k", "0-sanity or 11. or 9.2"]}
 """Faults confined to a few cases: only those (and sanity) run."""
+DATA_DIR = ("verified-text", "path-as-given")
+"""Runs given --bp-data-dir (the storage checks, the escaped file)."""
 
 
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(name, marks=[pytest.mark.slow] if name in SLOW else []) for name in sorted(MULTI_FAULT)],
-)
-def test_every_planted_fault_is_one_root_cause(name: str, tmp_path: Path) -> None:
-    """Each planted fault matches exactly one root cause; there is no other cause; no title twice."""
-    faults, patterns = MULTI_FAULT[name]
-    server = start_broken(tmp_path, faults)
-    storage = (
-        ["--bp-data-dir", str(server.data_dir)] if "verified-text" in faults else []
-    )  # the only server.db
+@dataclass
+class FaultRun:
+    """One broken server's run: what was planted, the report, what is wrong with it."""
+
+    name: str
+    faults: list[str]
+    seconds: float
+    report: dict[str, Any]
+    problems: list[str]
+
+    def table_row(self) -> str:
+        causes = len(self.report.get("cause_details", []))
+        problems = "; ".join(self.problems)[:120]
+        return f"{self.name:<34} {self.seconds:>6.1f} s {causes:>4} / {len(self.faults):<3} {problems}"
+
+
+def run_broken(name: str, tmp_path: Path) -> FaultRun:
+    """Start the broken server `name`, run the suite against it, check its root causes."""
+    faults = SERVERS[name].split(",")
+    folder = tmp_path / name
+    folder.mkdir()
+    server = start_broken(folder, SERVERS[name])
+    storage = ["--bp-data-dir", str(server.data_dir)] if name in DATA_DIR else []
     try:
         code, report, output, seconds = run_suite(
-            str(server.target), tmp_path, *storage, *SELECTION.get(name, [])
+            str(server.target), folder, *storage, *SELECTION.get(name, [])
         )
     finally:
         server.stop()
+    return FaultRun(name, faults, seconds, report, cause_problems(name, faults, code, report, output))
+
+
+def cause_problems(name: str, faults: list[str], code: int, report: dict[str, Any], output: str) -> list[str]:
+    """What is wrong with a run's root causes: a fault unnamed or named twice, a cause twice,
+    a cause that is no planted fault (beyond the documented exceptions)."""
+    if "cause_details" not in report:
+        return [f"no report (exit {code}): {output[-300:]}"]
     causes = report["cause_details"]
-    titles = [f"{cause['title']} {' '.join(cause['cases'])}" for cause in causes]
-    print(f"\n{name}: {seconds:.1f} s, {len(causes)} root causes for {len(patterns)} planted faults")
-    for title in titles:
-        print(f"  {title[:200]}")
-    assert len({cause["title"] for cause in causes}) == len(causes), titles
-    for pattern in patterns:
-        assert len([title for title in titles if re.search(pattern, title)]) == 1, (
-            pattern,
-            titles,
-            output[-3000:],
-        )
-    assert len(causes) == len(patterns), titles
+    titles = [f"{cause['key']} {cause['title']} {' '.join(cause['cases'])}" for cause in causes]
+    problems = [
+        f"cause twice: {title}"
+        for title in {c["title"] for c in causes}
+        if [c["title"] for c in causes].count(title) > 1
+    ]
+    explained: set[int] = set()
+    for fault in faults:
+        named = [index for index, title in enumerate(titles) if re.search(CAUSE_OF[fault], title)]
+        if len(named) != 1:
+            problems.append(f"{fault} named by {len(named)} causes")
+        explained.update(named)
+    extra = [title for index, title in enumerate(titles) if index not in explained]
+    allowed = [re.compile(EXTRA_CAUSES[fault]) for fault in faults if fault in EXTRA_CAUSES]
+    problems += [
+        f"extra cause: {title[:160]}" for title in extra if not any(p.search(title) for p in allowed)
+    ]
+    ids = [row["id"] for row in report["cases"]]
+    if len(ids) != len(set(ids)):
+        problems.append("a case reported twice")
     rows = {row["id"]: row for row in report["cases"]}
-    assert len(rows) == len(report["cases"])  # every case once
-    if name == "hang-on-out-of-turn-1104":
-        assert "the server stopped answering after this case" in rows["8.2-out-of-turn"]["message"]
-        assert rows["0-sanity-last"]["message"].startswith("not run: server down")
-    expected_verdict = "CONFORMANT" if name == "verified-as-text" else "NOT CONFORMANT"
-    assert report["verdict"] == expected_verdict
-    assert code == (0 if name == "verified-as-text" else 1)
+    if "hang-on-1104" in faults:
+        if "the server stopped answering after this case" not in rows["8.2-out-of-turn"]["message"]:
+            problems.append("the hang is not attributed to 8.2-out-of-turn")
+        if not rows["0-sanity-last"]["message"].startswith("not run: server down"):
+            problems.append("0-sanity-last ran on a hung server")
+    expected_verdict = "CONFORMANT" if faults == ["verified-text"] else "NOT CONFORMANT"
+    if report["verdict"] != expected_verdict or code != (0 if expected_verdict == "CONFORMANT" else 1):
+        problems.append(f"verdict {report['verdict']}, exit {code}")
+    return problems
+
+
+def test_every_broken_server_is_covered() -> None:
+    """Every --fault of the broken server has a cause pattern here (or stops the run early)."""
+    spec = importlib.util.spec_from_file_location("broken_server", BROKEN)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert set(module.FAULTS) == set(CAUSE_OF) | set(STOPS_EARLY)
+
+
+@pytest.mark.parametrize(
+    "group",
+    ["default", pytest.param("slow", marks=pytest.mark.slow)],
+)
+def test_every_planted_fault_is_one_root_cause(
+    group: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Against each broken server (single faults, and several at once): each planted fault is
+    named by exactly one root cause, no cause twice, no other cause (but the documented ones).
+    Prints a table: server, run time, causes found / faults planted (figures, never asserted)."""
+    names = [name for name in sorted(SERVERS) if (name in DEFAULT_RUN) == (group == "default")]
+    with ThreadPoolExecutor(WORKERS) as pool:
+        runs = list(pool.map(lambda name: run_broken(name, tmp_path), names))
+    lines = [f"{'server':<34} {'time':>8} causes / planted   problems", *(run.table_row() for run in runs)]
+    reporter = request.config.pluginmanager.getplugin("terminalreporter")
+    for line in ["", *lines]:
+        reporter.write_line(line) if reporter is not None else print(line)
+    failing = {
+        run.name: (run.problems, [c["title"][:160] for c in run.report.get("cause_details", [])])
+        for run in runs
+        if run.problems
+    }
+    assert failing == {}
 
 
 def test_hang_with_server_command_restarts_and_continues(tmp_path: Path) -> None:
