@@ -236,6 +236,8 @@ def _what_it_says(row: Row) -> _Said:
             {f"got:{sent.group('code')}"},
         )
     pair = sorted(token for token in evidence if token.startswith("code:"))
+    if pair and sent and _EXPECTED_CODE.match(expected):
+        title = f"{sent.group('named')} instead of {expected}"  # not the raw fields (ids, keys)
     return _Said(pair[0] if pair else _normalised(title), title, False, evidence)
 
 
