@@ -222,7 +222,7 @@ def _what_it_says(row: Row) -> _Said:
     if named and not (diagnosis and not _ONLY_DIFFERS.match(diagnosis)):
         diagnosis = named.group("why")  # actual: 2100 REGISTERED: the server accepted a duplicate name
     if diagnosis and not _ONLY_DIFFERS.match(diagnosis):
-        conclusion = _PARENTHESISED.sub("", diagnosis).rsplit(": ", 1)[-1]
+        conclusion = " ".join(_PARENTHESISED.sub("", diagnosis).rsplit(": ", 1)[-1].split())
         return _Said(_normalised(conclusion), title, True, evidence)
     unasked = _NO_RESPONSE_DUE.match(expected)
     sent = _ACTUAL_CODE.search(actual)

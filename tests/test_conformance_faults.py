@@ -21,10 +21,13 @@ from typing import Any
 import pytest
 
 from backupproto.io.server_process import ServerProcess
+from conformance import transport
+from conformance.case import CaseInfo, Level
 from conformance.causes import root_causes
 from conformance.liveness import STOPPED_ANSWERING
 from conformance.profile import Finding
 from conformance.storage import verified_flag
+from conformance.supervise import Supervisor
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN = ROOT / "tests" / "broken_servers" / "server.py"
@@ -382,3 +385,110 @@ def test_causes_group_by_diagnosis_and_claim_findings() -> None:
 )
 def test_verified_is_read_as_real_servers_store_it(stored: object, flag: int | None) -> None:
     assert verified_flag(stored) == flag
+
+
+def test_causes_one_per_fault_from_raw_texts_and_replays() -> None:
+    """Raw 'actual:' texts and session replays join the explained cause whose evidence they
+    repeat (the code received instead, the field, a response where none is due); the two
+    wordings of one conclusion are one cause; a missing server.db is one cause."""
+    taken = "expected: 2101 REGISTRATION_FAILED\nactual:   2100 REGISTERED client_id=2a956aed86dc45a8898f"
+    replay = 'expected: message 11 as recorded in s.json: {"code": 2101}\nactual: {"code": 2100}\n'
+    rows = [
+        _Row("2.3-a", "MUST", "2.3", "failed", taken),
+        _Row(
+            "4.1-b",
+            "MUST",
+            "4.1",
+            "failed",
+            "expected: 2101 REGISTRATION_FAILED\nactual: 2100 REGISTERED: "
+            "the server accepted a duplicate name",
+        ),
+        _Row("15-replay-c", "MUST", "15", "failed", replay + "diagnosis: response code 2100 instead of 2101"),
+        _Row(
+            "4.6-d",
+            "MUST",
+            "4.6",
+            "failed",
+            "expected: no bytes for 0.5 s (1105 CRC_RETRY has no response)\n"
+            "actual:   23 bytes arrived: 2104 ACKNOWLEDGED (version 3, payload_size 16)",
+        ),
+        _Row(
+            "4.7-e",
+            "MUST",
+            "4.7",
+            "failed",
+            "expected: 2103 FILE_RECEIVED\nactual:   2104 ACKNOWLEDGED client_id=00",
+        ),
+        _Row(
+            "5.4-f",
+            "MUST",
+            "5.4",
+            "failed",
+            "expected: 2103 FILE_RECEIVED with content_size 112\nactual: "
+            "content_size 100\ndiagnosis: it equals the PLAINTEXT size: content_size must repeat the 1103's",
+        ),
+        _Row(
+            "15-replay-g",
+            "MUST",
+            "15",
+            "failed",
+            'expected: message 5\nactual: {"content_size": 1}\ndiagnosis: field content_size differs',
+        ),
+        _Row(
+            "4.4-h",
+            "MUST",
+            "4.4",
+            "failed",
+            "expected: 2103 cksum 1\nactual: cksum 2\ndiagnosis: "
+            "the value equals X, padding stripped: the server does not decrypt the file as ONE CBC stream",
+        ),
+        _Row(
+            "4.4-i",
+            "MUST",
+            "4.4",
+            "failed",
+            "expected: 2103 cksum 3\nactual: cksum 4\ndiagnosis: "
+            "the value equals X: the server does not decrypt the file as ONE CBC stream (spec 7)",
+        ),
+        _Row("11.1-j", "MUST", "11", "failed", "expected: /d/server.db (spec 11)\nactual:   no such file"),
+        _Row("11.2-k", "MUST", "11", "failed", "expected: /d/server.db (spec 11)\nactual:   no such file"),
+    ]
+    causes = {cause.key: cause.cases for cause in root_causes(rows, {}, {})}
+    assert sorted(map(tuple, causes.values())) == [
+        ("11.1-j", "11.2-k"),
+        ("2.3-a", "4.1-b", "15-replay-c"),
+        ("4.4-h", "4.4-i"),
+        ("4.6-d", "4.7-e"),
+        ("5.4-f", "15-replay-g"),
+    ]
+    assert causes["unasked:2104"] == ["4.6-d", "4.7-e"]
+    assert causes["storage:no-database"] == ["11.1-j", "11.2-k"]
+
+
+def test_a_dropped_duplicate_is_a_finding_and_later_waits_are_brief() -> None:
+    """The first case that waits in vain for a 2101 makes the finding; later waits for a 2101
+    are brief, other waits are not; a later failure of the kind is the finding again."""
+    supervisor = Supervisor(adapt=True, server_cmd=None, server_cwd=None)
+    supervisor.adaptation = transport.Adaptation(None, enabled=True)
+    transport.install(supervisor.adaptation)
+    silence = "expected: 2101 REGISTRATION_FAILED\nactual:   no response: nothing arrived within 10 s"
+    try:
+        first = CaseInfo("2.3-first", Level.MUST, "")
+        assert transport.response_wait_s(first, "2101 REGISTRATION_FAILED", 10.0) == 10.0
+        assert supervisor.repeated_finding(first, silence) == ""  # it makes the finding: it fails
+        assert supervisor.findings()["silent-duplicate-name"].case_ids == (
+            "2.3-first",
+            "4.1-register-duplicate-name",
+        )
+        later = CaseInfo("13.14-later", Level.MUST, "")
+        assert transport.response_wait_s(later, "2101 for the first 1100", 10.0) == 0.5
+        assert transport.response_wait_s(later, "2100 REGISTERED", 10.0) == 10.0
+        replayed = 'expected: message 11 as recorded in s.json: {"code": 2101}\nactual: nothing'
+        assert supervisor.repeated_finding(later, replayed).startswith(
+            "already reported: silent-duplicate-name"
+        )
+        direct = CaseInfo("4.1-register-duplicate-name", Level.MUST, "")
+        assert supervisor.repeated_finding(direct, silence) == ""  # the case that tests it reports it
+        assert supervisor.adaptation.adapted_cases("silent-duplicate-name") == ["13.14-later"]
+    finally:
+        transport.uninstall()
