@@ -144,6 +144,8 @@ class FaultRun:
     def table_row(self) -> str:
         causes = len(self.report.get("cause_details", []))
         problems = "; ".join(self.problems)[:120]
+        if not problems and causes > len(self.faults):
+            problems = "(a documented extra cause: EXTRA_CAUSES)"
         return f"{self.name:<34} {self.seconds:>6.1f} s {causes:>4} / {len(self.faults):<3} {problems}"
 
 
