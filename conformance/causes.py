@@ -223,7 +223,8 @@ def _what_it_says(row: Row) -> _Said:
         diagnosis = named.group("why")  # actual: 2100 REGISTERED: the server accepted a duplicate name
     if diagnosis and not _ONLY_DIFFERS.match(diagnosis):
         conclusion = " ".join(_PARENTHESISED.sub("", diagnosis).rsplit(": ", 1)[-1].split())
-        return _Said(_normalised(conclusion), title, True, evidence)
+        shown = {token for token in evidence if not token.startswith("got:")}  # a code alone: too loose
+        return _Said(_normalised(conclusion), title, True, shown)
     unasked = _NO_RESPONSE_DUE.match(expected)
     sent = _ACTUAL_CODE.search(actual)
     if unasked and sent:
