@@ -20,12 +20,35 @@ from .profile import Finding
 ALREADY_REPORTED = "already reported:"
 _REPORTED = frozenset({"failed", "error", "warning", "info", "expected-failure"})
 _SHOWN = 6
-_TOPICS = (
-    ("cksum", re.compile(r"\bcksum\b")),
-    ("silence", re.compile(r"no answer|did not answer|nothing arrived|no response")),
+_TOPICS = (("cksum", re.compile(r"\bcksum\b")),)
+_SILENCE = re.compile(r"no answer|did not answer|nothing arrived|no response|\b0 bytes within")
+_ONLY_DIFFERS = re.compile(
+    r"^(the (response|request) differs|(field \w+|client_id) differs"
+    r"|(response|request) code \d+ instead of \d+"
+    r"|the server did not answer in time.*|no response within .*)$"
 )
-_EXPLAINED = re.compile(r"\bequals\b|silently dropped")
-"""A cause title that names what the server did (not only that a value or an answer was wrong)."""
+"""A diagnosis that only says what differs or that nothing came (a session replay's): it names no cause."""
+_CODE_INSTEAD = re.compile(r"code (?P<got>\d{4}) instead of (?P<wanted>\d{4})")
+_EXPECTED_CODE = re.compile(r"(?P<code>\d{4})\b")
+_RECORDED_CODE = re.compile(r'as recorded .*?"code": (?P<code>\d{4})')
+_ACTUAL_CODE = re.compile(r"(?:\d+ bytes arrived: )?(?P<named>(?P<code>\d{4}) [A-Z_]{4,})")
+_NO_RESPONSE_DUE = re.compile(r"no (bytes|response)\b[^(]*(\((?P<why>.*)\))?$")
+_NAMED_IN_ACTUAL = re.compile(r"^\d{4} [A-Z_]{4,}: (?P<why>.+)")
+"""An 'actual:' line that says what the server did after the response it names."""
+_PARENTHESISED = re.compile(r"\([^()]*\)")
+_FIELD_SHOWN = (
+    re.compile(r"^([a-z]+(?:_[a-z]+)*) (?:0x)?\d", re.M),  # actual: content_size 100
+    re.compile(r"\bfield (\w+) differs"),  # a replay's diagnosis
+    re.compile(r'"field": "(\w+)"'),  # a replay's actual: the response could not be parsed
+)
+_RULES = (
+    (
+        re.compile(r"expected:.*\bserver\.db\b.*\nactual:\s+no such file", re.S),
+        "storage:no-database",
+        "no server.db in the data dir (--bp-data-dir): the storage checks (spec 11) found no database",
+    ),
+)
+"""Failures that name one cause in many words: (pattern on the verdict lines, key, title)."""
 _LEVEL_ORDER = {"MUST": 0, "SHOULD": 1, "INFO": 2}
 _NAMES = re.compile(r"\b[A-Z]{2,}(_[A-Z]+)*\b")
 """Message names (ACKNOWLEDGED, RECONNECT_DENIED): one deviation in several responses is one cause."""
@@ -135,25 +158,7 @@ def root_causes(
                 ):
                     causes[down_key].not_run.append(later.id)
                     claimed.add(later.id)
-    sections: dict[str, list[str]] = defaultdict(list)
-    topics: dict[str, set[str]] = {}
-    for row in rows:
-        if row.id in claimed or row.outcome not in _REPORTED:
-            continue
-        title = _headline(row)
-        if row.outcome == "error":
-            title = f"the suite itself failed: {title}"
-        key = _NUMBERS.sub("#", _NAMES.sub("NAME", title)).lower()
-        cause = causes.setdefault(key, Cause(key, title, row.level, row.section))
-        if _LEVEL_ORDER.get(row.level, 3) < _LEVEL_ORDER.get(cause.level, 3):
-            cause.level = row.level
-        cause.cases.append(row.id)
-        sections[key].append(row.section)
-        said = verdict_lines(row.message)
-        topics.setdefault(key, set()).update(name for name, pattern in _TOPICS if pattern.search(said))
-    for key, seen in sections.items():
-        causes[key].section = max(set(seen), key=seen.count)
-    _merge_unexplained(causes, topics)
+    _group_failures([row for row in rows if row.id not in claimed and row.outcome in _REPORTED], causes)
     listed = [
         cause
         for cause in causes.values()
@@ -162,13 +167,107 @@ def root_causes(
     return sorted(listed, key=lambda cause: _LEVEL_ORDER.get(cause.level, 3))
 
 
-def _merge_unexplained(causes: dict[str, Cause], topics: dict[str, set[str]]) -> None:
-    """A failure that only says a value differs (a replayed cksum, say) joins the one cause that
-    explains a deviation of the same topic, when there is exactly one."""
-    explained = [key for key in topics if _EXPLAINED.search(causes[key].title)]
-    for key, names in topics.items():
-        if key in explained or not names:
-            continue
-        matches = [other for other in explained if topics[other] & names]
-        if len(matches) == 1:
-            causes[matches[0]].cases += causes.pop(key).cases
+@dataclass
+class _Said:
+    """What one failure says: its cause key and title, whether it explains itself, its evidence."""
+
+    key: str
+    title: str
+    explained: bool
+    evidence: set[str]
+
+
+def _group_failures(rows: list[Row], causes: dict[str, Cause]) -> None:
+    """One cause per diagnosis (normalised to its conclusion); a failure that only shows a
+    value (a raw 'actual:', a replay's 'the response differs') joins the one explained cause
+    whose evidence it repeats, else it is a cause of its own."""
+    said = {row.id: _what_it_says(row) for row in rows}
+    evidence: dict[str, set[str]] = defaultdict(set)
+    sections: dict[str, list[str]] = defaultdict(list)
+    for row in sorted(rows, key=lambda row: not said[row.id].explained):
+        what = said[row.id]
+        key = what.key
+        if not what.explained:
+            matches = [other for other, seen in evidence.items() if seen & what.evidence]
+            key = matches[0] if len(matches) == 1 else key
+        cause = causes.setdefault(key, Cause(key, what.title, row.level, row.section))
+        if what.explained:
+            evidence[key] |= what.evidence
+        if _LEVEL_ORDER.get(row.level, 3) < _LEVEL_ORDER.get(cause.level, 3):
+            cause.level = row.level
+        cause.cases.append(row.id)
+        sections[key].append(row.section)
+    for key, seen in sections.items():
+        causes[key].section = max(set(seen), key=seen.count)
+    order = [row.id for row in rows]
+    for cause in causes.values():
+        cause.cases.sort(key=lambda case: order.index(case) if case in order else -1)
+
+
+def _what_it_says(row: Row) -> _Said:
+    """The cause a failure names (see `_group_failures`)."""
+    lines = {
+        prefix: _message_line(row.message, f"{prefix}:") for prefix in ("expected", "actual", "diagnosis")
+    }
+    expected, actual, diagnosis = lines["expected"], lines["actual"], lines["diagnosis"]
+    evidence = _evidence(row.message, expected, actual, diagnosis)
+    title = _headline(row)
+    if row.outcome == "error":
+        title = f"the suite itself failed: {title}"
+        return _Said(_normalised(title), title, False, set())
+    for pattern, key, rule_title in _RULES:
+        if pattern.search(verdict_lines(row.message)):
+            return _Said(key, rule_title, True, evidence)
+    named = _NAMED_IN_ACTUAL.match(actual)
+    if named and not (diagnosis and not _ONLY_DIFFERS.match(diagnosis)):
+        diagnosis = named.group("why")  # actual: 2100 REGISTERED: the server accepted a duplicate name
+    if diagnosis and not _ONLY_DIFFERS.match(diagnosis):
+        conclusion = " ".join(_PARENTHESISED.sub("", diagnosis).rsplit(": ", 1)[-1].split())
+        shown = {token for token in evidence if not token.startswith("got:")}  # a code alone: too loose
+        return _Said(_normalised(conclusion), title, True, shown)
+    unasked = _NO_RESPONSE_DUE.match(expected)
+    sent = _ACTUAL_CODE.search(actual)
+    if unasked and sent:
+        key = f"unasked:{sent.group('code')}"
+        why = f" ({unasked.group('why')})" if unasked.group("why") else ""
+        return _Said(
+            key,
+            f"{sent.group('named')} sent where no response is due{why}",
+            True,
+            {f"got:{sent.group('code')}"},
+        )
+    pair = sorted(token for token in evidence if token.startswith("code:"))
+    if pair and sent and _EXPECTED_CODE.match(expected):
+        title = f"{sent.group('named')} instead of {expected}"  # not the raw fields (ids, keys)
+    return _Said(pair[0] if pair else _normalised(title), title, False, evidence)
+
+
+def _normalised(text: str) -> str:
+    """A cause key: message names and numbers (ids, sizes, values) masked, lower case."""
+    return _NUMBERS.sub("#", _NAMES.sub("NAME", text)).lower()
+
+
+def _evidence(message: str, expected: str, actual: str, diagnosis: str) -> set[str]:
+    """What a failure shows, as tokens two failures of one cause share: the response code
+    received instead of the one expected, the response code received, the field that
+    differs, a topic (cksum, silence)."""
+    found: set[str] = set()
+    instead = _CODE_INSTEAD.search(diagnosis)
+    wanted = _EXPECTED_CODE.match(expected) or _RECORDED_CODE.search(expected)
+    got = _ACTUAL_CODE.match(actual)
+    codes = (
+        (instead.group("wanted"), instead.group("got"))
+        if instead
+        else (wanted.group("code") if wanted else "", got.group("code") if got else "")
+    )
+    if codes[1]:
+        found.add(f"got:{codes[1]}")
+    if all(codes) and codes[0] != codes[1]:
+        found.add(f"code:{codes[0]}>{codes[1]}")
+    for pattern in _FIELD_SHOWN:
+        found |= {f"field:{name}" for name in pattern.findall(f"{actual}\n{diagnosis}")}
+    said = verdict_lines(message)
+    found |= {f"topic:{name}" for name, pattern in _TOPICS if pattern.search(said)}
+    if _SILENCE.search(actual) or _SILENCE.search(diagnosis):
+        found.add(f"silence:{codes[0]}")  # no answer where this response was due
+    return found

@@ -108,11 +108,13 @@ class Supervisor:
         return self.liveness.check_after(info.id, sent)
 
     def repeated_finding(self, info: CaseInfo, message: str) -> str:
-        """A skip reason when a failure is only an already-reported finding again ('' otherwise)."""
+        """A skip reason when a failure is only an already-reported finding again ('' otherwise).
+        A failure that makes a finding (a dropped duplicate name) records it first."""
         adaptation = self.adaptation
         if adaptation is None or not adaptation.enabled:
             return ""
         said = verdict_lines(message)
+        _learn_dropped_duplicate(info, said)
         for finding in adaptation.findings().values():
             if info.id in finding.case_ids:
                 continue
@@ -174,6 +176,40 @@ class Supervisor:
             "cause_details": [cause.as_json() for cause in self.causes(rows)],
             "restarts": self.restarts(),
         }
+
+
+SILENT_DUPLICATE = "silent-duplicate-name"
+DUPLICATE_NAME_CASE = "4.1-register-duplicate-name"
+"""The case that tests the answer to a taken name directly (it reports the finding itself)."""
+_DROPPED_DUPLICATE = re.compile(
+    r"^expected:\s+(?P<code>\d+) (REGISTRATION_FAILED|for the first 1100 \(its name is taken\)).*\n"
+    r"actual:\s+no response: nothing arrived",
+    re.M,
+)
+
+
+def _learn_dropped_duplicate(info: CaseInfo, said: str) -> None:
+    """The first case that waited in vain for the refusal of a taken name makes the finding
+    'silent-duplicate-name': later waits for that response are brief (`transport.response_wait_s`)
+    and their failures are this finding again."""
+    dropped = _DROPPED_DUPLICATE.search(said)
+    found = transport.current()
+    if dropped is None or found is None or SILENT_DUPLICATE in found.findings():
+        return
+    code = dropped.group("code")
+    finding = Finding(
+        SILENT_DUPLICATE,
+        f"a 1100 REGISTER whose name is taken gets no response at all (expected {code} "
+        "REGISTRATION_FAILED): the duplicate is silently dropped",
+        "MUST",
+        "4.1",
+        tuple(dict.fromkeys((info.id, DUPLICATE_NAME_CASE))),
+        said,
+        adaptation=f"later waits for a {code} are brief",
+        signature=rf'^expected:\s+(?:{code}\b|message .*"code": {code}\b).*\n'
+        r"actual:\s+(?:no response|nothing$)",
+    )
+    transport.never_sends(finding, code)
 
 
 def _failure_line(message: str) -> str:

@@ -37,6 +37,8 @@ class Adaptation:
         """Findings made during the cases (not by the profiling stage)."""
         self.used: dict[str, set[str]] = {}
         """case id -> keys of the findings the transport compensated for in that case."""
+        self.never_sent: dict[str, str] = {}
+        """finding key -> the response code the server was found never to send (silently dropped)."""
 
     def findings(self) -> dict[str, Finding]:
         """Every finding of the run, profiling stage first."""
@@ -104,6 +106,33 @@ def may_adapt(info: CaseInfo | None, finding: Finding) -> bool:
         return False
     adaptation.discover(finding)
     return adapting(info, finding.key)
+
+
+_BRIEF_WAIT_S = 0.5
+"""At least this long for a response the server was found to drop (20 x its answer time if longer)."""
+
+
+def never_sends(finding: Finding, code: str) -> None:
+    """Record a finding made during a case: the server answers no request with `code` (it drops
+    the request silently). Later waits for that response are brief (`response_wait_s`)."""
+    adaptation = current()
+    if adaptation is not None:
+        adaptation.discover(finding)
+        adaptation.never_sent[finding.key] = code
+
+
+def response_wait_s(info: CaseInfo | None, waiting_for: str, timeout_s: float) -> float:
+    """How long to wait for the response described by `waiting_for` (it starts with the wire
+    code): `timeout_s`, or a brief wait once the run found that the server never sends it."""
+    adaptation = current()
+    if adaptation is None or not adaptation.enabled:
+        return timeout_s
+    for key, code in adaptation.never_sent.items():
+        if waiting_for.split(" ", 1)[0] == code:
+            adaptation.record(info, key)
+            answer_s = adaptation.profile.answer_s if adaptation.profile is not None else 0.0
+            return min(timeout_s, max(_BRIEF_WAIT_S, 20 * answer_s))
+    return timeout_s
 
 
 def connect(

@@ -316,7 +316,7 @@ class Wire:
         self, timeout_s: float | None = None, *, waiting_for: str = "a response", silence_hint: str = ""
     ) -> Received:
         """Read one response; fail with a precise diagnosis if it is malformed. Raises `Closed`."""
-        timeout = self.timeout_s if timeout_s is None else timeout_s
+        timeout = transport.response_wait_s(self.context.info, waiting_for, timeout_s or self.timeout_s)
         try:
             head = self._recv_exact(RESPONSE_HEADER_SIZE, timeout)
         except Closed as closed:

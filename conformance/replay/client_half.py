@@ -16,6 +16,7 @@ from backupproto.io.channel import Channel, ChannelTimeout, ConnectionLost
 from backupproto.schemas import build_struct, schemas_for
 from backupproto.sessions import Direction, Message, Session, Splitter
 
+from .. import transport
 from ..recording.files import load
 from .content import FileStream, content_chunks, fresh_name, private_keys
 from .peer import Peer
@@ -146,6 +147,8 @@ class ServerReplay:
 
     def _expect(self, peer: Peer, message: Message) -> None:
         expected: Any = "the server closes the connection" if message.close else message.decoded
+        code = str(message.decoded["code"]) if message.decoded is not None else ""
+        peer.timeout = transport.response_wait_s(None, code, self.timeout)  # a response found dropped: brief
         if expected is None:
             expected = {"hex": message.raw.hex(), "error": message.error}
         actual = peer.receive_like(self.session.name, message, expected, "server")

@@ -109,7 +109,7 @@ class _ChunkedDecryptor:
     """Fault chunked-cbc: every 4096 bytes decrypted as a separate CBC stream from IV 0."""
 
     def __init__(self, key: bytes) -> None:
-        self.key, self.pending, self.out = key, bytearray(), bytearray()
+        self.key, self.pending, self.first_chunk = key, bytearray(), True
 
     def update(self, data: bytes) -> bytes:
         self.pending += data
@@ -117,11 +117,19 @@ class _ChunkedDecryptor:
         while len(self.pending) > 4096:
             done += AES.new(self.key, AES.MODE_CBC, iv=bytes(16)).decrypt(bytes(self.pending[:4096]))
             del self.pending[:4096]
+            self.first_chunk = False
         return done
 
     def finalize(self) -> bytes:
-        last = AES.new(self.key, AES.MODE_CBC, iv=bytes(16)).decrypt(bytes(self.pending))
-        return last[: -last[-1]] if last and 1 <= last[-1] <= 16 else last
+        """The last chunk (from IV 0, like every chunk). Bad padding is refused (not this fault),
+        unless the chunking garbled it (a last chunk of one block): that is kept unpadded."""
+        last = CbcDecryptor(self.key)
+        try:
+            return last.update(bytes(self.pending)) + last.finalize()
+        except BackupProtoError:
+            if self.first_chunk:
+                raise
+            return AES.new(self.key, AES.MODE_CBC, iv=bytes(16)).decrypt(bytes(self.pending))
 
 
 def _out_of_turn_1104(error: RemoteProtocolError) -> bool:
