@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from backupproto import dialect as dialects
 from conformance.case import case_of, parse_target
+from conformance.settings import parse_dialect
 
 from .context import ClientCase, ClientMode, is_client_case
 
@@ -66,17 +66,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_MODE] = _mode(config)
 
 
-def _dialect(config: pytest.Config) -> dialects.Dialect:
-    """The dialect named by ``--bp-dialect`` (when the suite defines it); today only V3 (2023A)."""
-    try:
-        name = config.getoption("bp_dialect")
-    except ValueError:
-        name = None
-    if name in (None, "auto", "2023A", "V3", "3"):
-        return dialects.V3
-    raise pytest.UsageError(f"--bp-dialect {name}: client mode knows only 2023A (V3) today")
-
-
 def _mode(config: pytest.Config) -> ClientMode | None:
     command = config.getoption("bp_client_cmd")
     listen = config.getoption("bp_client_listen")
@@ -97,7 +86,7 @@ def _mode(config: pytest.Config) -> ClientMode | None:
         cwd_template=Path(template) if template else None,
         timeout_s=float(config.getoption("bp_client_timeout")),
         silent_timeout_s=float(config.getoption("bp_client_silent_timeout")),
-        dialect=_dialect(config),
+        dialect=parse_dialect(config.getoption("bp_dialect", None)),
     )
 
 

@@ -131,6 +131,7 @@ def test_priv_key(client_case: ClientCase) -> None:
     ),
 )
 def test_reconnects(client_case: ClientCase) -> None:
+    client_case.require(client_case.dialect.has_reconnect, "the reconnect request (1102's role)")
     saved = client_case.saved_identity()
     files = {"notes.txt": content(300, 2)}
     outcome = client_case.run(Script(), files, identity=saved)
@@ -163,6 +164,7 @@ def test_reconnects(client_case: ClientCase) -> None:
     ),
 )
 def test_reconnect_denied(client_case: ClientCase) -> None:
+    client_case.require(client_case.dialect.has_reconnect, "the reconnect request (1102's role)")
     saved = client_case.saved_identity()
     outcome = client_case.run(Script(deny_reconnect=True), FILE, identity=saved)
     client_case.check_finished(outcome)
@@ -214,6 +216,7 @@ def test_name_taken(client_case: ClientCase) -> None:
     ),
 )
 def test_denied_then_taken(client_case: ClientCase) -> None:
+    client_case.require(client_case.dialect.has_reconnect, "the reconnect request (1102's role)")
     saved = client_case.saved_identity()
     known = saved.identity
     script = Script(deny_reconnect=True, taken_names=frozenset({known.name}))
