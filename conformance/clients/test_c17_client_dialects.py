@@ -1,0 +1,99 @@
+"""Client cases of the dialects (spec dialects 17, 18): 2024 packets and AES-256, the 2024 response
+codes, and 2022C's returning client (1101 again, no reconnect). Each runs in the dialects it
+applies to and is skipped in the others."""
+
+from __future__ import annotations
+
+from backupproto.dialect import DIALECT_2023C, RequestCode
+from conformance.case import MUST
+
+from .checks import backup_ok, content, explain_rejected, first_requests
+from .context import ClientCase, client_case
+from .server import Script
+
+PACKETS = 3
+"""A file of more than two packets of our sender (65536 bytes each) shows numbering and sizes."""
+
+
+@client_case(
+    "18.2-client-packets",
+    level=MUST,
+    requirement=(
+        "2024A/2024C: a file's ONE AES-CBC ciphertext is cut into SEND_FILE packets numbered from 1 to "
+        "total_packets (packet_number before total_packets); every packet carries the whole file's "
+        "content_size and orig_file_size (dialects 18.2). Readings named: total-first, from-0, "
+        "per-packet-content-size, per-packet-encryption."
+    ),
+)
+def test_packets(client_case: ClientCase) -> None:
+    client_case.require(client_case.dialect.packetised, "packetised SEND_FILE (2024A, 2024C)")
+    files = {"packets.bin": content(PACKETS * 65536 - 100, 18)}
+    outcome = client_case.run(Script(), files)
+    backup_ok(client_case, outcome, files)
+
+
+@client_case(
+    "18.6-client-aes-256",
+    level=MUST,
+    requirement=(
+        "2024A/2024C: the AES key is 32 bytes, AES-256-CBC with a zero IV and PKCS#7 (dialects 18.6); "
+        "a client that uses only 16 bytes of it (AES-128) is named."
+    ),
+)
+def test_aes_256(client_case: ClientCase) -> None:
+    client_case.require(client_case.dialect.aes_key_size == 32, "a 32-byte AES key (2024A, 2024C)")
+    files = {"aes.bin": content(1000, 186)}
+    outcome = client_case.run(Script(), files)
+    backup_ok(client_case, outcome, files)
+
+
+@client_case(
+    "18.4-client-2024-response-codes",
+    level=MUST,
+    requirement=(
+        "2024A/2024C: responses are 1600-1607; 2100-2107 are unknown_code for a 2024 client (17.6), "
+        "so it does not take 2100 for REGISTERED. A client that does speaks a mixed dialect "
+        "(2023A's responses)."
+    ),
+)
+def test_2024_response_codes(client_case: ClientCase) -> None:
+    dialect = client_case.dialect
+    client_case.require(dialect.name.startswith("2024"), "the 2024 response codes 1600-1607")
+    outcome = client_case.run(Script(response_dialect=DIALECT_2023C), {"mixed.txt": b"mixed\n"})
+    client_case.check_finished(outcome)
+    keyed = [code for code in outcome.requests() if code == RequestCode.SEND_PUBLIC_KEY]
+    if keyed:
+        client_case.fail(
+            "no SEND_PUBLIC_KEY after a 2100 (an unknown code in 2024): an error, then Fatal",
+            f"the client took 2100 for REGISTERED and sent {dialect.requests[RequestCode.SEND_PUBLIC_KEY]}",
+            hint="the client speaks a mixed dialect: 2024 request codes with 2023A's response codes "
+            "(2100-2107); 2024 responses are 1600-1607 (dialects 17.6, 18.4)",
+        )
+    client_case.check_exit(outcome, success=False, why="no server of its dialect answered")
+
+
+@client_case(
+    "17.4-client-2022c-returning",
+    level=MUST,
+    requirement=(
+        "2022C has no reconnect: a returning client (me.info) re-sends 1101 SEND_PUBLIC_KEY with its "
+        "saved id in the header, its saved name and the public key of its saved private key, and "
+        "continues after 2102 with the fresh AES key (dialects 17.4). 1102 is unknown_code in 2022C."
+    ),
+)
+def test_2022c_returning(client_case: ClientCase) -> None:
+    dialect = client_case.dialect
+    client_case.require(not dialect.has_reconnect, "a dialect without reconnect (2022C)")
+    saved = client_case.saved_identity()
+    files = {"again.txt": b"a returning 2022C client\n"}
+    outcome = client_case.run(Script(), files, identity=saved)
+    explain_rejected(client_case, outcome)
+    first_requests(client_case, outcome, [RequestCode.SEND_PUBLIC_KEY], "1101 first (with the saved id)")
+    request = outcome.connections[0].requests[0]
+    want = saved.identity
+    if (request.client_id, getattr(request, "name", None)) != (want.client_id, want.name):
+        client_case.fail(
+            f"1101 with me.info's id {want.client_id.hex()} and name {want.name!r}",
+            f"id {request.client_id.hex()}, name {getattr(request, 'name', None)!r}",
+        )
+    backup_ok(client_case, outcome, files)
