@@ -4,12 +4,46 @@ applies to and is skipped in the others."""
 
 from __future__ import annotations
 
+from backupproto import detect
 from backupproto.dialect import DIALECT_2023C, RequestCode
 from conformance.case import MUST
 
 from .checks import backup_ok, content, explain_rejected, first_requests
 from .context import ClientCase, client_case
+from .detection import Detection
 from .server import Script
+
+@client_case(
+    "17.1-client-dialect",
+    level=MUST,
+    requirement=(
+        "The client speaks one dialect (dialects 17): its request codes are that dialect's (a code of "
+        "another dialect is unknown_code there). Under --bp-dialect auto the dialect is detected from the "
+        "client's first requests (19.1); a client that speaks none is this one finding."
+    ),
+)
+def test_dialect(client_case: ClientCase, client_detection: Detection | None) -> None:
+    if client_detection is not None and client_detection.dialect is None:
+        client_case.fail(
+            "requests of one of the dialects 2022C, 2023A, 2023C, 2024A, 2024C",
+            client_detection.summary,
+            hint="the other client cases were not run\n" + "\n".join(client_detection.evidence),
+        )
+    dialect = client_case.dialect
+    outcome = client_case.run(Script(), {"dialect.txt": b"dialect\n"})
+    client_case.check_finished(outcome)
+    codes = [code for connection in outcome.connections for code in connection.wire_codes]
+    foreign = [code for code in codes if dialect.request_role(code) is None]
+    if foreign:
+        others = "/".join(d.name for d in detect.dialects_with_code(foreign[0], requests=True)) or "no dialect"
+        client_case.fail(
+            f"{dialect.name} request codes {sorted(dialect.requests.values())}",
+            f"request code {foreign[0]} (of {others})",
+            hint=f"run the suite with --bp-dialect {others.split('/')[0]} or auto"
+            if others != "no dialect"
+            else "",
+        )
+
 
 PACKETS = 3
 """A file of more than two packets of our sender (65536 bytes each) shows numbering and sizes."""
