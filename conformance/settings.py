@@ -44,7 +44,7 @@ _VALUED = (
     ("--bp-fuzz-examples", "N", f"examples per live fuzz case ({DEFAULT_FUZZ_EXAMPLES})"),
     ("--bp-large-file-mib", "MIB", "also send one file of this many MiB (slow; 0 = skip)"),
     ("--bp-sessions", "DIR", "recorded sessions (*.json) to replay against the target (spec 15)"),
-    ("--bp-dialect", "NAME|auto", "the dialect spoken (2022C, 2023A, 2023C, 2024A, 2024C) or auto: detected (default)"),
+    ("--bp-dialect", "NAME|auto", "the dialect: 2022C, 2023A, 2023C, 2024A, 2024C or auto (default: detect)"),
     (
         "--bp-hypothesis-dir",
         "DIR",

@@ -48,9 +48,18 @@ CAUGHT_IN_DIALECT: dict[str, tuple[str, dict[str, str]]] = {
     "total-first": ("2024A", {"18.2-client-packets": r"the total-first reading"}),
     "from-0": ("2024C", {"18.2-client-packets": r"the from-0 reading"}),
     "per-packet-encryption": ("2024A", {"18.2-client-packets": r"the per-packet-encryption reading"}),
-    "aes-128": ("2024C", {"18.6-client-aes-256": r"aes-128-in-2024 reading: it encrypts with only the first 16"}),
-    "reconnect-in-2022C": ("2022C", {"17.4-client-2022c-returning": r"1102 \(RECONNECT\).*a reconnect 2022C does not"}),
-    "2023-responses": ("2024C", {"18.4-client-2024-response-codes": r"mixed dialect: 2024 request codes with 2023A"}),
+    "aes-128": (
+        "2024C",
+        {"18.6-client-aes-256": r"aes-128-in-2024 reading: it encrypts with only the first 16"},
+    ),
+    "reconnect-in-2022C": (
+        "2022C",
+        {"17.4-client-2022c-returning": r"1102 \(RECONNECT\).*a reconnect 2022C does not"},
+    ),
+    "2023-responses": (
+        "2024C",
+        {"18.4-client-2024-response-codes": r"mixed dialect: 2024 request codes with 2023A"},
+    ),
 }
 DIALECT_NAMES = ("2022C", "2023A", "2023C", "2024A", "2024C")
 
@@ -96,7 +105,8 @@ def passed_or_not_applicable(rows: dict[str, dict[str, Any]]) -> dict[str, str]:
     return {
         case_id: row["message"][:600]
         for case_id, row in rows.items()
-        if row["outcome"] != "passed" and not (row["outcome"] == "skipped" and "not in dialect" in row["message"])
+        if row["outcome"] != "passed"
+        and not (row["outcome"] == "skipped" and "not in dialect" in row["message"])
     }
 
 
@@ -137,7 +147,9 @@ def test_client_speaking_no_dialect_is_one_finding(tmp_path: Path) -> None:
         "s.sendall(bytes(16) + bytes([3]) + (12345).to_bytes(2, 'little') + bytes(4))\n"
         "s.recv(100)\n"
     )
-    code, report, output = run_client_suite(f"{shlex.quote(sys.executable)} {shlex.quote(str(fake))}", tmp_path)
+    code, report, output = run_client_suite(
+        f"{shlex.quote(sys.executable)} {shlex.quote(str(fake))}", tmp_path
+    )
     rows = outcomes(report)
     assert list(rows) == ["17.1-client-dialect"], output[-3000:]
     assert rows["17.1-client-dialect"]["outcome"] == "failed"
@@ -159,7 +171,9 @@ def test_broken_dialect_client_is_caught(fault: str, tmp_path: Path) -> None:
     dialect, expected = CAUGHT_IN_DIALECT[fault]
     command = f"{shlex.quote(sys.executable)} {shlex.quote(str(BROKEN))} --dialect {dialect} --fault {fault}"
     command += " --timeout 2 --retries 0"
-    code, report, output = run_client_suite(command, tmp_path, "--bp-dialect", dialect, "-k", " or ".join(expected))
+    code, report, output = run_client_suite(
+        command, tmp_path, "--bp-dialect", dialect, "-k", " or ".join(expected)
+    )
     rows = outcomes(report)
     for case_id, pattern in expected.items():
         assert rows[case_id]["outcome"] == "failed", output[-3000:]

@@ -8,9 +8,8 @@ from typing import Any
 
 from construct import ConstructError
 
-from backupproto import crypto
+from backupproto import crypto, detect
 from backupproto.cksum import cksum
-from backupproto import detect
 from backupproto.dialect import DIALECTS, RequestCode
 from backupproto.errors import BackupProtoError
 from backupproto.schemas import schemas_for
@@ -55,8 +54,9 @@ def explain_content(record: FileRecord, plain: bytes, key: bytes | None) -> str:
         return "no AES key was agreed on this connection"
     if record.short_key_cksum is not None and record.short_key_cksum == cksum(plain):
         return (
-            f"the client follows the aes-128-in-2024 reading: it encrypts with only the first 16 bytes of "
-            f"the {len(key)}-byte session key (AES-128); 2024A/2024C use AES-256, all 32 bytes (dialects 18.6)"
+            "the client follows the aes-128-in-2024 reading: it encrypts with only the first 16 bytes "
+            f"of the {len(key)}-byte session key (AES-128); 2024A/2024C use AES-256, all 32 bytes "
+            "(dialects 18.6)"
         )
     if size <= 16 << 20:
         for chunk in CHUNK_GUESSES:
@@ -116,7 +116,8 @@ def check_file_sent(case: ClientCase, outcome: Outcome, file_name: str, plain: b
 def packet_reading(packets: list[PacketRecord]) -> str | None:
     """The named reading of dialects 18.2 the packets of a 2024 client follow (None: none seen)."""
     for packet in packets:
-        number, total, size, orig = packet.packet_number, packet.total_packets, packet.content_size, packet.orig_file_size
+        number, total, orig = packet.packet_number, packet.total_packets, packet.orig_file_size
+        size = packet.content_size
         if number is None or total is None or orig is None:
             continue
         one_stream = crypto.encrypted_size(orig)
@@ -134,8 +135,8 @@ def packet_reading(packets: list[PacketRecord]) -> str | None:
             )
         if total > 1 and size == one_stream + 16 * (total - 1):
             return (
-                f"the per-packet-encryption reading: content_size {size} counts one PKCS#7 padding per packet "
-                f"({total} packets); the file is ONE CBC stream ({one_stream} bytes) cut into packets"
+                f"the per-packet-encryption reading: content_size {size} counts one PKCS#7 padding per "
+                f"packet ({total} packets); the file is ONE CBC stream ({one_stream} bytes) cut into packets"
             )
     return None
 
@@ -144,10 +145,11 @@ def check_packets(case: ClientCase, packets: list[PacketRecord], plain_size: int
     """2024: every packet numbered from 1, total content_size and orig_file_size in each (18.2)."""
     reading = packet_reading(packets)
     if reading is not None:
-        case.fail("packets numbered 1..N, total content_size and orig_file_size in each (dialects 18.2)",
-                  reading)
+        case.fail(
+            "packets numbered 1..N, total content_size and orig_file_size in each (dialects 18.2)", reading
+        )
     want = crypto.encrypted_size(plain_size)
-    wrong = [packet for packet in packets if (packet.content_size, packet.orig_file_size) != (want, plain_size)]
+    wrong = [p for p in packets if (p.content_size, p.orig_file_size) != (want, plain_size)]
     if wrong:
         case.fail(
             f"content_size {want} and orig_file_size {plain_size} in every packet (dialects 18.2)",

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from backupproto import detect
-from backupproto.dialect import DIALECT_2022C, DIALECT_2023A, DIALECT_2023C, DIALECT_2024A, Dialect, RequestCode
+from backupproto.dialect import (
+    DIALECT_2022C,
+    DIALECT_2023A,
+    DIALECT_2023C,
+    DIALECT_2024A,
+    Dialect,
+    RequestCode,
+)
 
 from .context import ClientCase, ClientMode, Outcome
 from .server import Script
@@ -56,19 +63,30 @@ def detect_client_dialect(mode: ClientMode, announce: Callable[[str], None] = pr
         candidates = detect.dialects_with_code(code, requests=True)
         if not candidates:
             return Detection(
-                None, f"its first request code {code} belongs to no dialect (2022C, 2023A, 2023C, 2024A, 2024C)",
+                None,
+                f"its first request code {code} belongs to no dialect (2022C, 2023A, 2023C, 2024A, 2024C)",
                 evidence,
             )
         ordered = sorted(candidates, key=lambda d: TRY_ORDER.index(d) if d in TRY_ORDER else len(TRY_ORDER))
         tried: list[tuple[Dialect, Outcome]] = []
         for dialect in ordered:
-            outcome = first if dialect is DIALECT_2023A else ClientCase(
-                None, replace(mode, dialect=dialect), Path(folder) / dialect.name, announce
-            ).run(Script(), PROBE_FILES)
+            outcome = (
+                first
+                if dialect is DIALECT_2023A
+                else ClientCase(
+                    None, replace(mode, dialect=dialect), Path(folder) / dialect.name, announce
+                ).run(Script(), PROBE_FILES)
+            )
             tried.append((dialect, outcome))
             if _clean(outcome):
-                how = "its first request" if len(candidates) == 1 else "its first request and its first SEND_FILE"
-                shared = "" if len(candidates) == 1 else f" ({code} is {'/'.join(d.name for d in candidates)})"
+                how = (
+                    "its first request"
+                    if len(candidates) == 1
+                    else "its first request and its first SEND_FILE"
+                )
+                shared = (
+                    "" if len(candidates) == 1 else f" ({code} is {'/'.join(d.name for d in candidates)})"
+                )
                 return Detection(dialect, f"the client speaks {dialect.name}, detected from {how}{shared}")
         dialect, outcome = max(tried, key=lambda pair: _reach(pair[1]))
         names = "/".join(d.name for d in candidates)

@@ -413,7 +413,7 @@ class _Session:
             code = dialect.responses[ResponseCode.SERVER_ERROR]
             self.record.closed_by = f"server (after {code}: {why})"
         else:
-            self.record.lines.append(f"-- the server closes the connection ({dialect.name} has no SERVER_ERROR)")
+            self.record.lines.append(f"-- the server closes ({dialect.name} has no SERVER_ERROR)")
             self.record.closed_by = f"server (a close instead of an error response: {why})"
         return False
 
@@ -445,7 +445,8 @@ class _Session:
     def _reject(self, error: BackupProtoError) -> None:
         self.record.error = str(error)
         self.record.rejected_bytes = self.tap.pending()
-        shown = describe_request_bytes(self.record.rejected_bytes) if self.record.rejected_bytes else "nothing"
+        rejected = self.record.rejected_bytes
+        shown = describe_request_bytes(rejected) if rejected else "nothing"
         self.record.lines.append(f"!! malformed request: {error}")
         self.record.lines.append(f"   received: {shown}")
         self.record.lines.append(f"   bytes: {self.record.rejected_bytes[:64].hex(' ')}")

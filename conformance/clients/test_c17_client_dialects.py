@@ -13,6 +13,7 @@ from .context import ClientCase, client_case
 from .detection import Detection
 from .server import Script
 
+
 @client_case(
     "17.1-client-dialect",
     level=MUST,
@@ -34,7 +35,9 @@ def test_dialect(client_case: ClientCase, client_detection: Detection | None) ->
     codes = [code for connection in outcome.connections for code in connection.wire_codes]
     foreign = [code for code in codes if dialect.request_role(code) is None]
     if foreign:
-        others = "/".join(d.name for d in detect.dialects_with_code(foreign[0], requests=True)) or "no dialect"
+        others = (
+            "/".join(d.name for d in detect.dialects_with_code(foreign[0], requests=True)) or "no dialect"
+        )
         client_case.fail(
             f"{dialect.name} request codes {sorted(dialect.requests.values())}",
             f"request code {foreign[0]} (of {others})",
@@ -51,9 +54,7 @@ PACKETS = 3
 @client_case(
     "18.2-client-packets",
     level=MUST,
-    requirement=(
-        "Packets are numbered **from 1** to `total_packets`"
-    ),
+    requirement=("Packets are numbered **from 1** to `total_packets`"),
 )
 def test_packets(client_case: ClientCase) -> None:
     client_case.require(client_case.dialect.packetised, "packetised SEND_FILE (2024A, 2024C)")
@@ -80,9 +81,7 @@ def test_aes_256(client_case: ClientCase) -> None:
 @client_case(
     "18.4-client-2024-response-codes",
     level=MUST,
-    requirement=(
-        "2100-2107 are `unknown_code` for a 2024A client"
-    ),
+    requirement=("2100-2107 are `unknown_code` for a 2024A client"),
 )
 def test_2024_response_codes(client_case: ClientCase) -> None:
     dialect = client_case.dialect

@@ -24,6 +24,7 @@ from backupproto.client_files import (
     format_private_key,
     parse_me_info,
 )
+from backupproto.dialect import DIALECT_2023A, DIALECTS, Dialect, dialect_named
 from backupproto.engine import ClientConnection
 from backupproto.errors import BackupProtoError
 from backupproto.events import (
@@ -47,7 +48,6 @@ from backupproto.events import (
     SendPublicKey,
     ServerError,
 )
-from backupproto.dialect import DIALECT_2023A, DIALECTS, Dialect, dialect_named
 from backupproto.schemas import V3_SCHEMAS, schemas_for
 
 FAULTS = {
@@ -127,7 +127,11 @@ class Client:
             version = 2
         if self.fault == "wrong-content-size" and isinstance(event, SendFile):
             plain = self.plain_size
-            fields = {"content_size": plain, "file_name": event.file_name, "payload_client_id": event.client_id}
+            fields = {
+                "content_size": plain,
+                "file_name": event.file_name,
+                "payload_client_id": event.client_id,
+            }
             rest = bytes(SCHEMAS.send_file_prefix.build(fields))
             payload_size = SCHEMAS.send_file_prefix_size + plain
         return SCHEMAS.build_request_header(event.client_id, header.code, payload_size, version) + rest
