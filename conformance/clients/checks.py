@@ -265,6 +265,16 @@ def raw_field(case: ClientCase, raw: bytes, code: RequestCode | None, field: str
     return raw[start : start + size]
 
 
+def check_first_request_identity(case: ClientCase, outcome: Outcome, want: Identity, what: str) -> None:
+    """The first request of the run carries me.info's id (header) and name: a returning client."""
+    request = outcome.connections[0].requests[0]
+    if (request.client_id, getattr(request, "name", None)) != (want.client_id, want.name):
+        case.fail(
+            f"{what} with me.info's client_id {want.client_id.hex()} and name {want.name!r}",
+            f"client_id {request.client_id.hex()}, name {getattr(request, 'name', None)!r}",
+        )
+
+
 def content(size: int, seed: int = 1) -> bytes:
     """`size` reproducible binary bytes."""
     return random.Random(seed).randbytes(size)

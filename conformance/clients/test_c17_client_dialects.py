@@ -4,11 +4,11 @@ applies to and is skipped in the others."""
 
 from __future__ import annotations
 
-from backupproto import detect
+from backupproto import crypto, detect
 from backupproto.dialect import DIALECT_2023C, RequestCode
 from conformance.case import MUST
 
-from .checks import backup_ok, content, explain_rejected, first_requests
+from .checks import backup_ok, check_first_request_identity, content, explain_rejected, first_requests
 from .context import ClientCase, client_case
 from .detection import Detection
 from .server import Script
@@ -116,11 +116,8 @@ def test_2022c_returning(client_case: ClientCase) -> None:
     outcome = client_case.run(Script(), files, identity=saved)
     explain_rejected(client_case, outcome)
     first_requests(client_case, outcome, [RequestCode.SEND_PUBLIC_KEY], "1101 first (with the saved id)")
-    request = outcome.connections[0].requests[0]
-    want = saved.identity
-    if (request.client_id, getattr(request, "name", None)) != (want.client_id, want.name):
-        client_case.fail(
-            f"1101 with me.info's id {want.client_id.hex()} and name {want.name!r}",
-            f"id {request.client_id.hex()}, name {getattr(request, 'name', None)!r}",
-        )
+    check_first_request_identity(client_case, outcome, saved.identity, "1101")
+    sent_key = getattr(outcome.connections[0].requests[0], "public_key", b"")
+    if sent_key != crypto.public_key_der(saved.identity.private_key):
+        client_case.fail("1101 with the public key of the saved private key (17.4 step 4)", "another key")
     backup_ok(client_case, outcome, files)
