@@ -13,7 +13,7 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 
 from backupproto import crypto
-from backupproto.dialect import V3, Dialect
+from backupproto.dialect import V3, Dialect, ResponseCode
 from conformance.case import CaseInfo, Level, Target, case
 
 from .runner import ClientRun, run_command, wait_by_hand
@@ -120,6 +120,12 @@ class ClientCase:
     @property
     def dialect(self) -> Dialect:
         return self.mode.dialect or V3
+
+    @property
+    def server_error(self) -> str:
+        """How the dialect's server reports an error: its SERVER_ERROR code, or (2022C) a close."""
+        code = self.dialect.responses.get(ResponseCode.SERVER_ERROR)
+        return str(code) if code is not None else f"a close ({self.dialect.name} has no 2107)"
 
     def require(self, applies: bool, what: str) -> None:
         """Skip the case when it does not apply to the client's dialect (`what` it needs)."""

@@ -178,6 +178,15 @@ class ScriptedServer:
                     self.idle.set()
                 self.activity.notify_all()
 
+    def describe(self, event: Request | Response) -> str:
+        """`describe_event` with the dialect's wire code in front of the role's name (1025 REGISTER)."""
+        role = int(event.code)
+        if isinstance(event, Request):
+            wire = self.dialect.requests.get(event.code, role)
+        else:
+            wire = self.dialect.responses.get(event.code, role)
+        return f"{wire}{describe_event(event)[len(str(role)) :]}"
+
     def wrap_key(self, public_key: crypto.RsaKey) -> tuple[bytes, bytes]:
         """(fresh AES key, wrapped with OAEP SHA-1 to `public_key`)."""
         key = crypto.new_aes_key(self.dialect.aes_key_size)
@@ -259,7 +268,7 @@ class _Session:
         self.record.raw_requests.append(start.raw)
         self.record.requests.append(request)
         self.client_id = request.client_id
-        line = f">> {describe_event(request)}"
+        line = f">> {self.server.describe(request)}"
         if start.packet is not None:
             line += f" (payload_size={start.payload_size}{_packet_text(start.packet)})"
         self.record.lines.append(line)
@@ -424,7 +433,7 @@ class _Session:
             self.record.error = f"the scripted server could not send {response.code.name}: {error}"
             return
         other = self.script.response_dialect
-        line = f"<< {describe_event(response)}"
+        line = f"<< {self.server.describe(response)}"
         if other is not None:
             header_size = self.server.schemas.response_header_size
             schemas = schemas_for(other)
