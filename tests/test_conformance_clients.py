@@ -49,6 +49,7 @@ CAUGHT_IN_DIALECT: dict[str, tuple[str, dict[str, str]]] = {
     "total-first": ("2024A", {"18.2-client-packets": r"the total-first reading"}),
     "from-0": ("2024C", {"18.2-client-packets": r"the from-0 reading"}),
     "per-packet-encryption": ("2024A", {"18.2-client-packets": r"the per-packet-encryption reading"}),
+    "per-packet-content-size": ("2024C", {"18.2-client-packets": r"the per-packet-content-size reading"}),
     "aes-128": (
         "2024C",
         {"18.6-client-aes-256": r"aes-128-in-2024 reading: it encrypts with only the first 16"},

@@ -69,11 +69,12 @@ FAULTS = {
     "total-first": "2024: writes total_packets before packet_number",
     "from-0": "2024: numbers its packets from 0",
     "per-packet-encryption": "2024: encrypts and pads each packet's chunk on its own",
+    "per-packet-content-size": "2024: puts the packet's own length in content_size",
     "aes-128": "2024: encrypts with only the first 16 bytes of the 32-byte key",
     "reconnect-in-2022C": "2022C: a returning client sends 1102, a reconnect 2022C does not have",
     "2023-responses": "a mixed dialect: the dialect's request codes, 2023A's response codes",
 }
-PACKET_FAULTS = ("total-first", "from-0", "per-packet-encryption")
+PACKET_FAULTS = ("total-first", "from-0", "per-packet-encryption", "per-packet-content-size")
 CHUNK = 1 << 16
 MAX_SENDS = 3
 SCHEMAS = V3_SCHEMAS
@@ -258,7 +259,7 @@ class Client:
             number = index if self.fault == "from-0" else index + 1
             first, second = (total, number) if self.fault == "total-first" else (number, total)
             values = {
-                "content_size": size,
+                "content_size": len(part) if self.fault == "per-packet-content-size" else size,
                 "orig_file_size": plain_size,
                 "packet_number": first,
                 "total_packets": second,
