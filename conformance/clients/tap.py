@@ -52,6 +52,8 @@ class RequestTap:
         self.codes: list[int] = []
         self._buffer = bytearray()
         self._skip = 0
+        self._counted = False
+        """The code of the request at the buffer's start is already in `codes`."""
         name_at = schemas.offset(RequestCode.SEND_FILE, "file_name") - schemas.request_header_size
         self._name = slice(name_at, name_at + schemas.dialect.name_size)
         self._numbers = Struct(*(sub for sub in schemas.send_file_prefix.subcons if sub.name != "file_name"))
@@ -70,6 +72,9 @@ class RequestTap:
             if len(self._buffer) < header_size:
                 return
             header = schemas.request_header.parse(bytes(self._buffer[:header_size]))
+            if not self._counted:  # known as soon as the header is in, however long the payload
+                self.codes.append(header.code)
+                self._counted = True
             is_file = schemas.request_role(header.code) is RequestCode.SEND_FILE
             fixed = schemas.send_file_prefix_size if is_file else header.payload_size
             fixed = min(fixed, header.payload_size, MAX_FIXED_PAYLOAD)
@@ -77,11 +82,11 @@ class RequestTap:
                 return
             raw = bytes(self._buffer[: header_size + fixed])
             del self._buffer[: header_size + fixed]
+            self._counted = False
             self._skip = header.payload_size - fixed
             packet = self._packet(raw[header_size:], header.payload_size - fixed) if is_file else None
             if packet is not None:
                 self.packets.append(packet)
-            self.codes.append(header.code)
             self.starts.append(RequestStart(header.code, header.payload_size, raw, packet))
 
     def _packet(self, prefix: bytes, length: int) -> PacketRecord | None:
