@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from backupproto.dialect import Dialect, dialect_named
+
 from .case import Target, parse_target
 from .expected import ExpectedFailures, load_expected_failures
 
@@ -42,6 +44,7 @@ _VALUED = (
     ("--bp-fuzz-examples", "N", f"examples per live fuzz case ({DEFAULT_FUZZ_EXAMPLES})"),
     ("--bp-large-file-mib", "MIB", "also send one file of this many MiB (slow; 0 = skip)"),
     ("--bp-sessions", "DIR", "recorded sessions (*.json) to replay against the target (spec 15)"),
+    ("--bp-dialect", "NAME|auto", "the dialect: 2022C, 2023A, 2023C, 2024A, 2024C or auto (default: detect)"),
     (
         "--bp-hypothesis-dir",
         "DIR",
@@ -104,6 +107,16 @@ def _folder(option: str, text: str | None) -> Path | None:
     return Path(text)
 
 
+def parse_dialect(text: str | None) -> Dialect | None:
+    """``--bp-dialect``: the named dialect, or None for ``auto`` (the default): detect it."""
+    if text is None or text.strip().lower() == "auto":
+        return None
+    try:
+        return dialect_named(text)
+    except ValueError as error:
+        raise pytest.UsageError(f"--bp-dialect: {error} or auto") from None
+
+
 def _file(option: str, text: str | None) -> Path | None:
     if text is None:
         return None
@@ -131,6 +144,8 @@ class RunSettings:
     large_file_mib: int
     sessions: Path | None
     hypothesis_dir: Path | None
+    dialect: Dialect | None = None
+    """None: auto (detect the peer's dialect)."""
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> RunSettings:
@@ -166,8 +181,8 @@ class RunSettings:
             large_file_mib=_whole("--bp-large-file-mib", get("--bp-large-file-mib"), minimum=0) or 0,
             sessions=_folder("--bp-sessions", get("--bp-sessions")),
             hypothesis_dir=Path(hypothesis_dir) if hypothesis_dir else None,
+            dialect=parse_dialect(get("--bp-dialect")),
         )
-
 
 
 def options_given(config: pytest.Config) -> bool:

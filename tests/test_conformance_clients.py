@@ -43,6 +43,30 @@ CAUGHT_BY: dict[str, dict[str, str]] = {
 }
 
 
+# fault[@variant] -> (dialect the broken client speaks, {case id that must fail: a pattern its message must
+# contain}); faults of 2023A repeated in another dialect are written FAULT@DIALECT
+CAUGHT_IN_DIALECT: dict[str, tuple[str, dict[str, str]]] = {
+    "total-first": ("2024A", {"18.2-client-packets": r"the total-first reading"}),
+    "from-0": ("2024C", {"18.2-client-packets": r"the from-0 reading"}),
+    "per-packet-encryption": ("2024A", {"18.2-client-packets": r"the per-packet-encryption reading"}),
+    "per-packet-content-size": ("2024C", {"18.2-client-packets": r"the per-packet-content-size reading"}),
+    "aes-128": (
+        "2024C",
+        {"18.6-client-aes-256": r"aes-128-in-2024 reading: it encrypts with only the first 16"},
+    ),
+    "reconnect-in-2022C": (
+        "2022C",
+        {"17.4-client-2022c-returning": r"1102 \(RECONNECT\).*a reconnect 2022C does not"},
+    ),
+    "2023-responses": (
+        "2024C",
+        {"18.4-client-2024-response-codes": r"mixed dialect: 2024 request codes with 2023A"},
+    ),
+    "no-retry-2107@2022C": ("2022C", {"8.4-client-2107-retries": r"GIVES UP ON THE FIRST a close"}),
+}
+DIALECT_NAMES = ("2022C", "2023A", "2023C", "2024A", "2024C")
+
+
 CAUGHT_ON_FIRST_ATTEMPT = {
     "big-endian",
     "wrong-content-size",
@@ -71,12 +95,106 @@ def test_reference_client_passes_every_case(tmp_path: Path) -> None:
     """Every client case passes against `backup-client`; only client cases run in client mode."""
     code, report, output = run_client_suite(REFERENCE, tmp_path, "--bp-client-silent-timeout", "60")
     rows = outcomes(report)
-    bad = {case_id: row["message"][:600] for case_id, row in rows.items() if row["outcome"] != "passed"}
-    assert bad == {}, output[-3000:]
+    assert passed_or_not_applicable(rows) == {}, output[-3000:]
     assert code == 0, output[-3000:]
     assert report["verdict"] == "CONFORMANT"
     assert all("-client-" in case_id for case_id in rows), sorted(rows)
     assert {"8.4-client-crc-gives-up", "7.3-client-content-8-mib", "2.4-client-silent-server"} <= set(rows)
+    assert "client dialect (--bp-dialect auto): the client speaks 2023A" in output
+
+
+def passed_or_not_applicable(rows: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The rows that neither passed nor were skipped as not applying to the dialect."""
+    return {
+        case_id: row["message"][:600]
+        for case_id, row in rows.items()
+        if row["outcome"] != "passed"
+        and not (row["outcome"] == "skipped" and "not in dialect" in row["message"])
+    }
+
+
+@pytest.mark.parametrize("dialect", DIALECT_NAMES)
+def test_reference_client_dialect_detected(dialect: str, tmp_path: Path) -> None:
+    """Under --bp-dialect auto the dialect of `backup-client --dialect D` is found and said at the top;
+    the dialect cases pass (or do not apply)."""
+    command = f"{REFERENCE} --dialect {dialect}"
+    code, report, output = run_client_suite(command, tmp_path, "-k", "c17")
+    assert f"client dialect (--bp-dialect auto): the client speaks {dialect}," in output, output[-3000:]
+    rows = outcomes(report)
+    assert passed_or_not_applicable(rows) == {}, output[-3000:]
+    assert rows["17.1-client-dialect"]["outcome"] == "passed"
+    assert code == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dialect", DIALECT_NAMES)
+def test_reference_client_passes_every_case_in_every_dialect(dialect: str, tmp_path: Path) -> None:
+    """`--bp-dialect D`: every client case passes in D, or is skipped as not applying to D."""
+    command = f"{REFERENCE} --dialect {dialect}"
+    args = ("--bp-dialect", dialect, "--bp-client-silent-timeout", "60", "--durations", "1")
+    code, report, output = run_client_suite(command, tmp_path, *args)
+    rows = outcomes(report)
+    assert passed_or_not_applicable(rows) == {}, output[-3000:]
+    assert code == 0, output[-3000:]
+    assert report["verdict"] == "CONFORMANT"
+    print(f"{dialect}: {output.strip().splitlines()[-1]}")  # the run time of the dialect
+
+
+def test_client_speaking_no_dialect_is_one_finding(tmp_path: Path) -> None:
+    """A client whose first request code is in no dialect: one failed case, the others not run."""
+    fake = tmp_path / "foreign.py"
+    fake.write_text(
+        "import socket\n"
+        "host, port = open('transfer.info').read().split()[0].rsplit(':', 1)\n"
+        "s = socket.create_connection((host, int(port)))\n"
+        "s.sendall(bytes(16) + bytes([3]) + (12345).to_bytes(2, 'little') + bytes(4))\n"
+        "s.recv(100)\n"
+    )
+    code, report, output = run_client_suite(
+        f"{shlex.quote(sys.executable)} {shlex.quote(str(fake))}", tmp_path
+    )
+    rows = outcomes(report)
+    assert list(rows) == ["17.1-client-dialect"], output[-3000:]
+    assert rows["17.1-client-dialect"]["outcome"] == "failed"
+    assert "first request code 12345 belongs to no dialect" in rows["17.1-client-dialect"]["message"]
+    assert code == 1
+
+
+def test_unknown_dialect_is_a_usage_error(tmp_path: Path) -> None:
+    """--bp-dialect with an unknown name: pytest's usage error (exit 4), naming the known ones."""
+    code, _, output = run_client_suite(f"{REFERENCE}", tmp_path, "--bp-dialect", "2019Z")
+    assert code == 4
+    assert "unknown dialect '2019Z'; known: 2022C, 2023A, 2023C, 2024A, 2024C or auto" in output
+
+
+@pytest.mark.parametrize("fault", sorted(CAUGHT_IN_DIALECT))
+def test_broken_dialect_client_is_caught(fault: str, tmp_path: Path) -> None:
+    """Each dialect fault fails its MUST case (run in the broken client's dialect, detected under
+    auto) with a message naming the reading or the fault."""
+    dialect, expected = CAUGHT_IN_DIALECT[fault]
+    name = fault.partition("@")[0]
+    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(BROKEN))} --dialect {dialect} --fault {name}"
+    command += " --timeout 2 --retries 0"
+    code, report, output = run_client_suite(
+        command, tmp_path, "--bp-dialect", dialect, "-k", " or ".join(expected)
+    )
+    rows = outcomes(report)
+    for case_id, pattern in expected.items():
+        assert rows[case_id]["outcome"] == "failed", output[-3000:]
+        assert rows[case_id]["level"] == "MUST"
+        assert re.search(pattern, rows[case_id]["message"]), rows[case_id]["message"][:3000]
+    assert code == 1
+
+
+@pytest.mark.parametrize("dialect", ["2022C", "2024C"])
+def test_broken_client_without_fault_passes_the_dialect_cases(dialect: str, tmp_path: Path) -> None:
+    """The broken client with no fault passes the dialect cases used above in its dialect."""
+    command = f"{shlex.quote(sys.executable)} {shlex.quote(str(BROKEN))} --dialect {dialect} --fault none"
+    code, report, output = run_client_suite(command + " --timeout 2", tmp_path, "-k", "c17")
+    rows = outcomes(report)
+    assert passed_or_not_applicable(rows) == {}, output[-3000:]
+    assert f"the client speaks {dialect}" in output
+    assert code == 0
 
 
 def test_client_cases_are_deselected_without_client_mode(tmp_path: Path) -> None:
@@ -97,7 +215,7 @@ def test_broken_client_is_caught(fault: str, tmp_path: Path) -> None:
     """Each fault fails its MUST case with a message naming it; the run exits non-zero."""
     expected = CAUGHT_BY[fault]
     command = f"{shlex.quote(sys.executable)} {shlex.quote(str(BROKEN))} --fault {fault} --timeout 2"
-    args = ["-k", " or ".join(expected)]
+    args = ["--bp-dialect", "2023A", "-k", " or ".join(expected)]  # its dialect: no detection run
     if fault == "hang":
         args += ["--bp-client-timeout", "4"]
     if fault in CAUGHT_ON_FIRST_ATTEMPT:
@@ -117,7 +235,9 @@ def test_broken_client_without_fault_passes_the_cases_that_catch_the_others(tmp_
     """The broken client with no fault passes every case used above: the faults alone fail them."""
     command = f"{shlex.quote(sys.executable)} {shlex.quote(str(BROKEN))} --fault none --timeout 2"
     selection = sorted({case_id for cases in CAUGHT_BY.values() for case_id in cases})
-    code, report, output = run_client_suite(command, tmp_path, "-k", " or ".join(selection))
+    code, report, output = run_client_suite(
+        command, tmp_path, "--bp-dialect", "2023A", "-k", " or ".join(selection)
+    )
     rows = outcomes(report)
     assert set(selection) <= set(rows)
     failed = {case_id: row["message"][:600] for case_id, row in rows.items() if row["outcome"] != "passed"}
@@ -168,10 +288,12 @@ def test_relative_paths_in_the_command_are_made_absolute(monkeypatch: pytest.Mon
 
 
 def test_client_requirements_are_quoted_from_the_spec() -> None:
-    """Every client case's requirement occurs in spec/protocol.md (whitespace aside), as for servers."""
+    """Every client case's requirement occurs in spec/protocol.md or spec/dialects.md (whitespace
+    aside), as for servers."""
     for module in sorted((ROOT / "conformance" / "clients").glob("test_*.py")):
         importlib.import_module(f"conformance.clients.{module.stem}")
     spec = " ".join((ROOT / "spec" / "protocol.md").read_text().split())
+    spec += " " + " ".join((ROOT / "spec" / "dialects.md").read_text().split())
     clients = {case_id: info for case_id, info in CASES.items() if "-client-" in case_id}
     assert len(clients) > 25
     quoted = {case_id: info for case_id, info in clients.items() if not case_id.startswith("15")}

@@ -8,14 +8,15 @@ from typing import Any
 
 from construct import ConstructError
 
-from backupproto import crypto
+from backupproto import crypto, detect
 from backupproto.cksum import cksum
-from backupproto.dialect import RequestCode
+from backupproto.dialect import DIALECTS, RequestCode
 from backupproto.errors import BackupProtoError
 from backupproto.schemas import schemas_for
 
 from .context import ClientCase, Outcome
 from .server import Connection, FileRecord
+from .tap import PacketRecord
 from .workdir import ME_INFO, PRIV_KEY, BadClientFile, Identity, read_me_info, read_priv_key
 
 CHUNK_GUESSES = tuple(1 << bits for bits in range(10, 21))
@@ -51,6 +52,12 @@ def explain_content(record: FileRecord, plain: bytes, key: bytes | None) -> str:
         )
     if key is None:
         return "no AES key was agreed on this connection"
+    if record.short_key_cksum is not None and record.short_key_cksum == cksum(plain):
+        return (
+            "the client follows the aes-128-in-2024 reading: it encrypts with only the first 16 bytes "
+            f"of the {len(key)}-byte session key (AES-128); 2024A/2024C use AES-256, all 32 bytes "
+            "(dialects 18.6)"
+        )
     if size <= 16 << 20:
         for chunk in CHUNK_GUESSES:
             if chunk >= size:
@@ -90,8 +97,10 @@ def check_file_sent(case: ClientCase, outcome: Outcome, file_name: str, plain: b
             f"content_size {record.content_size}",
             hint=hint,
         )
-    if record.payload_size != prefix + want:
+    if not case.dialect.packetised and record.payload_size != prefix + want:
         case.fail(f"payload_size {prefix} + {want}", f"payload_size {record.payload_size}")
+    if case.dialect.packetised:
+        check_packets(case, [p for p in connection.packets if p.file_name == file_name], len(plain))
     if not record.complete:
         case.fail(f"{want} content bytes", f"{record.received} before the connection ended")
     if record.decrypt_error or (record.plain_size, record.plain_cksum) != (len(plain), cksum(plain)):
@@ -102,6 +111,51 @@ def check_file_sent(case: ClientCase, outcome: Outcome, file_name: str, plain: b
             hint=explain_content(record, plain, connection.aes_key),
         )
     return record
+
+
+def packet_reading(packets: list[PacketRecord]) -> str | None:
+    """The named reading of dialects 18.2 the packets of a 2024 client follow (None: none seen)."""
+    for packet in packets:
+        number, total, orig = packet.packet_number, packet.total_packets, packet.orig_file_size
+        size = packet.content_size
+        if number is None or total is None or orig is None:
+            continue
+        one_stream = crypto.encrypted_size(orig)
+        if total == 1 and number > 1:
+            return (
+                f"the total-first reading: a packet reads as packet {number} of {total}; the client writes "
+                "total_packets before packet_number (the order is packet_number, then total_packets)"
+            )
+        if number == 0:
+            return "the from-0 reading: the client numbers its packets from 0; they are numbered from 1"
+        if total > 1 and size == packet.length and size != one_stream:
+            return (
+                f"the per-packet-content-size reading: content_size {size} is this packet's length; it is "
+                f"the whole file's encrypted size ({one_stream}) in every packet"
+            )
+        if total > 1 and size == one_stream + 16 * (total - 1):
+            return (
+                f"the per-packet-encryption reading: content_size {size} counts one PKCS#7 padding per "
+                f"packet ({total} packets); the file is ONE CBC stream ({one_stream} bytes) cut into packets"
+            )
+    return None
+
+
+def check_packets(case: ClientCase, packets: list[PacketRecord], plain_size: int) -> None:
+    """2024: every packet numbered from 1, total content_size and orig_file_size in each (18.2)."""
+    reading = packet_reading(packets)
+    if reading is not None:
+        case.fail(
+            "packets numbered 1..N, total content_size and orig_file_size in each (dialects 18.2)", reading
+        )
+    want = crypto.encrypted_size(plain_size)
+    wrong = [p for p in packets if (p.content_size, p.orig_file_size) != (want, plain_size)]
+    if wrong:
+        case.fail(
+            f"content_size {want} and orig_file_size {plain_size} in every packet (dialects 18.2)",
+            f"content_size {wrong[0].content_size}, orig_file_size {wrong[0].orig_file_size} "
+            f"in packet {wrong[0].packet_number}",
+        )
 
 
 def _codes(outcome: Outcome) -> str:
@@ -120,6 +174,12 @@ def explain_rejected(case: ClientCase, outcome: Outcome) -> None:
 
 def _diagnose(case: ClientCase, connection: Connection, outcome: Outcome) -> str:
     schemas = schemas_for(case.dialect)
+    reading = packet_reading(connection.packets) if case.dialect.packetised else None
+    if reading is not None:
+        return reading
+    foreign = _foreign_code(case, connection)
+    if foreign:
+        return foreign
     data = connection.rejected_bytes
     if len(data) < schemas.request_header_size:
         return "the request header is incomplete"
@@ -151,6 +211,24 @@ def _diagnose(case: ClientCase, connection: Connection, outcome: Outcome) -> str
                 "size, a multiple of 16 with PKCS#7 padding (spec 4.4)"
             )
     return str(connection.error)
+
+
+def _foreign_code(case: ClientCase, connection: Connection) -> str:
+    """A request code of another dialect, named (a client of another or a mixed dialect)."""
+    dialect = case.dialect
+    for code in connection.wire_codes:
+        if dialect.request_role(code) is not None:
+            continue
+        others = [other.name for other in detect.dialects_with_code(code, requests=True)]
+        if others:
+            role = next(d.request_role(code) for d in DIALECTS.values() if d.request_role(code) is not None)
+            return (
+                f"the client sent {code} ({role.name if role else '?'}), a request of {'/'.join(others)}, "
+                f"not of {dialect.name}"
+                + (" (a reconnect 2022C does not have: a returning 2022C client re-sends its 1101, spec 17.4)"
+                   if role is RequestCode.RECONNECT and dialect.name == "2022C" else "")
+            )
+    return ""
 
 
 def check_me_info_written(case: ClientCase, outcome: Outcome) -> Identity | None:
@@ -185,6 +263,16 @@ def raw_field(case: ClientCase, raw: bytes, code: RequestCode | None, field: str
     start = schemas.offset(code, field)
     size = next(sub for sub in schema.subcons if sub.name == field).sizeof()
     return raw[start : start + size]
+
+
+def check_first_request_identity(case: ClientCase, outcome: Outcome, want: Identity, what: str) -> None:
+    """The first request of the run carries me.info's id (header) and name: a returning client."""
+    request = outcome.connections[0].requests[0]
+    if (request.client_id, getattr(request, "name", None)) != (want.client_id, want.name):
+        case.fail(
+            f"{what} with me.info's client_id {want.client_id.hex()} and name {want.name!r}",
+            f"client_id {request.client_id.hex()}, name {getattr(request, 'name', None)!r}",
+        )
 
 
 def content(size: int, seed: int = 1) -> bytes:

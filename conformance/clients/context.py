@@ -13,7 +13,7 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 
 from backupproto import crypto
-from backupproto.dialect import V3, Dialect
+from backupproto.dialect import V3, Dialect, ResponseCode
 from conformance.case import CaseInfo, Level, Target, case
 
 from .runner import ClientRun, run_command, wait_by_hand
@@ -48,12 +48,14 @@ class ClientMode:
     cwd_template: Path | None
     timeout_s: float
     silent_timeout_s: float
-    dialect: Dialect = V3
+    dialect: Dialect | None = None
+    """The client's dialect; None: auto (detected from the client's first requests)."""
 
     def describe(self) -> str:
         who = f"`{self.command}`" if self.command else f"a client started by hand, to {self.listen}"
         limits = f"each run may take {self.timeout_s:g} s (silent server: {self.silent_timeout_s:g} s)"
-        return f"client mode: {who}; {limits}"
+        dialect = self.dialect.name if self.dialect is not None else "auto (detected from its first request)"
+        return f"client mode: {who}; dialect {dialect}; {limits}"
 
 
 @dataclass
@@ -117,7 +119,18 @@ class ClientCase:
 
     @property
     def dialect(self) -> Dialect:
-        return self.mode.dialect
+        return self.mode.dialect or V3
+
+    @property
+    def server_error(self) -> str:
+        """How the dialect's server reports an error: its SERVER_ERROR code, or (2022C) a close."""
+        code = self.dialect.responses.get(ResponseCode.SERVER_ERROR)
+        return str(code) if code is not None else f"a close ({self.dialect.name} has no 2107)"
+
+    def require(self, applies: bool, what: str) -> None:
+        """Skip the case when it does not apply to the client's dialect (`what` it needs)."""
+        if not applies:
+            pytest.skip(f"not in dialect {self.dialect.name}: this case needs {what}")
 
     def run(
         self,

@@ -11,21 +11,26 @@ import contextlib
 import os
 import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from backupproto import dialect as dialects
 from conformance.case import case_of, parse_target
+from conformance.settings import parse_dialect
 
 from .context import ClientCase, ClientMode, is_client_case
+from .detection import Detection, detect_client_dialect
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_SILENT_TIMEOUT_S = 300.0
 """4 attempts x the spec's RECOMMENDED 60 s response timeout, 1+2+4 s between them, and a margin."""
 _MODE = pytest.StashKey["ClientMode | None"]()
+_DETECTION = pytest.StashKey[Detection]()
+DIALECT_CASE = "17.1-client-dialect"
+"""The case that carries the finding of a client that speaks no dialect (the others are deselected)."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -66,17 +71,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_MODE] = _mode(config)
 
 
-def _dialect(config: pytest.Config) -> dialects.Dialect:
-    """The dialect named by ``--bp-dialect`` (when the suite defines it); today only V3 (2023A)."""
-    try:
-        name = config.getoption("bp_dialect")
-    except ValueError:
-        name = None
-    if name in (None, "auto", "2023A", "V3", "3"):
-        return dialects.V3
-    raise pytest.UsageError(f"--bp-dialect {name}: client mode knows only 2023A (V3) today")
-
-
 def _mode(config: pytest.Config) -> ClientMode | None:
     command = config.getoption("bp_client_cmd")
     listen = config.getoption("bp_client_listen")
@@ -97,7 +91,7 @@ def _mode(config: pytest.Config) -> ClientMode | None:
         cwd_template=Path(template) if template else None,
         timeout_s=float(config.getoption("bp_client_timeout")),
         silent_timeout_s=float(config.getoption("bp_client_silent_timeout")),
-        dialect=_dialect(config),
+        dialect=parse_dialect(config.getoption("bp_dialect", None)),
     )
 
 
@@ -127,13 +121,46 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> Iterator[None]:
     """Client mode runs the client cases only; otherwise they are deselected (before any other
     plugin counts, samples or lists the cases)."""
-    client_mode = config.stash.get(_MODE, None) is not None
+    mode = config.stash.get(_MODE, None)
+    client_mode = mode is not None
     dropped = [item for item in items if case_of(item) is not None and is_client_case(item) != client_mode]
+    kept = [item for item in items if case_of(item) is not None and is_client_case(item) and client_mode]
+    if mode is not None and mode.dialect is None and kept:
+        detection = detect_client_dialect(mode, _announcer(config))
+        config.stash[_DETECTION] = detection
+        config.stash[_MODE] = replace(mode, dialect=detection.dialect)
+        if detection.dialect is None:
+            dropped += [item for item in kept if getattr(case_of(item), "id", None) != DIALECT_CASE]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         gone = set(dropped)
         items[:] = [item for item in items if item not in gone]
     yield
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
+    detection = config.stash.get(_DETECTION, None)
+    if detection is None:
+        return []
+    return [f"client dialect (--bp-dialect auto): {detection.summary}"]
+
+
+def _announcer(config: pytest.Config) -> Callable[[str], None]:
+    """Writes past pytest's output capture (the prompt of listen mode)."""
+
+    def announce(text: str) -> None:
+        capture: Any = config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+
+    return announce
+
+
+@pytest.fixture
+def client_detection(request: pytest.FixtureRequest) -> Detection | None:
+    """What ``--bp-dialect auto`` found (None when the dialect was named)."""
+    return request.config.stash.get(_DETECTION, None)
 
 
 @pytest.fixture
@@ -148,12 +175,4 @@ def client_mode(request: pytest.FixtureRequest) -> ClientMode:
 @pytest.fixture
 def client_case(request: pytest.FixtureRequest, client_mode: ClientMode, tmp_path: Path) -> ClientCase:
     """The running client case: `ClientCase.run` plays a scripted server to the client."""
-    config = request.config
-
-    def announce(text: str) -> None:
-        capture: Any = config.pluginmanager.getplugin("capturemanager")
-        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
-            sys.stderr.write(text + "\n")
-            sys.stderr.flush()
-
-    return ClientCase(case_of(request.node), client_mode, tmp_path, announce)
+    return ClientCase(case_of(request.node), client_mode, tmp_path, _announcer(request.config))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from backupproto import crypto
 from backupproto.cksum import Cksum
-from backupproto.dialect import V3, Dialect
+from backupproto.dialect import V3, Dialect, ResponseCode
 from backupproto.engine import ServerConnection
 from backupproto.errors import BackupProtoError
 from backupproto.events import (
@@ -42,6 +42,8 @@ from backupproto.io.listener import ThreadedListener
 from backupproto.schemas import schemas_for
 from conformance.describe import describe_event, describe_request_bytes
 
+from .tap import PacketRecord, RequestTap
+
 RECEIVE_SIZE = 1 << 16
 POLL_S = 0.1
 MAX_SENDS_SERVED = 6
@@ -68,6 +70,8 @@ class Script:
     unknown_code_connections: int = 0
     """The first request of this many connections is answered with an unknown response code."""
     unknown_code: int = 2199
+    response_dialect: Dialect | None = None
+    """Answer with this dialect's response codes (same payloads) instead of the client's."""
 
 
 @dataclass
@@ -83,6 +87,9 @@ class FileRecord:
     cipher_sha256: str = ""
     decrypt_error: str | None = None
     complete: bool = False
+    short_key_cksum: int | None = None
+    """2024: the cksum the content decrypts to with only the first 16 bytes of the 32-byte key
+    (None: it does not decrypt that way)."""
 
 
 @dataclass
@@ -101,6 +108,10 @@ class Connection:
     rejected_bytes: bytes = b""
     """The start of the request the engine refused (for diagnosis)."""
     closed_by: str = ""
+    wire_codes: list[int] = field(default_factory=list)
+    """Every request code as sent, refused ones and later packets included."""
+    packets: list[PacketRecord] = field(default_factory=list)
+    """Every send-file message's numbers as sent (2024: every packet)."""
 
     def codes(self) -> list[int]:
         """The request codes in order."""
@@ -167,9 +178,18 @@ class ScriptedServer:
                     self.idle.set()
                 self.activity.notify_all()
 
+    def describe(self, event: Request | Response) -> str:
+        """`describe_event` with the dialect's wire code in front of the role's name (1025 REGISTER)."""
+        role = int(event.code)
+        if isinstance(event, Request):
+            wire = self.dialect.requests.get(event.code, role)
+        else:
+            wire = self.dialect.responses.get(event.code, role)
+        return f"{wire}{describe_event(event)[len(str(role)) :]}"
+
     def wrap_key(self, public_key: crypto.RsaKey) -> tuple[bytes, bytes]:
         """(fresh AES key, wrapped with OAEP SHA-1 to `public_key`)."""
-        key = crypto.new_aes_key()
+        key = crypto.new_aes_key(self.dialect.aes_key_size)
         self.keys_sent.append(key)
         return key, crypto.wrap_aes_key(public_key, key)
 
@@ -181,12 +201,13 @@ class _Session:
         self.server, self.sock, self.record = server, sock, record
         self.script = server.script
         self.engine = ServerConnection(server.dialect)
-        self.unread = bytearray()
-        """Received bytes not yet attributed to a request or to content."""
+        self.tap = RequestTap(server.schemas)
+        record.wire_codes, record.packets = self.tap.codes, self.tap.packets
         self.file: FileRecord | None = None
         self.decryptor: crypto.CbcDecryptor | None = None
         self.cksum = Cksum()
         self.digest = hashlib.sha256()
+        self.short_key: tuple[crypto.CbcDecryptor, Cksum] | None = None
         self.client_id = b""
         self.sends: dict[str, int] = {}
         self.first_request = True
@@ -204,7 +225,7 @@ class _Session:
                 return
             if not data:
                 self.record.closed_by = "client"
-            self.unread += data  # bounded: content leaves it as the engine hands it on
+            self.tap.feed(data)
             try:
                 self.engine.receive_data(data)
                 if not self._drain():
@@ -243,20 +264,13 @@ class _Session:
                 return False
 
     def _received(self, request: Request) -> None:
-        header_size = self.server.schemas.request_header_size
-        header = self.server.schemas.request_header.parse(bytes(self.unread[:header_size]))
-        size = header_size + (
-            self.server.schemas.send_file_prefix_size
-            if isinstance(request, SendFile)
-            else header.payload_size
-        )
-        self.record.raw_requests.append(bytes(self.unread[:size]))
-        del self.unread[:size]
+        start = self.tap.starts.popleft()
+        self.record.raw_requests.append(start.raw)
         self.record.requests.append(request)
         self.client_id = request.client_id
-        line = f">> {describe_event(request)}"
-        if isinstance(request, SendFile):
-            line += f" (payload_size={header.payload_size})"
+        line = f">> {self.server.describe(request)}"
+        if start.packet is not None:
+            line += f" (payload_size={start.payload_size}{_packet_text(start.packet)})"
         self.record.lines.append(line)
 
     # --- file content -------------------------------------------------------------------------
@@ -269,12 +283,18 @@ class _Session:
         key = self.record.aes_key
         self.decryptor = crypto.CbcDecryptor(key) if key is not None else None
         self.cksum, self.digest = Cksum(), hashlib.sha256()
+        short = key is not None and len(key) > 16
+        self.short_key = (crypto.CbcDecryptor(key[:16]), Cksum()) if key is not None and short else None
 
     def _content(self, data: bytes) -> None:
         assert self.file is not None
-        del self.unread[: len(data)]
         self.file.received += len(data)
         self.digest.update(data)
+        if self.short_key is not None:
+            try:
+                self.short_key[1].update(self.short_key[0].update(data))
+            except BackupProtoError:
+                self.short_key = None
         if self.decryptor is not None and self.file.decrypt_error is None:
             try:
                 plain = self.decryptor.update(data)
@@ -302,6 +322,15 @@ class _Session:
         file = self.file
         assert file is not None
         file.complete = True
+        for _ in range(1, self.record.packets[-1].total_packets or 1):  # later packets: no event
+            if self.tap.starts:
+                self.tap.starts.popleft()
+        if self.short_key is not None:
+            try:
+                self.short_key[1].update(self.short_key[0].finalize())
+                file.short_key_cksum = self.short_key[1].value
+            except BackupProtoError:
+                pass
         if self.decryptor is not None and file.decrypt_error is None:
             try:
                 plain = self.decryptor.finalize()
@@ -325,9 +354,7 @@ class _Session:
             return True
         number = self.record.number
         if first and number <= script.failing_connections:
-            self._send(ServerError())
-            self.record.closed_by = "server (after 2107)"
-            return False
+            return self._fail("scripted")
         if first and number <= script.unknown_code_connections:
             schemas = self.server.schemas
             data = schemas.build_response_header(script.unknown_code, 0)
@@ -338,10 +365,9 @@ class _Session:
         response = self._honest(request)
         if response is None:
             return True
-        self._send(response)
         if isinstance(response, ServerError):
-            self.record.closed_by = "server (after 2107)"
-            return False
+            return self._fail("refused")
+        self._send(response)
         return True
 
     def _honest(self, request: Request) -> Response | None:
@@ -388,15 +414,35 @@ class _Session:
         assert isinstance(request, CrcRetry)
         return None
 
+    def _fail(self, why: str) -> bool:
+        """The server's error: SERVER_ERROR then close, or (2022C, no such code) a close; False."""
+        dialect = self.server.dialect
+        if dialect.has_server_error:
+            self._send(ServerError())
+            code = dialect.responses[ResponseCode.SERVER_ERROR]
+            self.record.closed_by = f"server (after {code}: {why})"
+        else:
+            self.record.lines.append(f"-- the server closes ({dialect.name} has no SERVER_ERROR)")
+            self.record.closed_by = f"server (a close instead of an error response: {why})"
+        return False
+
     def _send(self, response: Response) -> None:
         try:
             data = self.engine.send(response)
         except BackupProtoError as error:  # the script broke the engine's rules: a suite bug
             self.record.error = f"the scripted server could not send {response.code.name}: {error}"
-            data = self.engine.send(ServerError())
-            response = ServerError()
+            return
+        other = self.script.response_dialect
+        line = f"<< {self.server.describe(response)}"
+        if other is not None:
+            header_size = self.server.schemas.response_header_size
+            schemas = schemas_for(other)
+            data = schemas.build_response_header(other.responses[response.code], len(data) - header_size) + (
+                data[header_size:]
+            )
+            line += f" sent as {other.name}'s {other.responses[response.code]}"
         self.record.responses.append(response)
-        self.record.lines.append(f"<< {describe_event(response)}")
+        self.record.lines.append(line)
         self._write(data)
 
     def _write(self, data: bytes) -> None:
@@ -407,12 +453,21 @@ class _Session:
 
     def _reject(self, error: BackupProtoError) -> None:
         self.record.error = str(error)
-        self.record.rejected_bytes = bytes(self.unread[:512])
-        shown = describe_request_bytes(self.record.rejected_bytes) if self.unread else "nothing"
+        self.record.rejected_bytes = self.tap.pending()
+        rejected = self.record.rejected_bytes
+        shown = describe_request_bytes(rejected) if rejected else "nothing"
         self.record.lines.append(f"!! malformed request: {error}")
         self.record.lines.append(f"   received: {shown}")
         self.record.lines.append(f"   bytes: {self.record.rejected_bytes[:64].hex(' ')}")
         with contextlib.suppress(BackupProtoError):
-            self._send(ServerError())
-        self.record.closed_by = "server (after 2107: malformed request)"
+            self._fail("malformed request")
+
+
+def _packet_text(packet: PacketRecord) -> str:
+    if packet.packet_number is None:
+        return ""
+    return (
+        f", packet {packet.packet_number} of {packet.total_packets}, content_size={packet.content_size}, "
+        f"orig_file_size={packet.orig_file_size}, {packet.length} content bytes"
+    )
 

@@ -8,7 +8,14 @@ from backupproto.errors import BackupProtoError
 from backupproto.events import Registered, SendPublicKey
 from conformance.case import MUST, SHOULD
 
-from .checks import backup_ok, check_me_info_written, content, explain_rejected, first_requests
+from .checks import (
+    backup_ok,
+    check_first_request_identity,
+    check_me_info_written,
+    content,
+    explain_rejected,
+    first_requests,
+)
 from .context import ClientCase, client_case
 from .server import Script
 from .workdir import ME_INFO, read_me_info
@@ -131,6 +138,7 @@ def test_priv_key(client_case: ClientCase) -> None:
     ),
 )
 def test_reconnects(client_case: ClientCase) -> None:
+    client_case.require(client_case.dialect.has_reconnect, "the reconnect request (1102's role)")
     saved = client_case.saved_identity()
     files = {"notes.txt": content(300, 2)}
     outcome = client_case.run(Script(), files, identity=saved)
@@ -143,13 +151,7 @@ def test_reconnects(client_case: ClientCase) -> None:
             f"requests {codes}: the client re-registers (1100) although me.info exists",
         )
     first_requests(client_case, outcome, [RequestCode.RECONNECT], "1102 first")
-    reconnect = outcome.connections[0].requests[0]
-    want = saved.identity
-    if (reconnect.client_id, getattr(reconnect, "name", None)) != (want.client_id, want.name):
-        client_case.fail(
-            f"client_id {want.client_id.hex()}, name {want.name!r} (me.info)",
-            f"client_id {reconnect.client_id.hex()}, name {getattr(reconnect, 'name', None)!r}",
-        )
+    check_first_request_identity(client_case, outcome, saved.identity, "1102")
     backup_ok(client_case, outcome, files)
 
 
@@ -163,6 +165,7 @@ def test_reconnects(client_case: ClientCase) -> None:
     ),
 )
 def test_reconnect_denied(client_case: ClientCase) -> None:
+    client_case.require(client_case.dialect.has_reconnect, "the reconnect request (1102's role)")
     saved = client_case.saved_identity()
     outcome = client_case.run(Script(deny_reconnect=True), FILE, identity=saved)
     client_case.check_finished(outcome)
@@ -214,6 +217,7 @@ def test_name_taken(client_case: ClientCase) -> None:
     ),
 )
 def test_denied_then_taken(client_case: ClientCase) -> None:
+    client_case.require(client_case.dialect.has_reconnect, "the reconnect request (1102's role)")
     saved = client_case.saved_identity()
     known = saved.identity
     script = Script(deny_reconnect=True, taken_names=frozenset({known.name}))

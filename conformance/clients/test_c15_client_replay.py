@@ -79,6 +79,8 @@ def _file(messages: list[Any]) -> dict[str, bytes]:
 
 
 def _replay(client_case: ClientCase, session: Session) -> None:
+    recorded = session.dialect.name
+    client_case.require(client_case.dialect.name == recorded, f"a session recorded in {recorded}")
     server = ReplayServer(session, timeout=client_case.mode.timeout_s).start()
     folder: Path | None = None
     runs = []

@@ -11,6 +11,7 @@ import argparse
 import socket
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from backupproto import crypto
@@ -23,6 +24,7 @@ from backupproto.client_files import (
     format_private_key,
     parse_me_info,
 )
+from backupproto.dialect import DIALECT_2023A, DIALECTS, Dialect, dialect_named
 from backupproto.engine import ClientConnection
 from backupproto.errors import BackupProtoError
 from backupproto.events import (
@@ -46,7 +48,7 @@ from backupproto.events import (
     SendPublicKey,
     ServerError,
 )
-from backupproto.schemas import V3_SCHEMAS
+from backupproto.schemas import V3_SCHEMAS, schemas_for
 
 FAULTS = {
     "none": "no fault: follows spec 8.4",
@@ -64,7 +66,15 @@ FAULTS = {
     "version-2": "puts version 2 in every request header",
     "hang": "never exits after the backup",
     "crash-on-binary": "crashes in its CRC code on a byte >= 0x80",
+    "total-first": "2024: writes total_packets before packet_number",
+    "from-0": "2024: numbers its packets from 0",
+    "per-packet-encryption": "2024: encrypts and pads each packet's chunk on its own",
+    "per-packet-content-size": "2024: puts the packet's own length in content_size",
+    "aes-128": "2024: encrypts with only the first 16 bytes of the 32-byte key",
+    "reconnect-in-2022C": "2022C: a returning client sends 1102, a reconnect 2022C does not have",
+    "2023-responses": "a mixed dialect: the dialect's request codes, 2023A's response codes",
 }
+PACKET_FAULTS = ("total-first", "from-0", "per-packet-encryption", "per-packet-content-size")
 CHUNK = 1 << 16
 MAX_SENDS = 3
 SCHEMAS = V3_SCHEMAS
@@ -74,9 +84,18 @@ class Failed(Exception):
     """A retryable error (2107, closed connection, timeout)."""
 
 
+def speaks(dialect: Dialect, fault: str) -> Dialect:
+    """The dialect the client's engine uses: `dialect`, or a mix for the 2023-responses fault."""
+    if fault == "2023-responses":
+        return replace(dialect, name=f"{dialect.name}+2023A-responses", responses=DIALECT_2023A.responses)
+    return dialect
+
+
 class Client:
-    def __init__(self, fault: str, timeout: float) -> None:
-        self.fault, self.timeout = fault, timeout
+    def __init__(self, fault: str, timeout: float, dialect: Dialect) -> None:
+        self.fault, self.timeout, self.dialect = fault, timeout, speaks(dialect, fault)
+        global SCHEMAS
+        SCHEMAS = schemas_for(self.dialect)
         lines = [line.strip() for line in Path("transfer.info").read_text().splitlines() if line.strip()]
         host, _, port = lines[0].rpartition(":")
         self.address = (host, int(port))
@@ -90,7 +109,7 @@ class Client:
     # --- wire ---------------------------------------------------------------------------------
 
     def connect(self) -> None:
-        self.engine = ClientConnection()
+        self.engine = ClientConnection(self.dialect)
         self.sock = socket.create_connection(self.address, timeout=self.timeout)
 
     def send(self, event: Request | FileChunk | FileEnd) -> None:
@@ -109,7 +128,11 @@ class Client:
             version = 2
         if self.fault == "wrong-content-size" and isinstance(event, SendFile):
             plain = self.plain_size
-            fields = {"content_size": plain, "file_name": event.file_name}
+            fields = {
+                "content_size": plain,
+                "file_name": event.file_name,
+                "payload_client_id": event.client_id,
+            }
             rest = bytes(SCHEMAS.send_file_prefix.build(fields))
             payload_size = SCHEMAS.send_file_prefix_size + plain
         return SCHEMAS.build_request_header(event.client_id, header.code, payload_size, version) + rest
@@ -134,11 +157,20 @@ class Client:
 
     def session(self) -> tuple[bytes, bytes]:
         """(client id, AES key) after registering or reconnecting."""
+        if self.identity is not None and self.fault == "reconnect-in-2022C":
+            name, client_id, key = self.identity
+            self.sock.sendall(V3_SCHEMAS.build_request(Reconnect.code, client_id, {"name": name}))
+            self.receive()  # 2022C has no 1102: the server closes
+        if self.identity is not None and not self.dialect.has_reconnect:
+            name, client_id, key = self.identity
+            keyed = self.request(SendPublicKey(client_id, name, crypto.public_key_der(key)))
+            assert isinstance(keyed, AesKey)
+            return client_id, self.unwrap(key, keyed.encrypted_aes_key)
         if self.identity is not None:
             name, client_id, key = self.identity
             answer = self.request(Reconnect(client_id, name))
             if isinstance(answer, ReconnectApproved):
-                return client_id, crypto.unwrap_aes_key(key, answer.encrypted_aes_key)
+                return client_id, self.unwrap(key, answer.encrypted_aes_key)
             assert isinstance(answer, ReconnectDenied)
             if self.fault == "ignore-2106":
                 file = self.files[0]
@@ -157,7 +189,11 @@ class Client:
         Path(ME_INFO).write_text(format_me_info(self.identity))
         keyed = self.request(SendPublicKey(answer.client_id, self.name, crypto.public_key_der(key)))
         assert isinstance(keyed, AesKey)
-        return answer.client_id, crypto.unwrap_aes_key(key, keyed.encrypted_aes_key)
+        return answer.client_id, self.unwrap(key, keyed.encrypted_aes_key)
+
+    def unwrap(self, key: crypto.RsaKey, wrapped: bytes) -> bytes:
+        aes_key = crypto.unwrap_aes_key(key, wrapped, self.dialect.aes_key_size)
+        return aes_key[:16] if self.fault == "aes-128" else aes_key
 
     def send_file(self, client_id: bytes, aes_key: bytes, path: Path) -> bool:
         limit = {"four-sends": 4}.get(self.fault, MAX_SENDS)
@@ -193,11 +229,43 @@ class Client:
         else:
             encryptor = crypto.CbcEncryptor(aes_key)
             cipher = [encryptor.update(piece) for piece in pieces] + [encryptor.finalize()]
-        self.send(SendFile(client_id, sum(map(len, cipher)), path.name))
+        orig = len(plain) if self.dialect.packetised else None
+        if self.fault in PACKET_FAULTS:
+            self.send_packets(client_id, aes_key, path.name, pieces)
+            return Cksum(plain).value
+        self.send(SendFile(client_id, sum(map(len, cipher)), path.name, orig))
         for part in cipher:
             self.send(FileChunk(part))
         self.send(FileEnd())
         return Cksum(plain).value
+
+    def send_packets(self, client_id: bytes, aes_key: bytes, file_name: str, pieces: list[bytes]) -> None:
+        """2024 packets with a planted fault (the engine is fed the honest stream, its bytes dropped)."""
+        honest = crypto.CbcEncryptor(aes_key)
+        stream = b"".join(honest.update(piece) for piece in pieces) + honest.finalize()
+        plain_size = sum(map(len, pieces))
+        if self.fault == "per-packet-encryption":
+            parts = []
+            for piece in pieces:
+                alone = crypto.CbcEncryptor(aes_key)
+                parts.append(alone.update(piece) + alone.finalize())
+        else:
+            parts = [stream[start : start + CHUNK] for start in range(0, len(stream), CHUNK)]
+        self.engine.send(SendFile(client_id, len(stream), file_name, plain_size))
+        self.engine.send(FileChunk(stream))
+        self.engine.send(FileEnd())
+        total, size = len(parts), sum(map(len, parts))
+        for index, part in enumerate(parts):
+            number = index if self.fault == "from-0" else index + 1
+            first, second = (total, number) if self.fault == "total-first" else (number, total)
+            values = {
+                "content_size": len(part) if self.fault == "per-packet-content-size" else size,
+                "orig_file_size": plain_size,
+                "packet_number": first,
+                "total_packets": second,
+                "file_name": file_name,
+            }
+            self.sock.sendall(SCHEMAS.build_send_file_start(client_id, values, len(part)) + part)
 
     def run(self, retries: int, delay: float) -> int:
         if self.fault == "no-retry-2107":
@@ -233,8 +301,9 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=3.0)
     parser.add_argument("--retries", type=int, default=3)
     parser.add_argument("--retry-delay", type=float, default=0.05)
+    parser.add_argument("--dialect", choices=sorted(DIALECTS), default=DIALECT_2023A.name)
     args = parser.parse_args()
-    return Client(args.fault, args.timeout).run(args.retries, args.retry_delay)
+    return Client(args.fault, args.timeout, dialect_named(args.dialect)).run(args.retries, args.retry_delay)
 
 
 if __name__ == "__main__":
