@@ -1,13 +1,15 @@
 """End to end: `backup-client` backing up one big file to `backup-server` over loopback, vs
 `openssl enc -aes-128-cbc` encrypting the same file to /dev/null, in the same run.
 
-Run: python benchmarks/bench_backup.py [--size-mib 1024] [--repeat 3] [--dir DIR]
+Run: python benchmarks/bench_backup.py [--size-mib 1024] [--repeat 3] [--dir DIR] [--baseline DIR]
 
 The client's time is its whole process (start, reconnect, read, encrypt, send, the
 server's decrypt/cksum/write/fsync/rename, 2103, 1104, exit); the first run also
 registers. openssl's time is its whole process too. Best of --repeat each, alternating, so
 that load from other processes hits both alike. Also printed: peak RSS of the client
 (getrusage of the child) and of the server (VmHWM). Goals: ratio <= 1.4; RSS < 64 MiB each.
+`--baseline DIR` (a checkout, e.g. `git archive main | tar -x -C DIR`) also runs that checkout's
+client against the same server in each round, so both clients meet the same load.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=1024, help="file size in MiB (default 1024)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each; best (default 3)")
     parser.add_argument("--dir", type=Path, default=None, help="where to put the temp files (default TMPDIR)")
+    parser.add_argument("--baseline", type=Path, default=None, help="a checkout whose client also runs")
     parser.add_argument(
         "--parallel", type=int, default=2, help="clients at once for the last figure (default 2)"
     )
@@ -85,6 +88,7 @@ def main() -> None:
         client_runs: list[tuple[float, float, float]] = []
         openssl_runs: list[tuple[float, float, float]] = []
         server_cpu_runs: list[float] = []
+        baseline_runs: list[tuple[float, float, float]] = []
         try:
             for _ in range(options.repeat):
                 openssl_runs.append(
@@ -107,6 +111,9 @@ def main() -> None:
                 server_before = cpu_seconds(server.process.pid)
                 client_runs.append(timed(client_command(client_dir, address, "bench", source), cwd=ROOT))
                 server_cpu_runs.append(cpu_seconds(server.process.pid) - server_before)
+                if options.baseline is not None:
+                    command = client_command(root / "baseline", address, "baseline", source)
+                    baseline_runs.append(timed(command, cwd=options.baseline))
             server_rss = status_kib(server.process.pid, "VmHWM") / 1024
             parallel = parallel_backups(root, address, source, options.parallel, server.process.pid)
         finally:
@@ -134,6 +141,14 @@ def main() -> None:
         f"server {min(server_cpu_runs):.2f}, openssl {min(run[2] for run in openssl_runs):.2f} "
         "(the backup's wall time is at least (client + server) / cores)"
     )
+    if baseline_runs:
+        best = min(run[0] for run in baseline_runs)
+        print(
+            f"baseline client ({options.baseline}): {best:.2f} s = {best / openssl_seconds:.2f}x openssl "
+            f"(runs {', '.join(f'{run[0]:.2f}' for run in baseline_runs)}); CPU least "
+            f"{min(run[2] for run in baseline_runs):.2f} s, "
+            f"peak RSS {max(run[1] for run in baseline_runs):.1f} MiB"
+        )
     wall, server_cpu = parallel
     print(
         f"{options.parallel} clients at once: {wall:.2f} s = "
