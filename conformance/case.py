@@ -39,6 +39,7 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 
 from backupproto.address import Address, AddressError, parse_address
+from backupproto.dialect import DIALECT_2023A, Dialect
 
 from .wire import Closed, Received, Wire
 
@@ -161,6 +162,8 @@ class CaseContext:
     timeout_s: float
     data_dir: Path | None = None
     wires: list[Wire] = field(default_factory=list)
+    dialect: Dialect = DIALECT_2023A
+    """The run's dialect (--bp-dialect, or the one the profiling stage detected): codes, layouts, key size."""
 
     def connect(self, label: str | None = None) -> Wire:
         """Open a new connection to the target, recorded for failure messages."""

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from backupproto.dialect import DIALECT_2023A, Dialect
+
 from .case import CASES, CaseContext, CaseInfo, Target, case_of
 from .causes import verdict_lines  # issue 10 (adapt)
 from .clients.mode import client_under_test
@@ -68,6 +70,7 @@ class _State:
         """Usage mistakes found while collecting (raised once collection is over)."""
         self.started = time.monotonic()
         self.client: str | None = None
+        self.config = config
         """The client under test in client mode (conformance.clients), else None."""
 
 
@@ -449,9 +452,18 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 def _begin_supervision(state: _State, chosen: Target, tmp_path_factory: pytest.TempPathFactory) -> None:
     """issue 10 (adapt): the profiling stage before the first case; an untestable target stops the run."""
     try:
-        state.supervisor.begin(chosen, state.settings.timeout_s, tmp_path_factory.mktemp("server-under-test"))
+        state.supervisor.begin(
+            chosen,
+            state.settings.timeout_s,
+            tmp_path_factory.mktemp("server-under-test"),
+            state.settings.dialect,
+        )
     except TargetUnusable as unusable:
         pytest.exit(str(unusable), returncode=unusable.exit_code)
+    profile = state.supervisor.profile
+    reporter = state.config.pluginmanager.get_plugin("terminalreporter")
+    if profile is not None and reporter is not None:
+        reporter.write_line(f"\nconformance: {profile.dialect_line}")
 
 
 @pytest.fixture(scope="session")
@@ -473,12 +485,28 @@ def case_context(
     request: pytest.FixtureRequest, target: Target, data_dir: Path | None
 ) -> Iterator[CaseContext]:
     """The running case: metadata, target, timeout, the connections it opened (closed at the end)."""
-    settings = _state(request.config).settings
-    context = CaseContext(case_of(request.node), target, settings.timeout_s, data_dir)
+    state = _state(request.config)
+    context = CaseContext(
+        case_of(request.node), target, state.settings.timeout_s, data_dir, dialect=run_dialect(state)
+    )
     try:
         yield context
     finally:
         context.close()
+
+
+def run_dialect(state: _State) -> Dialect:
+    """The run's dialect: the one the profiling stage detected (or confirmed), else --bp-dialect's."""
+    profile = state.supervisor.profile
+    if profile is not None:
+        return profile.dialect
+    return state.settings.dialect or DIALECT_2023A
+
+
+@pytest.fixture
+def dialect(request: pytest.FixtureRequest, target: Target) -> Dialect:
+    """The run's dialect (codes, layouts, key size of every case)."""
+    return run_dialect(_state(request.config))
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from backupproto.dialect import DIALECTS, Dialect, dialect_named
+
 from .case import Target, parse_target
 from .expected import ExpectedFailures, load_expected_failures
 
@@ -50,6 +52,11 @@ _VALUED = (
     # issue 10 (adapt): the suite starts and restarts the server under test
     ("--bp-server-cmd", "CMD", "command that starts the server under test (at --bp-target); restarts it"),
     ("--bp-server-cwd", "DIR", "working directory for --bp-server-cmd"),
+    (
+        "--bp-dialect",
+        "NAME|auto",
+        f"the protocol dialect of the run: {', '.join(DIALECTS)} or auto (default: detect the server's)",
+    ),
 )
 _FLAGS = (
     ("--bp-strict", "SHOULD failures count as failures (pytest's own strict mode does the same)"),
@@ -96,6 +103,17 @@ def _seconds(option: str, text: str | None, default: float) -> float:
     return value
 
 
+def _dialect(text: str | None) -> Dialect | None:
+    """--bp-dialect: a dialect's name, or auto (None)."""
+    if text is None or text.strip().lower() == "auto":
+        return None
+    try:
+        return dialect_named(text)
+    except ValueError:
+        known = ", ".join(DIALECTS)
+        raise pytest.UsageError(f"--bp-dialect {text}: expected auto or one of {known}") from None
+
+
 def _folder(option: str, text: str | None) -> Path | None:
     if text is None:
         return None
@@ -131,6 +149,8 @@ class RunSettings:
     large_file_mib: int
     sessions: Path | None
     hypothesis_dir: Path | None
+    dialect: Dialect | None = None
+    """--bp-dialect NAME; None for auto (the profiling stage detects the server's dialect)."""
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> RunSettings:
@@ -166,6 +186,7 @@ class RunSettings:
             large_file_mib=_whole("--bp-large-file-mib", get("--bp-large-file-mib"), minimum=0) or 0,
             sessions=_folder("--bp-sessions", get("--bp-sessions")),
             hypothesis_dir=Path(hypothesis_dir) if hypothesis_dir else None,
+            dialect=_dialect(get("--bp-dialect")),
         )
 
 

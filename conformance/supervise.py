@@ -15,6 +15,8 @@ from typing import Any, NoReturn
 
 import pytest
 
+from backupproto.dialect import Dialect
+
 from . import results, transport
 from .case import CaseContext, CaseInfo, Target
 from .causes import ALREADY_REPORTED, Cause, Row, root_causes, verdict_lines
@@ -48,7 +50,7 @@ class Supervisor:
 
     # -- before the cases --------------------------------------------------------------------
 
-    def begin(self, target: Target, timeout_s: float, log_dir: Path) -> None:
+    def begin(self, target: Target, timeout_s: float, log_dir: Path, dialect: Dialect | None = None) -> None:
         """Start the server if --bp-server-cmd, profile the target, install the adaptation.
 
         Raises `TargetUnusable` when there is nothing to test (the plugin stops the run)."""
@@ -58,7 +60,7 @@ class Supervisor:
             if failure:
                 self._stop(TargetUnusable(f"--bp-server-cmd: {failure}", pytest.ExitCode.USAGE_ERROR))
         try:
-            found = profile_target(target, timeout_s)
+            found = profile_target(target, timeout_s, dialect)
         except TargetUnusable as unusable:
             self._stop(unusable)
         self.profile = found
@@ -159,6 +161,7 @@ class Supervisor:
         lines = []
         if self.profile is not None:
             adapting = "on" if self.adapt else "off (--bp-no-adapt)"
+            lines.append(f"dialect: {self.profile.dialect_line}")
             lines.append(f"profile: {self.profile.facts()}; adaptation {adapting}")
         restarts = self.restarts()
         if restarts:

@@ -1,0 +1,195 @@
+"""Which dialect the server under test speaks: the probe of spec/dialects.md 19.2.
+
+Each probe is one REGISTER (or, for 2022C against 2023A, one RECONNECT) on a new
+connection with a fresh name, in the order 1100, then 1102 / 1025 / 825 as needed; the
+first answer that decides stops. A server that answers none of the dialects, or that mixes
+the codes of two, is one `Finding` (the run stops with it instead of failing every case).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from backupproto.dialect import DIALECTS, Dialect, RequestCode, ResponseCode
+from backupproto.errors import BackupProtoError
+from backupproto.schemas import schemas_for
+
+_2022C, _2023A, _2023C, _2024A, _2024C = (
+    DIALECTS[name] for name in ("2022C", "2023A", "2023C", "2024A", "2024C")
+)
+_HEADER = schemas_for(_2023A).response_header_size
+_ZERO_ID = bytes(_2023A.client_id_size)
+_ALL_RESPONSES = frozenset(code for d in DIALECTS.values() for code in d.responses.values())
+_REGISTER_ANSWERS = (ResponseCode.REGISTERED, ResponseCode.REGISTRATION_FAILED)
+
+
+@dataclass(frozen=True)
+class Detected:
+    """The outcome of the probe: the dialect (None: none fits), what was seen, a mixing reading."""
+
+    dialect: Dialect | None
+    evidence: tuple[str, ...]
+    reading: str = ""
+    """A named mixed-dialect reading of spec dialects 18.8 ('' when the server is consistent)."""
+    note: str = ""
+    """Something worth saying beside the dialect (an ambiguity, a close where an error is due)."""
+
+    def line(self) -> str:
+        """One line for the top of the run: "the server speaks 2023C: register is 1025, ..."."""
+        if self.dialect is None:
+            return "the server answers none of the dialects (" + "; ".join(self.evidence) + ")"
+        text = f"the server speaks {self.dialect.describe()}"
+        if self.reading:
+            text += f", mixed: reading {self.reading}"
+        return text + (f" ({self.note})" if self.note else "")
+
+
+@dataclass(frozen=True)
+class _Answer:
+    code: int | None
+    """The response code (read either byte order); None when the server closed or stayed silent."""
+    payload: bytes = b""
+    closed: bool = False
+
+    def said(self) -> str:
+        if self.code is not None:
+            return f"{self.code}"
+        return "a close without a response" if self.closed else "no response"
+
+
+_Ask = Callable[[Dialect, bytes, str], _Answer]
+
+
+def _ask(target: tuple[str, int], data: bytes, seconds: float) -> _Answer:
+    """Send `data` on a new connection; the response code and payload (bounded reads)."""
+    with _connection(target, seconds) as sock:
+        try:
+            sock.sendall(data)
+        except OSError:
+            return _Answer(None, closed=True)
+        head, closed = _read(sock, _HEADER, seconds)
+        if len(head) < _HEADER:
+            return _Answer(None, closed=closed)
+        code = int.from_bytes(head[1:3], "little")
+        size = int.from_bytes(head[3:7], "little")
+        if code not in _ALL_RESPONSES and int.from_bytes(head[1:3], "big") in _ALL_RESPONSES:
+            code, size = int.from_bytes(head[1:3], "big"), int.from_bytes(head[3:7], "big")
+        payload, _ = _read(sock, min(size, 1 << 12), seconds)
+        return _Answer(code, payload)
+
+
+@contextlib.contextmanager
+def _connection(target: tuple[str, int], seconds: float) -> Iterator[socket.socket]:
+    sock = socket.create_connection(target, timeout=seconds)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        yield sock
+    finally:
+        sock.close()
+
+
+def _read(sock: socket.socket, size: int, seconds: float) -> tuple[bytes, bool]:
+    """Up to `size` bytes within `seconds`; (data, closed)."""
+    data = bytearray()
+    deadline = time.monotonic() + seconds
+    while len(data) < size:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return bytes(data), False
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(size - len(data))
+        except TimeoutError:
+            return bytes(data), False
+        except OSError:
+            return bytes(data), True
+        if not chunk:
+            return bytes(data), True
+        data += chunk
+    return bytes(data), False
+
+
+def _register(dialect: Dialect) -> tuple[bytes, str]:
+    name = f"cf-dialect-{uuid.uuid4().hex[:16]}"
+    return schemas_for(dialect).build_request(RequestCode.REGISTER, _ZERO_ID, {"name": name}), name
+
+
+def _is(answer: _Answer, dialect: Dialect, *roles: ResponseCode) -> bool:
+    return answer.code is not None and dialect.response_role(answer.code) in roles
+
+
+def _client_id(answer: _Answer, dialect: Dialect) -> bytes | None:
+    try:
+        schemas = schemas_for(dialect)
+        values = schemas.parse_payload(schemas.responses[ResponseCode.REGISTERED], answer.payload, _HEADER)
+    except BackupProtoError:
+        return None
+    client_id = values["client_id"]
+    return client_id if isinstance(client_id, bytes) else None
+
+
+def detect_server_dialect(target: tuple[str, int], seconds: float) -> Detected:
+    """Spec dialects 19.2: 1100, then 1102 (2022C or 2023A), 1025, 825; at most three requests."""
+    evidence: list[str] = []
+
+    def ask(dialect: Dialect, data: bytes, what: str) -> _Answer:
+        answer = _ask(target, data, seconds)
+        evidence.append(f"{what}: {answer.said()}")
+        return answer
+
+    data, name = _register(_2023A)
+    first = ask(_2023A, data, "1100 REGISTER")
+    if _is(first, _2023A, *_REGISTER_ANSWERS):
+        return _2022c_or_2023a(ask, first, name, evidence)
+    if first.code == _2023C.responses[ResponseCode.SERVER_ERROR]:
+        data, _ = _register(_2023C)
+        confirm = ask(_2023C, data, "1025 REGISTER")
+        if _is(confirm, _2023C, *_REGISTER_ANSWERS):
+            return Detected(_2023C, tuple(evidence))
+    data, _ = _register(_2024A)
+    third = ask(_2024A, data, "1025 REGISTER")
+    if _is(third, _2024A, *_REGISTER_ANSWERS):
+        return Detected(_2024A, tuple(evidence))
+    if _is(third, _2023C, *_REGISTER_ANSWERS):
+        note = "it closed the connection on 1100 where 2023C answers 2107" if first.code is None else ""
+        return Detected(_2023C, tuple(evidence), note=note)
+    data, _ = _register(_2024C)
+    fourth = ask(_2024C, data, "825 REGISTER")
+    if _is(fourth, _2024C, *_REGISTER_ANSWERS):
+        return Detected(_2024C, tuple(evidence))
+    if _is(fourth, _2023A, *_REGISTER_ANSWERS):
+        return Detected(_2024C, tuple(evidence), reading="2023-responses-in-2024")
+    if _is(third, _2023A, *_REGISTER_ANSWERS):
+        return Detected(_2024A, tuple(evidence), reading="2023-responses-in-2024")
+    return Detected(None, tuple(evidence))
+
+
+def _2022c_or_2023a(ask: _Ask, first: _Answer, name: str, evidence: list[str]) -> Detected:
+    """Step 2: 1102 RECONNECT of the client just registered tells 2023A (2105/2106) from 2022C (close)."""
+    client_id = _client_id(first, _2023A) if _is(first, _2023A, ResponseCode.REGISTERED) else None
+    if client_id is None:
+        return Detected(_2023A, tuple(evidence), note="1102 not tried (no client id): 2022C is also possible")
+    schemas = schemas_for(_2023A)
+    answer = ask(
+        _2023A, schemas.build_request(RequestCode.RECONNECT, client_id, {"name": name}), "1102 RECONNECT"
+    )
+    if _is(answer, _2023A, ResponseCode.RECONNECT_APPROVED, ResponseCode.RECONNECT_DENIED):
+        return Detected(_2023A, tuple(evidence))
+    if answer.code is None:
+        return Detected(_2022C, tuple(evidence))
+    if _is(answer, _2023A, ResponseCode.SERVER_ERROR):
+        return Detected(
+            _2022C,
+            tuple(evidence),
+            reading="2107-in-2022C",
+            note="or a 2023A server that refused the reconnect of a client without a key",
+        )
+    return Detected(_2023A, tuple(evidence), note=f"1102 got {answer.said()}")
+
+
+__all__ = ["Detected", "detect_server_dialect"]
