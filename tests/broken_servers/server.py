@@ -29,7 +29,7 @@ from Crypto.Cipher import AES
 
 from backupproto.cksum import Cksum
 from backupproto.crypto import CbcDecryptor, import_public_key, new_aes_key, wrap_aes_key
-from backupproto.dialect import RequestCode, ResponseCode
+from backupproto.dialect import DIALECT_2023A, DIALECTS, Dialect, RequestCode, ResponseCode, dialect_named
 from backupproto.engine import ServerConnection, event_fields
 from backupproto.errors import BackupProtoError, RemoteProtocolError
 from backupproto.events import (
@@ -84,6 +84,7 @@ FAULTS = {
     "open-after-2107": "the connection stays open after 2107 (the server reads and discards)",
     "verified-text": "server.db stores Verified as TEXT 'TRUE'/'FALSE'",
     "mute": "connections are accepted and never answered",
+    "aes-128": "a 16-byte AES key whatever the dialect (in 2024A/C: the reading aes-128-in-2024)",
 }
 _SESSION_FIELDS = ("state", "client_id", "file")
 """Conversation fields a one-request-per-connection server keeps per client between connections."""
@@ -143,7 +144,7 @@ class Session:
 
     def __init__(self, sock: socket.socket, server: BrokenServer) -> None:
         self.sock, self.server, self.faults = sock, server, server.faults
-        self.conn = ServerConnection()
+        self.conn = ServerConnection(server.dialect)
         if "path-as-given" in self.faults:
             self.conn.schemas = _lenient_schemas()
         self.aes_key: bytes | None = None
@@ -306,7 +307,8 @@ class Session:
         return self._send(ServerError())
 
     def _new_key(self, public_key: Any) -> bytes:
-        self.aes_key = new_aes_key()
+        size = 16 if "aes-128" in self.faults else self.server.dialect.aes_key_size
+        self.aes_key = new_aes_key(size)
         return wrap_aes_key(public_key, self.aes_key, "sha256" if "oaep-sha256" in self.faults else "sha1")
 
     def _begin_file(self, event: SendFile) -> bool:
@@ -360,8 +362,9 @@ class Session:
 class BrokenServer:
     """Accept loop: one thread per connection."""
 
-    def __init__(self, faults: set[str], data_dir: Path) -> None:
+    def __init__(self, faults: set[str], data_dir: Path, dialect: Dialect = DIALECT_2023A) -> None:
         self.faults, self.data_dir, self.registry = faults, data_dir, Registry()
+        self.dialect = dialect
         self.hung = threading.Event()
         self.sessions: dict[bytes, tuple[dict[str, Any], bytes | None, Any]] = {}
         self.db: sqlite3.Connection | None = None
@@ -426,14 +429,19 @@ def main() -> None:
     parser.add_argument("--fault", default="none", help=f"comma-separated, of: {', '.join(sorted(FAULTS))}")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--dialect", default="2023A", help=f"one of {', '.join(DIALECTS)} (default 2023A)")
     options = parser.parse_args()
+    try:
+        dialect = dialect_named(options.dialect)
+    except ValueError as error:
+        parser.error(str(error))
     faults = set(options.fault.split(","))
     unknown = faults - set(FAULTS)
     if unknown:
         parser.error(f"unknown fault(s) {sorted(unknown)}; known: {', '.join(sorted(FAULTS))}")
     options.data_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(KeyboardInterrupt):
-        BrokenServer(faults, options.data_dir).serve(options.port)
+        BrokenServer(faults, options.data_dir, dialect).serve(options.port)
 
 
 if __name__ == "__main__":
