@@ -36,6 +36,11 @@ from .wire import Closed
 ZERO_ID = bytes(DIALECT_2023A.client_id_size)
 
 
+def with_reconnect(dialect: Dialect) -> bool:
+    """Cases of the dialects that have 1102 RECONNECT (all but 2022C)."""
+    return dialect.has_reconnect
+
+
 def unique_name(tag: str = "c") -> str:
     """A client or file name no earlier run used: ``cf-<tag>-<random hex>``."""
     return f"cf-{tag}-{uuid.uuid4().hex[:16]}"

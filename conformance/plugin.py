@@ -25,6 +25,7 @@ from backupproto.dialect import DIALECT_2023A, Dialect
 from .case import CASES, CaseContext, CaseInfo, Target, case_of
 from .causes import verdict_lines  # issue 10 (adapt)
 from .clients.mode import client_under_test
+from .dialect_probe import Detected, detect_server_dialect
 from .html_report import write_html_report
 from .profile import TargetUnusable  # issue 10 (adapt)
 from .results import SHOULD_NOTE, CaseResult, Results
@@ -71,6 +72,10 @@ class _State:
         self.started = time.monotonic()
         self.client: str | None = None
         self.config = config
+        self.detected: Detected | None = None
+        """The dialect probe's result when it was made while collecting (a given target, auto)."""
+        self.collection_dialect: Dialect | None = None
+        """The dialect known while collecting (cases of other dialects are deselected), else None."""
         """The client under test in client mode (conformance.clients), else None."""
 
 
@@ -201,6 +206,7 @@ class _Selection:
         state = _state(config)
         if not state.active:
             return
+        _deselect_other_dialects(config, state, items)
         if state.settings.sample is not None:
             _sample(config, items, state.settings.sample, state.settings.seed)
         _order_sanity(items)
@@ -216,6 +222,31 @@ def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
     target = state.client or settings.target or "the reference server, started by the suite"
     seed = settings.seed
     return [f"conformance: target {target}; seed {seed} (--bp-seed {seed} repeats this run)"]
+
+
+def _collection_dialect(config: pytest.Config, state: _State) -> Dialect | None:
+    """The run's dialect as far as it is known before the cases: --bp-dialect; else the reference
+    server's (2023A); else, for a given target, the dialect probe (spec dialects 19.2)."""
+    settings = state.settings
+    if settings.dialect is not None or state.client is not None:
+        return settings.dialect
+    if settings.target is None:
+        return DIALECT_2023A
+    if config.getoption("bp_server_cmd") is not None or settings.list_only or config.option.collectonly:
+        return None
+    state.detected = detect_server_dialect(settings.target, settings.timeout_s)
+    return state.detected.dialect if not state.detected.reading else None
+
+
+def _deselect_other_dialects(config: pytest.Config, state: _State, items: list[pytest.Item]) -> None:
+    """Cases that do not apply to the run's dialect are deselected (not skipped)."""
+    dialect = state.collection_dialect = _collection_dialect(config, state)
+    if dialect is None:
+        return
+    dropped = [item for item in items if (info := case_of(item)) is not None and not info.applies_to(dialect)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in set(dropped)]
 
 
 def _sample(config: pytest.Config, items: list[pytest.Item], size: int, seed: int) -> None:
@@ -259,7 +290,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     info = case_of(item)
     if info is None:
         return
-    reason = _state(item.config).supervisor.not_run_reason(info)
+    state = _state(item.config)
+    dialect = run_dialect(state)
+    if not info.applies_to(dialect):
+        pytest.skip(f"does not apply to dialect {dialect.name} (a case of {', '.join(info.dialects)})")
+    reason = state.supervisor.not_run_reason(info)
     if reason:
         pytest.skip(reason)
 
@@ -457,6 +492,7 @@ def _begin_supervision(state: _State, chosen: Target, tmp_path_factory: pytest.T
             state.settings.timeout_s,
             tmp_path_factory.mktemp("server-under-test"),
             state.settings.dialect,
+            state.detected,
         )
     except TargetUnusable as unusable:
         pytest.exit(str(unusable), returncode=unusable.exit_code)

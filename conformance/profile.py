@@ -343,11 +343,14 @@ def _opened(target: Target, seconds: float, *, retry: bool = True) -> Iterator[_
         sock.close()
 
 
-def profile_target(target: Target, bound_s: float, dialect: Dialect | None = None) -> Profile:
+def profile_target(
+    target: Target, bound_s: float, dialect: Dialect | None = None, detected: Detected | None = None
+) -> Profile:
     """Run the profiling probes (each wait at most `bound_s`); raise `TargetUnusable` if untestable.
 
     `dialect` None (--bp-dialect auto): the server's dialect is detected first (spec dialects
     19.2); a named dialect is checked the same way, and a server answering another is one finding.
+    `detected`: the probe's result when it was made already (while collecting).
     """
     profile = Profile(target)
     try:
@@ -359,7 +362,7 @@ def profile_target(target: Target, bound_s: float, dialect: Dialect | None = Non
             pytest.ExitCode.USAGE_ERROR,
         ) from None
     first.close()
-    _choose_dialect(profile, dialect, bound_s)
+    _choose_dialect(profile, dialect, detected or detect_server_dialect(profile.target, bound_s))
     first = socket.create_connection(target, timeout=bound_s)
     try:
         _first_exchange(profile, _Conversation(first), bound_s)
@@ -375,10 +378,9 @@ def profile_target(target: Target, bound_s: float, dialect: Dialect | None = Non
     return profile
 
 
-def _choose_dialect(profile: Profile, told: Dialect | None, bound_s: float) -> None:
-    """Detect the server's dialect (spec dialects 19.2); stop with one finding if it answers none,
-    mixes two, or answers another than --bp-dialect names."""
-    detected = detect_server_dialect(profile.target, bound_s)
+def _choose_dialect(profile: Profile, told: Dialect | None, detected: Detected) -> None:
+    """Take the detected dialect (spec dialects 19.2); stop with one finding if the server answers
+    none, mixes two, or answers another than --bp-dialect names."""
     line = detected.line()
     if detected.dialect is None:
         raise _dialect_stop(profile.target, _no_dialect(detected), told)

@@ -33,6 +33,7 @@ from conformance.flows import (
     send_key,
     unique_name,
     unwrap_sha1,
+    with_reconnect,
 )
 
 KEY_RULE = (
@@ -186,6 +187,7 @@ def test_key_on_new_connection(case_context: CaseContext) -> None:
 
 @case(
     "4.2-public-key-twice",
+    dialects=with_reconnect,
     level=SHOULD,
     requirement="If the client already has a public key on record, the server SHOULD refuse with 2107",
 )
@@ -207,6 +209,7 @@ def _keyed_then_reconnect(case_context: CaseContext) -> tuple[Session, Wire, byt
 
 @case(
     "4.3-reconnect-approved",
+    dialects=with_reconnect,
     level=MUST,
     requirement="Otherwise the server makes a fresh AES key, stores it, and answers 2105 RECONNECT_APPROVED with "
     "the key wrapped to the stored public key.",
@@ -222,6 +225,7 @@ def test_reconnect_approved(case_context: CaseContext) -> None:
 
 @case(
     "7.4-fresh-aes-key",
+    dialects=with_reconnect,
     level=MUST,
     requirement="The server makes a new AES key, from a cryptographically secure random source, for every "
     "successful 1101 and 1102.",
@@ -236,7 +240,7 @@ def test_fresh_aes_key(case_context: CaseContext) -> None:
         wire.fail("three different AES keys (2102, 2105, 2105)", " ".join(key.hex() for key in keys))
 
 
-@case("4.3-reconnect-unknown-client", level=MUST, requirement=DENIED)
+@case("4.3-reconnect-unknown-client", dialects=with_reconnect, level=MUST, requirement=DENIED)
 def test_reconnect_unknown(case_context: CaseContext) -> None:
     """1102 for an unknown id -> 2106 with that id; the connection still registers."""
     wire = case_context.connect()
@@ -245,7 +249,7 @@ def test_reconnect_unknown(case_context: CaseContext) -> None:
     register(wire)
 
 
-@case("4.3-reconnect-name-mismatch", level=MUST, requirement=DENIED)
+@case("4.3-reconnect-name-mismatch", dialects=with_reconnect, level=MUST, requirement=DENIED)
 def test_reconnect_name_mismatch(case_context: CaseContext) -> None:
     """1102 with a registered, keyed id and another name -> 2106."""
     session = keyed_session(case_context)
@@ -253,7 +257,7 @@ def test_reconnect_name_mismatch(case_context: CaseContext) -> None:
     wire.request(Reconnect(session.client_id, session.name + "x"), ReconnectDenied)
 
 
-@case("4.3-reconnect-without-key", level=MUST, requirement=DENIED)
+@case("4.3-reconnect-without-key", dialects=with_reconnect, level=MUST, requirement=DENIED)
 def test_reconnect_without_key(case_context: CaseContext) -> None:
     """1102 for a registered client that never sent its key -> 2106."""
     _, client_id, name = _registered(case_context)

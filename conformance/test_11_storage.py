@@ -31,6 +31,7 @@ from conformance.flows import (
     register,
     send_and_check,
     unique_name,
+    with_reconnect,
 )
 from conformance.storage import column_type, file_row, query, stored_content
 
@@ -101,6 +102,7 @@ def test_unverified_after_give_up(case_context: CaseContext, storage: Path) -> N
 
 @case(
     "9.2-refused-file-keeps-previous",
+    dialects=with_reconnect,
     level=MUST,
     requirement="A failed, closed, timed-out or refused 1103 leaves the previous file of that name untouched and "
     "removes its temporary file.",
