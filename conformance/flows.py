@@ -13,7 +13,13 @@ from typing import NoReturn
 from Crypto.PublicKey.RSA import RsaKey
 
 from backupproto.cksum import Cksum
-from backupproto.crypto import encrypted_size, generate_private_key, public_key_der, unwrap_aes_key
+from backupproto.crypto import (
+    CbcEncryptor,
+    encrypted_size,
+    generate_private_key,
+    public_key_der,
+    unwrap_aes_key,
+)
 from backupproto.dialect import DIALECT_2023A, Dialect
 from backupproto.errors import CryptoError
 from backupproto.events import (
@@ -26,6 +32,7 @@ from backupproto.events import (
     Registered,
     SendPublicKey,
 )
+from backupproto.frames import send_file_start
 
 from .case import CaseContext, Wire
 from .diagnose import explain_crc
@@ -212,6 +219,33 @@ def send_and_check(session: Session, file_name: str, plaintext: bytes) -> FileRe
     reply = session.wire.expect(FileReceived, client_id=session.client_id, waiting_for="2103 FILE_RECEIVED")
     check_file_received(session, reply, file_name, len(plaintext), crc, plaintext)
     return reply
+
+
+def raw_send_file(
+    wire: Wire,
+    client_id: bytes,
+    file_name: str | bytes,
+    content_size: int,
+    content: bytes,
+    *,
+    announced: int | None = None,
+) -> None:
+    """A send-file of one message with any content_size and content (for refused cases), built
+    through the schemas: payload_size counts the bytes actually sent. In a packetised dialect it is
+    packet 1 of 1, with the orig_file_size that fits content_size (spec dialects 18.2, check 3).
+    `announced`: the content bytes payload_size announces (default: those sent)."""
+    fields: dict[str, object] = {"content_size": content_size, "file_name": file_name}
+    if wire.dialect.packetised:
+        fields.update(orig_file_size=max(content_size - 1, 0), packet_number=1, total_packets=1)
+    frame = send_file_start(client_id, fields, schemas=wire.schemas)
+    size = len(content) if announced is None else announced
+    frame = frame.with_header(payload_size=wire.schemas.send_file_prefix_size + size)
+    wire.send_bytes(frame.data + content)
+
+
+def raw_encrypt(key: bytes, data: bytes) -> bytes:
+    """AES-CBC (zero IV) of whole blocks, WITHOUT padding: content that fails to decrypt (bad padding)."""
+    return CbcEncryptor(key).update(data)
 
 
 def confirm(session: Session, file_name: str) -> None:

@@ -234,7 +234,10 @@ def _collection_dialect(config: pytest.Config, state: _State) -> Dialect | None:
         return DIALECT_2023A
     if config.getoption("bp_server_cmd") is not None or settings.list_only or config.option.collectonly:
         return None
-    state.detected = detect_server_dialect(settings.target, settings.timeout_s)
+    try:
+        state.detected = detect_server_dialect(settings.target, settings.timeout_s)
+    except OSError:
+        return None  # nothing listening (yet): the profiling stage says so, or detects later
     return state.detected.dialect if not state.detected.reading else None
 
 

@@ -18,7 +18,6 @@ from backupproto.events import (
     ReconnectDenied,
     SendPublicKey,
 )
-from backupproto.schemas import V3_SCHEMAS
 from conformance.case import MUST, SHOULD, CaseContext, Wire, case
 from conformance.flows import (
     Session,
@@ -65,10 +64,9 @@ def _big_key_der() -> bytes:
 
 def _send_key_field(wire: Wire, client_id: bytes, name: str, field: bytes) -> None:
     """1101 with a raw 160-byte public_key field."""
-    header = V3_SCHEMAS.build_request_header(client_id, SendPublicKey.code, 415)
     # the schema pads a shorter field and sends a 160-byte one as it is, unchecked
-    body = V3_SCHEMAS.build_request_payload(SendPublicKey.code, {"name": name, "public_key": field})
-    wire.send_bytes(header + body)
+    fields = {"name": name, "public_key": field}
+    wire.send_bytes(wire.schemas.build_request(SendPublicKey.code, client_id, fields))
 
 
 def _registered(case_context: CaseContext) -> tuple[Wire, bytes, str]:
@@ -125,7 +123,7 @@ def test_small_key(case_context: CaseContext) -> None:
     """A 512-bit RSA key (94-byte DER, zero-padded) -> 2107."""
     wire, client_id, name = _registered(case_context)
     der = public_key_der(_small_key())
-    _send_key_field(wire, client_id, name, der.ljust(160, b"\x00"))
+    _send_key_field(wire, client_id, name, der.ljust(wire.dialect.public_key_size, b"\x00"))
     expect_refused(case_context, wire, "a 512-bit RSA key (bad_public_key)")
 
 

@@ -248,7 +248,7 @@ class Wire:
             raise ValueError("plain_size is required when the plaintext is given in chunks")
         content_size = encrypted_size(size)
         fields: dict[str, object] = {"content_size": content_size, "file_name": file_name}
-        framed = self._content_framer(client_id, fields, size)
+        framed = self.content_framer(client_id, fields, size)
         self.send_bytes(framed(b""))
         encryptor = CbcEncryptor(aes_key)
         sent = 0
@@ -267,7 +267,7 @@ class Wire:
             self.note(f"sending stopped: {self.send_error}")
         return content_size
 
-    def _content_framer(self, client_id: bytes, fields: dict[str, object], plain_size: int) -> Any:
+    def content_framer(self, client_id: bytes, fields: dict[str, object], plain_size: int) -> Any:
         """A function: content bytes -> bytes to send (b'' gives the first header and prefix)."""
         dialect = self.dialect
         if dialect.packet_size is None:
