@@ -539,7 +539,7 @@ def run_dialect(state: _State) -> Dialect:
     profile = state.supervisor.profile
     if profile is not None:
         return profile.dialect
-    return state.settings.dialect or DIALECT_2023A
+    return state.collection_dialect or state.settings.dialect or DIALECT_2023A
 
 
 @pytest.fixture

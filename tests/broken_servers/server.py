@@ -257,13 +257,18 @@ class Session:
                 if taken and "taken-name-2100" not in self.faults:
                     return self._send(RegistrationFailed())
                 client_id = uuid.uuid4().bytes
-                registry.by_id[client_id] = [event.name, None]
+                registry.by_id[client_id] = [event.name, None, None]
                 registry.names.add(event.name)
             self.server.store_client(client_id, event.name)
             return self._send(Registered(client_id))
         if isinstance(event, SendPublicKey):
             record = registry.by_id.get(event.client_id)
             has_key = record is not None and record[1] is not None and "replace-key" not in self.faults
+            returning = has_key and record is not None and self._returning_2022c(record, event)
+            if returning and record is not None:  # 2022C: a returning client re-sends its key (17.4)
+                wrapped = self._new_key(record[1])
+                self.server.store_key(event.client_id, None, self.aes_key)
+                return self._send(AesKey(event.client_id, wrapped))
             if record is None or record[0] != event.name or has_key:
                 return self._send(ServerError())
             try:
@@ -272,7 +277,7 @@ class Session:
                 )
             except BackupProtoError:
                 return self._send(ServerError())
-            record[1] = key
+            record[1], record[2] = key, bytes(event.public_key)
             wrapped = self._new_key(key)
             self.server.store_key(event.client_id, event.public_key, self.aes_key)
             return self._send(AesKey(event.client_id, wrapped))
@@ -305,6 +310,11 @@ class Session:
             self.server.store_file(event.client_id, event.file_name, verified=isinstance(event, CrcOk))
             return self._send(Acknowledged(event.client_id))
         return self._send(ServerError())
+
+    def _returning_2022c(self, record: list[Any], event: SendPublicKey) -> bool:
+        """2022C has no reconnect: a keyed client re-sending its name and key opens a session (17.4)."""
+        same = record[0] == event.name and record[2] == bytes(event.public_key)
+        return not self.server.dialect.has_reconnect and same
 
     def _new_key(self, public_key: Any) -> bytes:
         size = 16 if "aes-128" in self.faults else self.server.dialect.aes_key_size
