@@ -418,9 +418,21 @@ def _mixed(detected: Detected) -> Finding:
 
 def _other_dialect(detected: Detected, told: Dialect) -> Finding:
     assert detected.dialect is not None
+    title = f"the server answers {detected.dialect.name}, not {told.name}"
+    register = RequestCode.REGISTER
+    if (
+        not told.has_reconnect
+        and detected.dialect.has_reconnect
+        and told.requests[register] == (detected.dialect.requests[register])
+    ):
+        reconnect = detected.dialect.requests[RequestCode.RECONNECT]
+        title += (
+            f": it answers {reconnect} RECONNECT, which {told.name} does not have "
+            f"(reading reconnect-in-{told.name}, spec dialects 18.3), or it speaks {detected.dialect.name}"
+        )
     return Finding(
         "other-dialect",
-        f"the server answers {detected.dialect.name}, not {told.name}",
+        title,
         "MUST",
         "dialects 17",
         (),

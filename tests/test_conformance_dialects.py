@@ -85,3 +85,42 @@ def test_aes_128_in_2024_is_named(name: str, tmp_path: Path) -> None:
         server.stop()
     assert "reading aes-128-in-2024" in output, output[-3000:]
     assert code == pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.mark.parametrize("name", ["2024A", "2024C"])
+def test_total_first_is_named(name: str, tmp_path: Path) -> None:
+    """A 2024 server reading total_packets before packet_number: the multi-packet case names total-first."""
+    server = start_broken(tmp_path, name, "total-first")
+    try:
+        code, output, _ = run_suite(server, "-k", "0-sanity or 18.2-packets-several")
+    finally:
+        server.stop()
+    assert "it follows the total-first reading" in output, output[-3000:]
+    assert code == pytest.ExitCode.TESTS_FAILED
+
+
+def test_reconnect_in_2022c_is_named(tmp_path: Path) -> None:
+    """A 2022C server answering 1102 (which 2022C does not have), run as 2022C: one finding naming the reading."""
+    server = start_broken(tmp_path, "2022C", "reconnect-in-2022C")
+    try:
+        code, output, _ = run_suite(server, "--bp-dialect", "2022C")
+    finally:
+        server.stop()
+    assert "reading reconnect-in-2022C" in output, output[-2000:]
+    assert "No cases were run" in output
+    assert code == pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(DIALECTS))
+def test_whole_suite_conformant_in_each_dialect(name: str, tmp_path: Path) -> None:
+    """Every case of the dialect, once, against the clean broken server started in it: CONFORMANT."""
+    server = start_broken(tmp_path, name)
+    try:
+        code, output, seconds = run_suite(server, "--bp-dialect", "auto", "--bp-fuzz-examples", "30")
+    finally:
+        server.stop()
+    print(f"\n{name}: whole suite {seconds:.1f} s; {output.strip().splitlines()[-1]}")
+    assert f"dialect: the server speaks {name}:" in output
+    assert "\nCONFORMANT" in output, output[-3000:]
+    assert code == 0

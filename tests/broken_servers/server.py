@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 import zlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ from backupproto.events import (
     SendPublicKey,
     ServerError,
 )
-from backupproto.schemas import NameField, Schemas
+from backupproto.schemas import V3_SCHEMAS, NameField, Schemas
 from backupproto.states import State
 
 FAULTS = {
@@ -84,7 +85,9 @@ FAULTS = {
     "open-after-2107": "the connection stays open after 2107 (the server reads and discards)",
     "verified-text": "server.db stores Verified as TEXT 'TRUE'/'FALSE'",
     "mute": "connections are accepted and never answered",
-    "aes-128": "a 16-byte AES key whatever the dialect (in 2024A/C: the reading aes-128-in-2024)",
+    "aes-128": "a 16-byte AES key whatever the dialect (2024A/C: reading aes-128-in-2024)",
+    "total-first": "2024: packets read with total_packets before packet_number (reading total-first)",
+    "reconnect-in-2022C": "2022C: 1102 (not a 2022C code) is answered 2106 (reading reconnect-in-2022C)",
 }
 _SESSION_FIELDS = ("state", "client_id", "file")
 """Conversation fields a one-request-per-connection server keeps per client between connections."""
@@ -183,6 +186,10 @@ class Session:
                         self.server.hung.set()
                         while True:
                             time.sleep(3600)
+                    if "reconnect-in-2022C" in self.faults and "1102" in str(error):
+                        denied = {"client_id": bytes(16)}
+                        self.sock.sendall(V3_SCHEMAS.build_response(ResponseCode.RECONNECT_DENIED, denied))
+                        return
                     self._send(ServerError())
                     return
                 if event is NEED_DATA or event is PAUSED:  # PAUSED: a request left unanswered on purpose
@@ -374,6 +381,11 @@ class BrokenServer:
 
     def __init__(self, faults: set[str], data_dir: Path, dialect: Dialect = DIALECT_2023A) -> None:
         self.faults, self.data_dir, self.registry = faults, data_dir, Registry()
+        if "total-first" in faults:
+            fields = list(dialect.send_file_fields)
+            first, second = fields.index("packet_number"), fields.index("total_packets")
+            fields[first], fields[second] = fields[second], fields[first]
+            dialect = replace(dialect, send_file_fields=tuple(fields))
         self.dialect = dialect
         self.hung = threading.Event()
         self.sessions: dict[bytes, tuple[dict[str, Any], bytes | None, Any]] = {}
