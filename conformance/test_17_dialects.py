@@ -145,14 +145,21 @@ def _fail_packets(
     wire.fail(wanted, got, hint=hint)
 
 
+def _file_of_3(case_context: CaseContext, what: str, **changes: Any) -> tuple[Session, str, list[bytes]]:
+    """A keyed session and the 3 packets of a new file (with `changes`, see `_packets`)."""
+    session = keyed_session(case_context, what)
+    data, name = payload(2010, 19), unique_name("packets")
+    ciphertext = _encrypt(session.aes_key, data)
+    return (
+        session,
+        name,
+        list(_packets(session.wire, session.client_id, name, ciphertext, len(data), **changes)),
+    )
+
+
 def _violation(case_context: CaseContext, what: str, **changes: Any) -> None:
     """The 3 packets of a file with one violation; the server refuses (and stays up)."""
-    session = keyed_session(case_context, what)
-    data = payload(2010, 19)
-    name = unique_name("violation")
-    packets = list(
-        _packets(session.wire, session.client_id, name, _encrypt(session.aes_key, data), len(data), **changes)
-    )
+    session, _, packets = _file_of_3(case_context, what, **changes)
     session.wire.send_bytes(b"".join(packets))
     expect_refused(case_context, session.wire, what)
 
@@ -180,11 +187,7 @@ def test_total_changed(case_context: CaseContext) -> None:
 @case("18.2-packet-duplicate", level=MUST, requirement=PACKET_CHECKS, dialects=PACKETISED)
 def test_packet_duplicate(case_context: CaseContext) -> None:
     """Packet 1 twice: refused (packet_duplicate)."""
-    session = keyed_session(case_context)
-    data, name = payload(2010, 20), unique_name("dup")
-    packets = list(
-        _packets(session.wire, session.client_id, name, _encrypt(session.aes_key, data), len(data))
-    )
+    session, _, packets = _file_of_3(case_context, "duplicate")
     session.wire.send_bytes(packets[0] + packets[0])
     expect_refused(case_context, session.wire, "packet 1 twice (packet_duplicate)")
 
@@ -192,11 +195,7 @@ def test_packet_duplicate(case_context: CaseContext) -> None:
 @case("18.2-packet-out-of-order", level=MUST, requirement=PACKET_CHECKS, dialects=PACKETISED)
 def test_packet_out_of_order(case_context: CaseContext) -> None:
     """Packet 2 first: refused (packet_out_of_order)."""
-    session = keyed_session(case_context)
-    data, name = payload(2010, 21), unique_name("order")
-    packets = list(
-        _packets(session.wire, session.client_id, name, _encrypt(session.aes_key, data), len(data))
-    )
+    session, _, packets = _file_of_3(case_context, "out of order")
     session.wire.send_bytes(packets[1])
     expect_refused(case_context, session.wire, "packet 2 of 3 first (packet_out_of_order)")
 
@@ -204,11 +203,7 @@ def test_packet_out_of_order(case_context: CaseContext) -> None:
 @case("18.2-packet-missing", level=MUST, requirement=PACKET_CHECKS, dialects=PACKETISED)
 def test_packet_missing(case_context: CaseContext) -> None:
     """Packet 1 of 3, then CRC_OK: refused (packet_missing)."""
-    session = keyed_session(case_context)
-    data, name = payload(2010, 22), unique_name("missing")
-    packets = list(
-        _packets(session.wire, session.client_id, name, _encrypt(session.aes_key, data), len(data))
-    )
+    session, name, packets = _file_of_3(case_context, "missing")
     session.wire.send_bytes(packets[0])
     session.wire.send(CrcOk(session.client_id, name))
     expect_refused(case_context, session.wire, "another request while packets are due (packet_missing)")

@@ -28,23 +28,24 @@ def start_broken(tmp_path: Path, dialect: str, faults: str = "none") -> ServerPr
     return ServerProcess.start(tmp_path / f"broken-{dialect}", command=command)
 
 
-def run_suite(server: ServerProcess, *args: str) -> tuple[int, str, float]:
-    """The suite in a subprocess against `server`: (exit code, output, seconds)."""
+def run_suite(tmp_path: Path, dialect: str, faults: str, *args: str) -> tuple[int, str, float]:
+    """The suite in a subprocess against the broken server in `dialect` with `faults`:
+    (exit code, output, seconds)."""
+    server = start_broken(tmp_path, dialect, faults)
     command = [sys.executable, "-m", "pytest", "conformance", "--bp-target", str(server.target)]
     command += ["-p", "no:cacheprovider", "-q", "--bp-timeout-s", "3", *args]
     started = time.monotonic()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=SUITE_TIMEOUT_S)
+    try:
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=SUITE_TIMEOUT_S)
+    finally:
+        server.stop()
     return done.returncode, done.stdout + done.stderr, time.monotonic() - started
 
 
 @pytest.mark.parametrize("name", list(DIALECTS))
 def test_auto_detects_the_servers_dialect(name: str, tmp_path: Path) -> None:
     """`--bp-dialect auto` names the dialect the server was started in, and a keyed session passes."""
-    server = start_broken(tmp_path, name)
-    try:
-        code, output, seconds = run_suite(server, "--bp-dialect", "auto", "-k", KEYED_CASES)
-    finally:
-        server.stop()
+    code, output, seconds = run_suite(tmp_path, name, "none", "--bp-dialect", "auto", "-k", KEYED_CASES)
     print(f"\n{name}: {seconds:.1f} s")
     register = {"2022C": 1100, "2023A": 1100, "2023C": 1025, "2024A": 1025, "2024C": 825}[name]
     assert f"dialect: the server speaks {name}: register is {register}," in output, output[-2000:]
@@ -54,11 +55,7 @@ def test_auto_detects_the_servers_dialect(name: str, tmp_path: Path) -> None:
 
 def test_a_server_told_another_dialect_is_one_finding(tmp_path: Path) -> None:
     """The 2023A server run with --bp-dialect 2024C: one line naming both, no cases run."""
-    server = start_broken(tmp_path, "2023A")
-    try:
-        code, output, _ = run_suite(server, "--bp-dialect", "2024C")
-    finally:
-        server.stop()
+    code, output, _ = run_suite(tmp_path, "2023A", "none", "--bp-dialect", "2024C")
     assert "the server answers 2023A, not 2024C" in output, output[-2000:]
     assert "No cases were run" in output
     assert " failed" not in output.splitlines()[-1]
@@ -66,11 +63,7 @@ def test_a_server_told_another_dialect_is_one_finding(tmp_path: Path) -> None:
 
 
 def test_an_unknown_dialect_is_a_usage_error(tmp_path: Path) -> None:
-    server = start_broken(tmp_path, "2023A")
-    try:
-        code, output, _ = run_suite(server, "--bp-dialect", "2025Z")
-    finally:
-        server.stop()
+    code, output, _ = run_suite(tmp_path, "2023A", "none", "--bp-dialect", "2025Z")
     assert code == pytest.ExitCode.USAGE_ERROR
     assert "--bp-dialect 2025Z: expected auto or one of 2022C, 2023A, 2023C, 2024A, 2024C" in output
 
@@ -78,11 +71,7 @@ def test_an_unknown_dialect_is_a_usage_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["2024A", "2024C"])
 def test_aes_128_in_2024_is_named(name: str, tmp_path: Path) -> None:
     """A 2024 server wrapping a 16-byte key: the key exchange fails naming aes-128-in-2024."""
-    server = start_broken(tmp_path, name, "aes-128")
-    try:
-        code, output, _ = run_suite(server, "-k", KEYED_CASES)
-    finally:
-        server.stop()
+    code, output, _ = run_suite(tmp_path, name, "aes-128", "-k", KEYED_CASES)
     assert "reading aes-128-in-2024" in output, output[-3000:]
     assert code == pytest.ExitCode.TESTS_FAILED
 
@@ -90,22 +79,14 @@ def test_aes_128_in_2024_is_named(name: str, tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["2024A", "2024C"])
 def test_total_first_is_named(name: str, tmp_path: Path) -> None:
     """A 2024 server reading total_packets before packet_number: the multi-packet case names total-first."""
-    server = start_broken(tmp_path, name, "total-first")
-    try:
-        code, output, _ = run_suite(server, "-k", "0-sanity or 18.2-packets-several")
-    finally:
-        server.stop()
+    code, output, _ = run_suite(tmp_path, name, "total-first", "-k", "0-sanity or 18.2-packets-several")
     assert "it follows the total-first reading" in output, output[-3000:]
     assert code == pytest.ExitCode.TESTS_FAILED
 
 
 def test_reconnect_in_2022c_is_named(tmp_path: Path) -> None:
-    """A 2022C server answering 1102 (which 2022C does not have), run as 2022C: one finding naming the reading."""
-    server = start_broken(tmp_path, "2022C", "reconnect-in-2022C")
-    try:
-        code, output, _ = run_suite(server, "--bp-dialect", "2022C")
-    finally:
-        server.stop()
+    """A 2022C server answering 1102 (not a 2022C code), run as 2022C: one finding naming the reading."""
+    code, output, _ = run_suite(tmp_path, "2022C", "reconnect-in-2022C", "--bp-dialect", "2022C")
     assert "reading reconnect-in-2022C" in output, output[-2000:]
     assert "No cases were run" in output
     assert code == pytest.ExitCode.TESTS_FAILED
@@ -115,11 +96,9 @@ def test_reconnect_in_2022c_is_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", list(DIALECTS))
 def test_whole_suite_conformant_in_each_dialect(name: str, tmp_path: Path) -> None:
     """Every case of the dialect, once, against the clean broken server started in it: CONFORMANT."""
-    server = start_broken(tmp_path, name)
-    try:
-        code, output, seconds = run_suite(server, "--bp-dialect", "auto", "--bp-fuzz-examples", "30")
-    finally:
-        server.stop()
+    code, output, seconds = run_suite(
+        tmp_path, name, "none", "--bp-dialect", "auto", "--bp-fuzz-examples", "30"
+    )
     print(f"\n{name}: whole suite {seconds:.1f} s; {output.strip().splitlines()[-1]}")
     assert f"dialect: the server speaks {name}:" in output
     assert "\nCONFORMANT" in output, output[-3000:]
