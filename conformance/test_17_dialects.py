@@ -29,6 +29,7 @@ from conformance.flows import (
     send_key,
     unique_name,
 )
+from conformance.storage import file_row
 from conformance.wire import Closed, Received
 
 PACKETISED = ("2024A", "2024C")
@@ -159,9 +160,21 @@ def _file_of_3(case_context: CaseContext, what: str, **changes: Any) -> tuple[Se
 
 def _violation(case_context: CaseContext, what: str, **changes: Any) -> None:
     """The 3 packets of a file with one violation; the server refuses (and stays up)."""
-    session, _, packets = _file_of_3(case_context, what, **changes)
+    session, name, packets = _file_of_3(case_context, what, **changes)
     session.wire.send_bytes(b"".join(packets))
     expect_refused(case_context, session.wire, what)
+    _nothing_stored(case_context, session, name)
+
+
+def _nothing_stored(case_context: CaseContext, session: Session, name: str) -> None:
+    """With --bp-data-dir: no files row for the refused file (spec dialects 18.2, 9.2)."""
+    data_dir = case_context.data_dir
+    if data_dir is None or not (data_dir / case_context.dialect.database_name).is_file():
+        return  # the database is optional in 2024 (dialects 18.7); without the folder nothing can be seen
+    if file_row(case_context, data_dir, session.client_id, name) is not None:
+        case_context.fail(
+            "nothing of a refused file is stored (spec dialects 18.2, 9.2)", f"a files row for {name!r}"
+        )
 
 
 @case("18.2-packet-number-zero", level=MUST, requirement=PACKET_CHECKS, dialects=PACKETISED)
@@ -187,17 +200,19 @@ def test_total_changed(case_context: CaseContext) -> None:
 @case("18.2-packet-duplicate", level=MUST, requirement=PACKET_CHECKS, dialects=PACKETISED)
 def test_packet_duplicate(case_context: CaseContext) -> None:
     """Packet 1 twice: refused (packet_duplicate)."""
-    session, _, packets = _file_of_3(case_context, "duplicate")
+    session, name, packets = _file_of_3(case_context, "duplicate")
     session.wire.send_bytes(packets[0] + packets[0])
     expect_refused(case_context, session.wire, "packet 1 twice (packet_duplicate)")
+    _nothing_stored(case_context, session, name)
 
 
 @case("18.2-packet-out-of-order", level=MUST, requirement=PACKET_CHECKS, dialects=PACKETISED)
 def test_packet_out_of_order(case_context: CaseContext) -> None:
     """Packet 2 first: refused (packet_out_of_order)."""
-    session, _, packets = _file_of_3(case_context, "out of order")
+    session, name, packets = _file_of_3(case_context, "out of order")
     session.wire.send_bytes(packets[1])
     expect_refused(case_context, session.wire, "packet 2 of 3 first (packet_out_of_order)")
+    _nothing_stored(case_context, session, name)
 
 
 @case("18.2-packet-missing", level=MUST, requirement=PACKET_CHECKS, dialects=PACKETISED)
@@ -207,6 +222,7 @@ def test_packet_missing(case_context: CaseContext) -> None:
     session.wire.send_bytes(packets[0])
     session.wire.send(CrcOk(session.client_id, name))
     expect_refused(case_context, session.wire, "another request while packets are due (packet_missing)")
+    _nothing_stored(case_context, session, name)
 
 
 @case("18.2-per-packet-content-size", level=MUST, requirement=PACKET_CHECKS, dialects=PACKETISED)
