@@ -9,6 +9,7 @@ the cases run in order against one server (sanity first and last).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import random
 import shutil
@@ -74,6 +75,8 @@ class _State:
         self.config = config
         self.detected: Detected | None = None
         """The dialect probe's result when it was made while collecting (a given target, auto)."""
+        self.dialect_said = False
+        """True once the run's dialect line was printed (at the top, or when the profile was made)."""
         self.collection_dialect: Dialect | None = None
         """The dialect known while collecting (cases of other dialects are deselected), else None."""
         """The client under test in client mode (conformance.clients), else None."""
@@ -221,7 +224,13 @@ def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
     settings = state.settings
     target = state.client or settings.target or "the reference server, started by the suite"
     seed = settings.seed
-    return [f"conformance: target {target}; seed {seed} (--bp-seed {seed} repeats this run)"]
+    lines = [f"conformance: target {target}; seed {seed} (--bp-seed {seed} repeats this run)"]
+    detected = state.detected
+    if detected is not None and state.collection_dialect is not None:
+        told = f"--bp-dialect {settings.dialect.name}: " if settings.dialect is not None else ""
+        lines.append(f"conformance: {told}{detected.line()}")
+        state.dialect_said = True
+    return lines
 
 
 def _collection_dialect(config: pytest.Config, state: _State) -> Dialect | None:
@@ -501,8 +510,11 @@ def _begin_supervision(state: _State, chosen: Target, tmp_path_factory: pytest.T
         pytest.exit(str(unusable), returncode=unusable.exit_code)
     profile = state.supervisor.profile
     reporter = state.config.pluginmanager.get_plugin("terminalreporter")
-    if profile is not None and reporter is not None:
-        reporter.write_line(f"\nconformance: {profile.dialect_line}")
+    capture = state.config.pluginmanager.get_plugin("capturemanager")
+    if profile is not None and reporter is not None and not state.dialect_said:
+        state.dialect_said = True
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            reporter.write_line(f"\nconformance: {profile.dialect_line}")
 
 
 @pytest.fixture(scope="session")
