@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from backupproto.dialect import RequestCode
+from backupproto.dialect import RequestCode, ResponseCode
 from backupproto.errors import BackupProtoError
 from backupproto.events import Request, Response
 from backupproto.schemas import V3_SCHEMAS, Schemas
@@ -18,6 +18,18 @@ SCHEMAS = V3_SCHEMAS
 """The 2023A schemas (headers have the same layout in every dialect)."""
 REQUEST_HEADER_SIZE = SCHEMAS.request_header_size
 RESPONSE_HEADER_SIZE = SCHEMAS.response_header_size
+RESPONSE_CODE_BYTES = slice(
+    SCHEMAS.offset(ResponseCode.REGISTERED, "code"), SCHEMAS.offset(ResponseCode.REGISTERED, "payload_size")
+)
+RESPONSE_SIZE_BYTES = slice(SCHEMAS.offset(ResponseCode.REGISTERED, "payload_size"), RESPONSE_HEADER_SIZE)
+"""Where a response header's code and payload_size are (the same in every dialect)."""
+
+
+def response_code(data: bytes) -> int | None:
+    """The code of the response header that `data` begins with (None: shorter than a header)."""
+    if len(data) < RESPONSE_HEADER_SIZE:
+        return None
+    return int(SCHEMAS.response_header.parse(data[:RESPONSE_HEADER_SIZE]).code)
 
 
 def code_name(code: int, *, request: bool, schemas: Schemas = SCHEMAS) -> str:

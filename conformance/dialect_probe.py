@@ -19,10 +19,11 @@ from backupproto.dialect import DIALECTS, Dialect, RequestCode, ResponseCode
 from backupproto.errors import BackupProtoError
 from backupproto.schemas import schemas_for
 
+from .describe import RESPONSE_CODE_BYTES, RESPONSE_HEADER_SIZE, RESPONSE_SIZE_BYTES
+
 _2022C, _2023A, _2023C, _2024A, _2024C = (
     DIALECTS[name] for name in ("2022C", "2023A", "2023C", "2024A", "2024C")
 )
-_HEADER = schemas_for(_2023A).response_header_size
 _ZERO_ID = bytes(_2023A.client_id_size)
 _ALL_RESPONSES = frozenset(code for d in DIALECTS.values() for code in d.responses.values())
 _REGISTER_ANSWERS = (ResponseCode.REGISTERED, ResponseCode.REGISTRATION_FAILED)
@@ -72,13 +73,14 @@ def _ask(target: tuple[str, int], data: bytes, seconds: float) -> _Answer:
             sock.sendall(data)
         except OSError:
             return _Answer(None, closed=True)
-        head, closed = _read(sock, _HEADER, seconds)
-        if len(head) < _HEADER:
+        head, closed = _read(sock, RESPONSE_HEADER_SIZE, seconds)
+        if len(head) < RESPONSE_HEADER_SIZE:
             return _Answer(None, closed=closed)
-        code = int.from_bytes(head[1:3], "little")
-        size = int.from_bytes(head[3:7], "little")
-        if code not in _ALL_RESPONSES and int.from_bytes(head[1:3], "big") in _ALL_RESPONSES:
-            code, size = int.from_bytes(head[1:3], "big"), int.from_bytes(head[3:7], "big")
+        code = int.from_bytes(head[RESPONSE_CODE_BYTES], "little")
+        size = int.from_bytes(head[RESPONSE_SIZE_BYTES], "little")
+        if code not in _ALL_RESPONSES and int.from_bytes(head[RESPONSE_CODE_BYTES], "big") in _ALL_RESPONSES:
+            code = int.from_bytes(head[RESPONSE_CODE_BYTES], "big")
+            size = int.from_bytes(head[RESPONSE_SIZE_BYTES], "big")
         payload, _ = _read(sock, min(size, 1 << 12), seconds)
         return _Answer(code, payload)
 
@@ -126,7 +128,9 @@ def _is(answer: _Answer, dialect: Dialect, *roles: ResponseCode) -> bool:
 def _client_id(answer: _Answer, dialect: Dialect) -> bytes | None:
     try:
         schemas = schemas_for(dialect)
-        values = schemas.parse_payload(schemas.responses[ResponseCode.REGISTERED], answer.payload, _HEADER)
+        values = schemas.parse_payload(
+            schemas.responses[ResponseCode.REGISTERED], answer.payload, RESPONSE_HEADER_SIZE
+        )
     except BackupProtoError:
         return None
     client_id = values["client_id"]

@@ -18,6 +18,7 @@ from backupproto.dialect import PAYLOAD_CLIENT_ID, ResponseCode
 from backupproto.events import CrcOk, FileReceived, Register, SendPublicKey
 from backupproto.frames import request_frame, send_file_start
 from conformance.case import MUST, CaseContext, Wire, case
+from conformance.describe import RESPONSE_HEADER_SIZE, response_code
 from conformance.flows import (
     Session,
     check_file_received,
@@ -128,7 +129,7 @@ def _fail_packets(
     """The packets were refused (or answered early): name the reading of 18.2 the server follows."""
     wanted = f"FILE_RECEIVED for a file of {count} packets, after the last one only (spec dialects 18.2)"
     if early:
-        code = int.from_bytes(early[1:3], "little") if len(early) >= 3 else None
+        code = response_code(early)
         got = f"{len(early)} bytes before the last packet (code {code})"
         if code is not None and wire.dialect.response_role(code) is ResponseCode.FILE_RECEIVED:
             hint = "a response to an intermediate packet: reading answers-intermediate-packets (spec dialects 18.2)"
@@ -270,7 +271,7 @@ def test_no_reconnect(case_context: CaseContext) -> None:
     wire.send_bytes(frame.with_header(code=1102).data, "1102 (RECONNECT of 2023A; unknown in 2022C)")
     data = wire.drain(case_context.timeout_s)
     if data:
-        code = int.from_bytes(data[1:3], "little") if len(data) >= 3 else None
+        code = response_code(data)
         hint = ""
         if code in (int(ResponseCode.RECONNECT_APPROVED), int(ResponseCode.RECONNECT_DENIED)):
             hint = f"the server answered {code}: reading reconnect-in-2022C (it speaks 2023A's reconnect in 2022C; spec dialects 18.3, 18.8)"
@@ -278,7 +279,7 @@ def test_no_reconnect(case_context: CaseContext) -> None:
             hint = "the server answered 2107: reading 2107-in-2022C (spec dialects 17.4)"
         wire.fail(
             "a close without a response (1102 is unknown_code in 2022C)",
-            f"{len(data)} bytes: {data[:7].hex(' ')}",
+            f"{len(data)} bytes: {data[:RESPONSE_HEADER_SIZE].hex(' ')}",
             hint=hint,
         )
     if not wire.peer_closed:

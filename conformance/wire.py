@@ -28,7 +28,9 @@ from backupproto.schemas import Schemas, schemas_for
 
 from . import transport
 from .describe import (
+    RESPONSE_CODE_BYTES,
     RESPONSE_HEADER_SIZE,
+    RESPONSE_SIZE_BYTES,
     code_name,
     describe_event,
     describe_request_bytes,
@@ -442,13 +444,13 @@ class Wire:
             )
         found = schemas.response_role(code)
         if found is None:
-            swapped = int.from_bytes(head[1:3], "big")
+            swapped = int.from_bytes(head[RESPONSE_CODE_BYTES], "big")
             self._record("<-", f"{label} with unknown code {code}", head + self.drain(_DRAIN_S))
             hint = foreign_code_hint(code, dialect)
             swapped_role = schemas.response_role(swapped)
             if swapped_role is not None:
                 hint = (
-                    f"the code bytes {head[1:3].hex(' ')} read big-endian give {swapped} "
+                    f"the code bytes {head[RESPONSE_CODE_BYTES].hex(' ')} read big-endian give {swapped} "
                     f"({swapped_role.name}): the server writes big-endian integers (spec 3.3)"
                 )
             codes = sorted(dialect.responses.values())
@@ -461,14 +463,15 @@ class Wire:
         rule = schemas.response_size_rule(known)
         if rule.minimum <= size <= rule.maximum:
             return known
-        swapped = int.from_bytes(head[3:7], "big")
+        swapped = int.from_bytes(head[RESPONSE_SIZE_BYTES], "big")
         extra = self.drain(_DRAIN_S)
         self._record(
             "<-", f"{code_name(code, request=False, schemas=schemas)} with payload_size {size}", head + extra
         )
         if rule.minimum <= swapped <= rule.maximum:
             hint = (
-                f"the payload_size bytes {head[3:7].hex(' ')} read big-endian give {swapped}: "
+                f"the payload_size bytes {head[RESPONSE_SIZE_BYTES].hex(' ')} read big-endian give "
+                f"{swapped}: "
                 "the server writes big-endian integers (spec 3.3)"
             )
         elif known in _CARRY_CLIENT_ID and size == rule.minimum - 16 and len(extra) <= size:
