@@ -39,6 +39,10 @@ class Detected:
     """A named mixed-dialect reading of spec dialects 18.8 ('' when the server is consistent)."""
     note: str = ""
     """Something worth saying beside the dialect (an ambiguity, a close where an error is due)."""
+    silent: bool = False
+    """The first request got no response at all (the connection stayed open): a mute server."""
+    stopped_listening: bool = False
+    """A later probe's connection was refused (within the bound): the server stopped listening."""
 
     def line(self) -> str:
         """One line for the top of the run: "the server speaks 2023C: register is 1025, ..."."""
@@ -66,9 +70,9 @@ class _Answer:
 _Ask = Callable[[Dialect, bytes, str], _Answer]
 
 
-def _ask(target: tuple[str, int], data: bytes, seconds: float) -> _Answer:
+def _ask(target: tuple[str, int], data: bytes, seconds: float, *, retry: bool) -> _Answer:
     """Send `data` on a new connection; the response code and payload (bounded reads)."""
-    with _connection(target, seconds) as sock:
+    with _connection(target, seconds, retry=retry) as sock:
         try:
             sock.sendall(data)
         except OSError:
@@ -86,8 +90,18 @@ def _ask(target: tuple[str, int], data: bytes, seconds: float) -> _Answer:
 
 
 @contextlib.contextmanager
-def _connection(target: tuple[str, int], seconds: float) -> Iterator[socket.socket]:
-    sock = socket.create_connection(target, timeout=seconds)
+def _connection(target: tuple[str, int], seconds: float, *, retry: bool) -> Iterator[socket.socket]:
+    """A connection; with `retry`, a refused connect is tried again within `seconds` (a server
+    that re-binds its listening socket between connections)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            sock = socket.create_connection(target, timeout=seconds)
+            break
+        except ConnectionRefusedError:
+            if not retry or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         yield sock
@@ -138,16 +152,28 @@ def _client_id(answer: _Answer, dialect: Dialect) -> bytes | None:
 
 
 def detect_server_dialect(target: tuple[str, int], seconds: float) -> Detected:
-    """Spec dialects 19.2: 1100, then 1102 (2022C or 2023A), 1025, 825; at most three requests."""
+    """Spec dialects 19.2: 1100, then 1102 (2022C or 2023A), 1025, 825; at most three requests.
+
+    OSError when nothing accepts the first connection."""
     evidence: list[str] = []
 
     def ask(dialect: Dialect, data: bytes, what: str) -> _Answer:
-        answer = _ask(target, data, seconds)
+        answer = _ask(target, data, seconds, retry=bool(evidence))
         evidence.append(f"{what}: {answer.said()}")
         return answer
 
     data, name = _register(_2023A)
     first = ask(_2023A, data, "1100 REGISTER")
+    if first.code is None and not first.closed:
+        return Detected(None, tuple(evidence), silent=True)
+    try:
+        return _after_first(ask, first, name, evidence)
+    except ConnectionRefusedError:
+        return Detected(None, tuple(evidence), stopped_listening=True)
+
+
+def _after_first(ask: _Ask, first: _Answer, name: str, evidence: list[str]) -> Detected:
+    """Steps 2 to 4 of 19.2, after the answer to 1100."""
     if _is(first, _2023A, *_REGISTER_ANSWERS):
         return _2022c_or_2023a(ask, first, name, evidence)
     if first.code == _2023C.responses[ResponseCode.SERVER_ERROR]:

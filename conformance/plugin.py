@@ -247,7 +247,7 @@ def _collection_dialect(config: pytest.Config, state: _State) -> Dialect | None:
         state.detected = detect_server_dialect(settings.target, settings.timeout_s)
     except OSError:
         return None  # nothing listening (yet): the profiling stage says so, or detects later
-    return state.detected.dialect if not state.detected.reading else None
+    return state.detected.dialect if not state.detected.reading else None  # None: profiling stops
 
 
 def _deselect_other_dialects(config: pytest.Config, state: _State, items: list[pytest.Item]) -> None:

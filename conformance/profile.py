@@ -354,16 +354,24 @@ def profile_target(
     """
     profile = Profile(target)
     try:
-        first = socket.create_connection(target, timeout=bound_s)
+        if detected is None:
+            socket.create_connection(target, timeout=bound_s).close()
+            detected = detect_server_dialect(target, bound_s)
     except OSError as error:
         raise TargetUnusable(
             f"nothing to test: a TCP connection to {target} failed ({error}). Is the server running "
             "and listening on that address? (no cases were run)",
             pytest.ExitCode.USAGE_ERROR,
         ) from None
-    first.close()
-    _choose_dialect(profile, dialect, detected or detect_server_dialect(profile.target, bound_s))
-    first = socket.create_connection(target, timeout=bound_s)
+    if detected.stopped_listening:
+        raise _stops_listening(target, bound_s)
+    if detected.silent:
+        raise _mute(target, "sent no response", bound_s)
+    _choose_dialect(profile, dialect, detected)
+    try:
+        first = socket.create_connection(target, timeout=bound_s)
+    except ConnectionRefusedError:
+        raise _stops_listening(target, bound_s) from None
     try:
         _first_exchange(profile, _Conversation(first), bound_s)
     finally:
