@@ -72,7 +72,7 @@ _Ask = Callable[[Dialect, bytes, str], _Answer]
 
 def _ask(target: tuple[str, int], data: bytes, seconds: float, *, retry: bool) -> _Answer:
     """Send `data` on a new connection; the response code and payload (bounded reads)."""
-    with _connection(target, seconds, retry=retry) as sock:
+    with connected(target, seconds, retry=retry) as sock:
         try:
             sock.sendall(data)
         except OSError:
@@ -90,7 +90,7 @@ def _ask(target: tuple[str, int], data: bytes, seconds: float, *, retry: bool) -
 
 
 @contextlib.contextmanager
-def _connection(target: tuple[str, int], seconds: float, *, retry: bool) -> Iterator[socket.socket]:
+def connected(target: tuple[str, int], seconds: float, *, retry: bool) -> Iterator[socket.socket]:
     """A connection; with `retry`, a refused connect is tried again within `seconds` (a server
     that re-binds its listening socket between connections)."""
     deadline = time.monotonic() + seconds
@@ -222,4 +222,4 @@ def _2022c_or_2023a(ask: _Ask, first: _Answer, name: str, evidence: list[str]) -
     return Detected(_2023A, tuple(evidence), note=f"1102 got {answer.said()}")
 
 
-__all__ = ["Detected", "detect_server_dialect"]
+__all__ = ["Detected", "connected", "detect_server_dialect"]

@@ -27,7 +27,7 @@ from backupproto.schemas import Schemas, schemas_for
 
 from .case import Target
 from .describe import REQUEST_HEADER_SIZE, RESPONSE_HEADER_SIZE
-from .dialect_probe import Detected, detect_server_dialect
+from .dialect_probe import Detected, connected, detect_server_dialect
 
 _DRAIN_S = 0.5
 _PIECE_PAUSE_S = 0.05
@@ -328,19 +328,8 @@ def _swap(value: int, width: int) -> int:
 @contextlib.contextmanager
 def _opened(target: Target, seconds: float, *, retry: bool = True) -> Iterator[_Conversation]:
     """A connection; with `retry`, refused connects are retried for `seconds` (a re-binding server)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            sock = socket.create_connection(target, timeout=seconds)
-            break
-        except ConnectionRefusedError:
-            if not retry or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    try:
+    with connected(target, seconds, retry=retry) as sock:
         yield _Conversation(sock)
-    finally:
-        sock.close()
 
 
 def profile_target(

@@ -1,5 +1,5 @@
 # ruff: noqa: E501 - requirement texts are quoted from spec/dialects.md
-"""Sections 17 and 18 of spec/dialects.md: the cases of one dialect only.
+"""Sections 17 and 18 of spec/dialects.md: the cases of one dialect only (requirements quoted from it).
 
 2024A/2024C: files in numbered packets (18.2), AES-256 (18.6). 2022C: the client_id in the
 payloads, no reconnect, the returning client's re-sent 1101 (17.4). In the other dialects these
@@ -34,8 +34,8 @@ from conformance.storage import file_row
 from conformance.wire import Closed, Received
 
 PACKETISED = ("2024A", "2024C")
-PACKETS = "The server answers only after the last packet: one FILE_RECEIVED for the file, with the file's total `content_size` and the cksum of the whole plaintext. Intermediate packets get no response."
-PACKET_CHECKS = "Every check above is answered as any malformed or out-of-turn request in 9.1: SERVER_ERROR, then close; nothing of the file is stored."
+PACKETS = "one 1603 FILE_RECEIVED for the file, with the file's total `content_size` and the cksum of the whole plaintext. Intermediate packets get no response"
+PACKET_CHECKS = "Every check above is answered as any malformed or out-of-turn request in 9.1: **1607 SERVER_ERROR**, then close; nothing of the file is stored"
 PART = 1000
 """Content bytes per packet in these cases (any split that adds up is conformant, 18.2)."""
 _QUIET_S = 0.3
@@ -159,10 +159,12 @@ def _file_of_3(case_context: CaseContext, what: str, **changes: Any) -> tuple[Se
     )
 
 
-def _violation(case_context: CaseContext, what: str, **changes: Any) -> None:
-    """The 3 packets of a file with one violation; the server refuses (and stays up)."""
+def _violation(
+    case_context: CaseContext, what: str, order: tuple[int, ...] = (0, 1, 2), **changes: Any
+) -> None:
+    """The 3 packets of a file (in `order`, with `changes`) break a rule: the server refuses, stores nothing."""
     session, name, packets = _file_of_3(case_context, what, **changes)
-    session.wire.send_bytes(b"".join(packets))
+    session.wire.send_bytes(b"".join(packets[index] for index in order))
     expect_refused(case_context, session.wire, what)
     _nothing_stored(case_context, session, name)
 
@@ -201,19 +203,13 @@ def test_total_changed(case_context: CaseContext) -> None:
 @case("18.2-packet-duplicate", level=MUST, requirement=PACKET_CHECKS, dialects=PACKETISED)
 def test_packet_duplicate(case_context: CaseContext) -> None:
     """Packet 1 twice: refused (packet_duplicate)."""
-    session, name, packets = _file_of_3(case_context, "duplicate")
-    session.wire.send_bytes(packets[0] + packets[0])
-    expect_refused(case_context, session.wire, "packet 1 twice (packet_duplicate)")
-    _nothing_stored(case_context, session, name)
+    _violation(case_context, "packet 1 twice (packet_duplicate)", order=(0, 0))
 
 
 @case("18.2-packet-out-of-order", level=MUST, requirement=PACKET_CHECKS, dialects=PACKETISED)
 def test_packet_out_of_order(case_context: CaseContext) -> None:
     """Packet 2 first: refused (packet_out_of_order)."""
-    session, name, packets = _file_of_3(case_context, "out of order")
-    session.wire.send_bytes(packets[1])
-    expect_refused(case_context, session.wire, "packet 2 of 3 first (packet_out_of_order)")
-    _nothing_stored(case_context, session, name)
+    _violation(case_context, "packet 2 of 3 first (packet_out_of_order)", order=(1,))
 
 
 @case("18.2-packet-missing", level=MUST, requirement=PACKET_CHECKS, dialects=PACKETISED)
@@ -239,7 +235,7 @@ def test_per_packet_content_size(case_context: CaseContext) -> None:
 @case(
     "18.6-aes-256",
     level=MUST,
-    requirement="The AES key is 32 bytes (AES-256-CBC, zero IV, PKCS#7). The server makes a fresh 32-byte key for every AES_KEY and RECONNECT_APPROVED.",
+    requirement="The AES key is 32 bytes (AES-256-CBC, zero IV, PKCS#7; content sizes as 7.3, the block is still 16 bytes). The server makes a fresh 32-byte key for every AES_KEY and RECONNECT_APPROVED (7.4)",
     dialects=PACKETISED,
 )
 def test_aes_256(case_context: CaseContext) -> None:
@@ -257,9 +253,10 @@ def test_aes_256(case_context: CaseContext) -> None:
 
 # -- 2022C ---------------------------------------------------------------------------------------
 
-NO_RECONNECT = "2022C has no 1102, 2105 or 2106 ... Codes 1102, 2105, 2106 and 2107 are `unknown_code` for a 2022C reader."
-RETURNING = "A returning client (one with `me.info`) re-sends 1101 SEND_PUBLIC_KEY with its saved id in the header, its saved name and the public key of its saved private key ... The server makes a fresh AES key (7.4), stores it, answers 2102 AES_KEY wrapped to that public key."
-PAYLOAD_ID = "In 1103-1106 the payload begins with a copy of the client id. It MUST equal the header's `client_id`, else `client_id_mismatch`; the server closes."
+NO_RECONNECT = "Codes 1102, 2105, 2106 and 2107 are `unknown_code` for a 2022C reader."
+RETURNING = "The server makes a fresh AES key (7.4), stores it, answers **2102 AES_KEY** wrapped to that public key."
+SAME_KEY = "If the client has a public key on record, the received 160-byte field MUST be byte-for-byte equal to the stored field, else close (`unexpected_message`)."
+PAYLOAD_ID = "In 1103-1106 the payload begins with a copy of the client id. It MUST equal the header's `client_id`, else `client_id_mismatch` (field `client_id`, offset 23), checked as the first payload field (3.6 step 7); the server closes (see below)."
 
 
 @case("17.4-no-reconnect", level=MUST, requirement=NO_RECONNECT, dialects=("2022C",))
@@ -306,7 +303,7 @@ def test_returning_client(case_context: CaseContext) -> None:
     confirm(resumed, name)
 
 
-@case("17.4-returning-client-other-key", level=MUST, requirement=RETURNING, dialects=("2022C",))
+@case("17.4-returning-client-other-key", level=MUST, requirement=SAME_KEY, dialects=("2022C",))
 def test_returning_other_key(case_context: CaseContext) -> None:
     """A keyed client's 1101 with another public key: refused (a key is set once)."""
     session = keyed_session(case_context, "first run")
