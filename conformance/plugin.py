@@ -28,7 +28,7 @@ from .causes import verdict_lines  # issue 10 (adapt)
 from .clients.mode import client_under_test
 from .dialect_probe import Detected, detect_server_dialect
 from .html_report import write_html_report
-from .profile import TargetUnusable  # issue 10 (adapt)
+from .profile import STOPPING_READINGS, TargetUnusable  # issue 10 (adapt)
 from .results import SHOULD_NOTE, CaseResult, Results
 from .settings import DEFAULT_FUZZ_EXAMPLES, RunSettings, add_options, options_given
 from .summary import write_json_report, write_summary
@@ -247,7 +247,8 @@ def _collection_dialect(config: pytest.Config, state: _State) -> Dialect | None:
         state.detected = detect_server_dialect(settings.target, settings.timeout_s)
     except OSError:
         return None  # nothing listening (yet): the profiling stage says so, or detects later
-    return state.detected.dialect if not state.detected.reading else None  # None: profiling stops
+    stops = state.detected.reading in STOPPING_READINGS
+    return None if stops else state.detected.dialect  # None: the profiling stage stops the run
 
 
 def _deselect_other_dialects(config: pytest.Config, state: _State, items: list[pytest.Item]) -> None:

@@ -358,13 +358,10 @@ def profile_target(
         raise _mute(target, "sent no response", bound_s)
     _choose_dialect(profile, dialect, detected)
     try:
-        first = socket.create_connection(target, timeout=bound_s)
+        with _opened(target, bound_s) as first:  # retried: a server re-binding after the probe's connection
+            _first_exchange(profile, first, bound_s)
     except ConnectionRefusedError:
         raise _stops_listening(target, bound_s) from None
-    try:
-        _first_exchange(profile, _Conversation(first), bound_s)
-    finally:
-        first.close()
     for probe in (_second_connection, _split_request, _close_after_error):
         try:
             probe(profile, bound_s)
@@ -381,12 +378,30 @@ def _choose_dialect(profile: Profile, told: Dialect | None, detected: Detected) 
     line = detected.line()
     if detected.dialect is None:
         raise _dialect_stop(profile.target, _no_dialect(detected), told)
-    if detected.reading:
+    if detected.reading in STOPPING_READINGS:
         raise _dialect_stop(profile.target, _mixed(detected), told)
+    if detected.reading:
+        profile.add(_reading(detected))
     if told is not None and told != detected.dialect:
         raise _dialect_stop(profile.target, _other_dialect(detected, told), told)
     profile.dialect = detected.dialect
     profile.dialect_line = line if told is None else f"--bp-dialect {told.name}: confirmed, {line}"
+
+
+STOPPING_READINGS = frozenset({"2023-responses-in-2024"})
+"""Mixed readings under which no case can be judged (every response is another dialect's code)."""
+
+
+def _reading(detected: Detected) -> Finding:
+    """A mixed reading the run can go on with (2107-in-2022C: a SHOULD NOT, spec dialects 17.4)."""
+    return Finding(
+        f"reading-{detected.reading}",
+        f"reading {detected.reading}" + (f" ({detected.note})" if detected.note else ""),
+        "SHOULD",
+        "dialects 18.8",
+        (),
+        "; ".join(detected.evidence),
+    )
 
 
 def _no_dialect(detected: Detected) -> Finding:
