@@ -247,9 +247,15 @@ def wrap_aes_key(public_key: RsaKey, aes_key: _Buffer, hash_name: str = "sha1") 
     return rsa.RSAPublicNumbers(public_key.e, public_key.n).public_key().encrypt(bytes(aes_key), oaep)
 
 
-def unwrap_aes_key(private_key: RsaKey, wrapped: _Buffer, key_size: int = V3.aes_key_size) -> bytes:
-    """Decrypt an OAEP-wrapped AES key, trying SHA-1 then SHA-256; it must be `key_size` bytes
-    (the dialect's: 16, or 32 in 2024A/C).
+def unwrap_aes_key(
+    private_key: RsaKey,
+    wrapped: _Buffer,
+    key_size: int = V3.aes_key_size,
+    *,
+    hash_names: tuple[str, ...] = ("sha1", "sha256"),
+) -> bytes:
+    """Decrypt an OAEP-wrapped AES key, trying SHA-1 then SHA-256 (or only `hash_names`); it must
+    be `key_size` bytes (the dialect's: 16, or 32 in 2024A/C).
 
     Raises CryptoError bad_ciphertext otherwise.
     """
@@ -262,7 +268,7 @@ def unwrap_aes_key(private_key: RsaKey, wrapped: _Buffer, key_size: int = V3.aes
             field="encrypted_aes_key",
             expected=f"{modulus_size} bytes (the RSA modulus size)",
         )
-    for hash_name in _OAEP_HASHES:
+    for hash_name in hash_names:
         try:
             aes_key: bytes = _oaep(private_key, hash_name).decrypt(data)
         except ValueError:

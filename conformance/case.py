@@ -30,7 +30,7 @@ module parametrises it in ``pytest_generate_tests`` with a `CaseInfo` per case (
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -39,6 +39,7 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 
 from backupproto.address import Address, AddressError, parse_address
+from backupproto.dialect import DIALECT_2023A, DIALECTS, Dialect
 
 from .wire import Closed, Received, Wire
 
@@ -83,6 +84,12 @@ class CaseInfo:
     id: str
     level: Level
     requirement: str
+    dialects: tuple[str, ...] = ()
+    """The dialects the case applies to (empty: every dialect); it is deselected in the others."""
+
+    def applies_to(self, dialect: Dialect) -> bool:
+        """True when the case is part of a run in `dialect`."""
+        return not self.dialects or dialect.name in self.dialects
 
     @property
     def section(self) -> str:
@@ -102,13 +109,22 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 CASE_ATTRIBUTE = "__conformance_case__"
 
 
-def declare(case_id: str, *, level: Level, requirement: str) -> CaseInfo:
-    """Register the case `case_id` (ids are unique and stable) and return its `CaseInfo`."""
+def declare(
+    case_id: str, *, level: Level, requirement: str, dialects: Iterable[str] | Callable[[Dialect], bool] = ()
+) -> CaseInfo:
+    """Register the case `case_id` (ids are unique and stable) and return its `CaseInfo`.
+
+    `dialects`: the names of the dialects the case applies to, or a test on a dialect
+    (``lambda d: d.has_reconnect``); by default every dialect."""
     if not _ID_PATTERN.match(case_id):
         raise ValueError(f"case id {case_id!r} must look like '4.4-lower-case-words'")
     if not requirement.strip():
         raise ValueError(f"case {case_id}: the requirement text is empty")
-    info = CaseInfo(case_id, Level(level), " ".join(requirement.split()))
+    names = tuple(d.name for d in DIALECTS.values() if dialects(d)) if callable(dialects) else tuple(dialects)
+    unknown = set(names) - set(DIALECTS)
+    if unknown:
+        raise ValueError(f"case {case_id}: unknown dialects {sorted(unknown)}")
+    info = CaseInfo(case_id, Level(level), " ".join(requirement.split()), names)
     known = CASES.get(case_id)
     if known is not None and known != info:
         raise ValueError(f"case id {case_id!r} is declared twice")
@@ -116,9 +132,11 @@ def declare(case_id: str, *, level: Level, requirement: str) -> CaseInfo:
     return info
 
 
-def case(case_id: str, *, level: Level, requirement: str) -> Callable[[_F], _F]:
-    """Declare a test function as the conformance case `case_id`."""
-    info = declare(case_id, level=level, requirement=requirement)
+def case(
+    case_id: str, *, level: Level, requirement: str, dialects: Iterable[str] | Callable[[Dialect], bool] = ()
+) -> Callable[[_F], _F]:
+    """Declare a test function as the conformance case `case_id` (in `dialects`, default every one)."""
+    info = declare(case_id, level=level, requirement=requirement, dialects=dialects)
 
     def decorate(function: _F) -> _F:
         setattr(function, CASE_ATTRIBUTE, info)
@@ -161,6 +179,8 @@ class CaseContext:
     timeout_s: float
     data_dir: Path | None = None
     wires: list[Wire] = field(default_factory=list)
+    dialect: Dialect = DIALECT_2023A
+    """The run's dialect (--bp-dialect, or the one the profiling stage detected): codes, layouts, key size."""
 
     def connect(self, label: str | None = None) -> Wire:
         """Open a new connection to the target, recorded for failure messages."""

@@ -6,11 +6,10 @@ import hashlib
 import zlib
 from collections.abc import Callable
 
-from Crypto.Cipher import AES
 from fastcrc import crc32 as _fastcrc
 
 from backupproto.cksum import cksum
-from backupproto.crypto import CbcEncryptor
+from backupproto.crypto import CbcDecryptor, CbcEncryptor
 
 _CHUNK_SIZES = (16, 64, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 1 << 20)
 _LIMIT = 16 << 20
@@ -30,6 +29,12 @@ def _encrypt(key: bytes, plaintext: bytes) -> bytes:
     return encryptor.update(plaintext) + encryptor.finalize()
 
 
+def _raw_decrypt(key: bytes, piece: bytes) -> bytes:
+    """AES-CBC decryption of whole blocks from the zero IV, padding kept: the decryptor holds back
+    the last block of what it is given, so one spare block is fed after the piece."""
+    return CbcDecryptor(key).update(piece + bytes(16))[: len(piece)]
+
+
 def _chunkwise_plaintexts(key: bytes, ciphertext: bytes) -> list[tuple[str, bytes]]:
     """The plaintexts a server gets when it decrypts the one-stream content chunk by chunk."""
     found = []
@@ -37,7 +42,7 @@ def _chunkwise_plaintexts(key: bytes, ciphertext: bytes) -> list[tuple[str, byte
         if size >= len(ciphertext):
             break
         pieces = [ciphertext[i : i + size] for i in range(0, len(ciphertext), size)]
-        raw = b"".join(AES.new(key, AES.MODE_CBC, iv=bytes(16)).decrypt(p) for p in pieces)
+        raw = b"".join(_raw_decrypt(key, piece) for piece in pieces)
         found.append((f"{size}-byte chunks each decrypted from IV 0", raw))
         stripped = raw[: -raw[-1]] if 1 <= raw[-1] <= 16 else raw
         found.append((f"{size}-byte chunks each decrypted from IV 0, padding stripped", stripped))

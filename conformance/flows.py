@@ -8,13 +8,19 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NoReturn
 
-from Crypto.Cipher import PKCS1_OAEP
-from Crypto.Hash import SHA1
 from Crypto.PublicKey.RSA import RsaKey
 
 from backupproto.cksum import Cksum
-from backupproto.crypto import encrypted_size, generate_private_key, public_key_der
+from backupproto.crypto import (
+    CbcEncryptor,
+    encrypted_size,
+    generate_private_key,
+    public_key_der,
+    unwrap_aes_key,
+)
+from backupproto.dialect import DIALECT_2023A, Dialect
 from backupproto.errors import CryptoError
 from backupproto.events import (
     Acknowledged,
@@ -26,6 +32,7 @@ from backupproto.events import (
     Registered,
     SendPublicKey,
 )
+from backupproto.frames import send_file_start
 
 from .case import CaseContext, Wire
 from .diagnose import explain_crc
@@ -33,7 +40,12 @@ from .profile import oaep_sha256
 from .transport import adapting, connect, may_adapt
 from .wire import Closed
 
-ZERO_ID = bytes(16)
+ZERO_ID = bytes(DIALECT_2023A.client_id_size)
+
+
+def with_reconnect(dialect: Dialect) -> bool:
+    """Cases of the dialects that have 1102 RECONNECT (all but 2022C)."""
+    return dialect.has_reconnect
 
 
 def unique_name(tag: str = "c") -> str:
@@ -48,23 +60,25 @@ def client_key() -> RsaKey:
 
 
 def unwrap_sha1(wire: Wire, key: RsaKey, wrapped: bytes, what: str) -> bytes:
-    """The AES key, unwrapped with OAEP SHA-1 as spec 7.2 requires the server to wrap it."""
+    """The AES key, unwrapped with OAEP SHA-1 as spec 7.2 requires the server to wrap it; it must
+    have the run's dialect's key size (16 bytes, 32 in 2024A/C: spec dialects 18.6)."""
+    size = wire.dialect.aes_key_size
     if len(wrapped) != key.size_in_bytes():
         wire.fail(
             f"{what}: encrypted_aes_key of {key.size_in_bytes()} bytes (the RSA-1024 modulus size, spec 5)",
             f"{len(wrapped)} bytes",
         )
     try:
-        aes_key: bytes = PKCS1_OAEP.new(key, hashAlgo=SHA1).decrypt(wrapped)
-    except ValueError:
+        aes_key = unwrap_aes_key(key, wrapped, size, hash_names=("sha1",))
+    except CryptoError as error:
+        if "bytes" in str(error) and "decrypt" not in str(error):
+            _wrong_key_size(wire, what, str(error))
         hint = "it does not decrypt with RSA-OAEP SHA-1/MGF1-SHA-1"
-        from backupproto.crypto import unwrap_aes_key
-
         try:
-            sha256_key = unwrap_aes_key(key, wrapped)
+            sha256_key = unwrap_aes_key(key, wrapped, size, hash_names=("sha256",))
             info = wire.context.info
             finding = oaep_sha256(info.id if info is not None else "a case")
-            if len(sha256_key) == 16 and may_adapt(info, finding):
+            if may_adapt(info, finding):
                 wire.note("AES key unwrapped with OAEP SHA-256 (adaptation: reported by 7.2-oaep-sha1)")
                 return sha256_key
             hint += (
@@ -73,11 +87,24 @@ def unwrap_sha1(wire: Wire, key: RsaKey, wrapped: bytes, what: str) -> bytes:
         except CryptoError:
             hint += " nor with SHA-256 (wrong key, wrong padding scheme, or garbage)"
         wire.fail(f"{what}: an AES key wrapped with RSA-OAEP SHA-1 to our public key (spec 7.2)", hint)
-    if len(aes_key) != 16:
-        wire.fail(
-            f"{what}: a 16-byte AES-128 key inside the OAEP wrapping (spec 7.2)", f"{len(aes_key)} bytes"
-        )
     return aes_key
+
+
+def _wrong_key_size(wire: Wire, what: str, error: str) -> NoReturn:
+    """Fail naming the key size; in 2024 a 16-byte key is the reading aes-128-in-2024."""
+    dialect = wire.dialect
+    size = dialect.aes_key_size
+    hint = ""
+    if dialect.packetised and "16 bytes" in error.split("expected")[0]:
+        hint = (
+            f"a 16-byte (AES-128) key where {dialect.name} needs AES-256: reading aes-128-in-2024 "
+            "(a mixed dialect; spec dialects 18.6, 18.8)"
+        )
+    wire.fail(
+        f"{what}: a {size}-byte AES-{size * 8} key inside the OAEP wrapping ({dialect.name}; spec 7.2)",
+        error,
+        hint=hint,
+    )
 
 
 def register(wire: Wire, name: str | None = None) -> tuple[bytes, str]:
@@ -194,6 +221,33 @@ def send_and_check(session: Session, file_name: str, plaintext: bytes) -> FileRe
     return reply
 
 
+def raw_send_file(
+    wire: Wire,
+    client_id: bytes,
+    file_name: str | bytes,
+    content_size: int,
+    content: bytes,
+    *,
+    announced: int | None = None,
+) -> None:
+    """A send-file of one message with any content_size and content (for refused cases), built
+    through the schemas: payload_size counts the bytes actually sent. In a packetised dialect it is
+    packet 1 of 1, with the orig_file_size that fits content_size (spec dialects 18.2, check 3).
+    `announced`: the content bytes payload_size announces (default: those sent)."""
+    fields: dict[str, object] = {"content_size": content_size, "file_name": file_name}
+    if wire.dialect.packetised:
+        fields.update(orig_file_size=max(content_size - 1, 0), packet_number=1, total_packets=1)
+    frame = send_file_start(client_id, fields, schemas=wire.schemas)
+    size = len(content) if announced is None else announced
+    frame = frame.with_header(payload_size=wire.schemas.send_file_prefix_size + size)
+    wire.send_bytes(frame.data + content)
+
+
+def raw_encrypt(key: bytes, data: bytes) -> bytes:
+    """AES-CBC (zero IV) of whole blocks, WITHOUT padding: content that fails to decrypt (bad padding)."""
+    return CbcEncryptor(key).update(data)
+
+
 def confirm(session: Session, file_name: str) -> None:
     """1104 -> 2104."""
     session.wire.request(CrcOk(session.client_id, file_name), Acknowledged)
@@ -248,6 +302,6 @@ def expect_refused(
     probe(context, after=because)
 
 
-def raw_name(text: bytes) -> bytes:
-    """A 255-byte name field holding exactly `text` then NUL padding (no checks: for bad names)."""
-    return text.ljust(255, b"\x00")[:255]
+def raw_name(text: bytes, dialect: Dialect = DIALECT_2023A) -> bytes:
+    """A name field holding exactly `text` then NUL padding (no checks: for bad names)."""
+    return text.ljust(dialect.name_size, b"\x00")[: dialect.name_size]

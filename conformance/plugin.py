@@ -9,6 +9,7 @@ the cases run in order against one server (sanity first and last).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import random
 import shutil
@@ -20,11 +21,14 @@ from typing import Any
 
 import pytest
 
+from backupproto.dialect import DIALECT_2023A, Dialect
+
 from .case import CASES, CaseContext, CaseInfo, Target, case_of
 from .causes import verdict_lines  # issue 10 (adapt)
 from .clients.mode import client_under_test
+from .dialect_probe import Detected, detect_server_dialect
 from .html_report import write_html_report
-from .profile import TargetUnusable  # issue 10 (adapt)
+from .profile import STOPPING_READINGS, TargetUnusable  # issue 10 (adapt)
 from .results import SHOULD_NOTE, CaseResult, Results
 from .settings import DEFAULT_FUZZ_EXAMPLES, RunSettings, add_options, options_given
 from .summary import write_json_report, write_summary
@@ -68,6 +72,13 @@ class _State:
         """Usage mistakes found while collecting (raised once collection is over)."""
         self.started = time.monotonic()
         self.client: str | None = None
+        self.config = config
+        self.detected: Detected | None = None
+        """The dialect probe's result when it was made while collecting (a given target, auto)."""
+        self.dialect_said = False
+        """True once the run's dialect line was printed (at the top, or when the profile was made)."""
+        self.collection_dialect: Dialect | None = None
+        """The dialect known while collecting (cases of other dialects are deselected), else None."""
         """The client under test in client mode (conformance.clients), else None."""
 
 
@@ -198,6 +209,7 @@ class _Selection:
         state = _state(config)
         if not state.active:
             return
+        _deselect_other_dialects(config, state, items)
         if state.settings.sample is not None:
             _sample(config, items, state.settings.sample, state.settings.seed)
         _order_sanity(items)
@@ -212,7 +224,43 @@ def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
     settings = state.settings
     target = state.client or settings.target or "the reference server, started by the suite"
     seed = settings.seed
-    return [f"conformance: target {target}; seed {seed} (--bp-seed {seed} repeats this run)"]
+    lines = [f"conformance: target {target}; seed {seed} (--bp-seed {seed} repeats this run)"]
+    detected = state.detected
+    if detected is not None and state.collection_dialect is not None:
+        told = f"--bp-dialect {settings.dialect.name}: " if settings.dialect is not None else ""
+        lines.append(f"conformance: {told}{detected.line()}")
+        state.dialect_said = True
+    return lines
+
+
+def _collection_dialect(config: pytest.Config, state: _State) -> Dialect | None:
+    """The run's dialect as far as it is known before the cases: --bp-dialect (the reference server
+    the suite starts speaks it; 2023A by default); else, for a given target, the dialect probe
+    (spec dialects 19.2)."""
+    settings = state.settings
+    if settings.dialect is not None or state.client is not None:
+        return settings.dialect
+    if settings.target is None:
+        return DIALECT_2023A
+    if config.getoption("bp_server_cmd") is not None or settings.list_only or config.option.collectonly:
+        return None
+    try:
+        state.detected = detect_server_dialect(settings.target, settings.timeout_s)
+    except OSError:
+        return None  # nothing listening (yet): the profiling stage says so, or detects later
+    stops = state.detected.reading in STOPPING_READINGS
+    return None if stops else state.detected.dialect  # None: the profiling stage stops the run
+
+
+def _deselect_other_dialects(config: pytest.Config, state: _State, items: list[pytest.Item]) -> None:
+    """Cases that do not apply to the run's dialect are deselected (not skipped)."""
+    dialect = state.collection_dialect = _collection_dialect(config, state)
+    if dialect is None:
+        return
+    dropped = [item for item in items if (info := case_of(item)) is not None and not info.applies_to(dialect)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in set(dropped)]
 
 
 def _sample(config: pytest.Config, items: list[pytest.Item], size: int, seed: int) -> None:
@@ -256,7 +304,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     info = case_of(item)
     if info is None:
         return
-    reason = _state(item.config).supervisor.not_run_reason(info)
+    state = _state(item.config)
+    dialect = run_dialect(state)
+    if not info.applies_to(dialect):
+        pytest.skip(f"does not apply to dialect {dialect.name} (a case of {', '.join(info.dialects)})")
+    reason = state.supervisor.not_run_reason(info)
     if reason:
         pytest.skip(reason)
 
@@ -436,7 +488,8 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
     data = state.settings.data_dir or tmp_path_factory.mktemp("reference-server") / "data"
     data.mkdir(parents=True, exist_ok=True)
-    state.server = ServerProcess.start(data)
+    dialect = state.settings.dialect or DIALECT_2023A
+    state.server = ServerProcess.start(data, "--dialect", dialect.name)
     assert state.server.target is not None
     try:
         _begin_supervision(state, state.server.target, tmp_path_factory)
@@ -449,9 +502,22 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 def _begin_supervision(state: _State, chosen: Target, tmp_path_factory: pytest.TempPathFactory) -> None:
     """issue 10 (adapt): the profiling stage before the first case; an untestable target stops the run."""
     try:
-        state.supervisor.begin(chosen, state.settings.timeout_s, tmp_path_factory.mktemp("server-under-test"))
+        state.supervisor.begin(
+            chosen,
+            state.settings.timeout_s,
+            tmp_path_factory.mktemp("server-under-test"),
+            state.settings.dialect,
+            state.detected,
+        )
     except TargetUnusable as unusable:
         pytest.exit(str(unusable), returncode=unusable.exit_code)
+    profile = state.supervisor.profile
+    reporter = state.config.pluginmanager.get_plugin("terminalreporter")
+    capture = state.config.pluginmanager.get_plugin("capturemanager")
+    if profile is not None and reporter is not None and not state.dialect_said:
+        state.dialect_said = True
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            reporter.write_line(f"\nconformance: {profile.dialect_line}")
 
 
 @pytest.fixture(scope="session")
@@ -473,12 +539,28 @@ def case_context(
     request: pytest.FixtureRequest, target: Target, data_dir: Path | None
 ) -> Iterator[CaseContext]:
     """The running case: metadata, target, timeout, the connections it opened (closed at the end)."""
-    settings = _state(request.config).settings
-    context = CaseContext(case_of(request.node), target, settings.timeout_s, data_dir)
+    state = _state(request.config)
+    context = CaseContext(
+        case_of(request.node), target, state.settings.timeout_s, data_dir, dialect=run_dialect(state)
+    )
     try:
         yield context
     finally:
         context.close()
+
+
+def run_dialect(state: _State) -> Dialect:
+    """The run's dialect: the one the profiling stage detected (or confirmed), else --bp-dialect's."""
+    profile = state.supervisor.profile
+    if profile is not None:
+        return profile.dialect
+    return state.collection_dialect or state.settings.dialect or DIALECT_2023A
+
+
+@pytest.fixture
+def dialect(request: pytest.FixtureRequest, target: Target) -> Dialect:
+    """The run's dialect (codes, layouts, key size of every case)."""
+    return run_dialect(_state(request.config))
 
 
 @pytest.fixture

@@ -21,15 +21,16 @@ from dataclasses import dataclass, field
 import pytest
 
 from backupproto.crypto import public_key_der
-from backupproto.dialect import RequestCode, ResponseCode
+from backupproto.dialect import DIALECT_2023A, Dialect, RequestCode, ResponseCode
 from backupproto.errors import BackupProtoError
+from backupproto.schemas import Schemas, schemas_for
 
 from .case import Target
-from .describe import REQUEST_HEADER_SIZE, RESPONSE_HEADER_SIZE, SCHEMAS
+from .describe import REQUEST_HEADER_SIZE, RESPONSE_HEADER_SIZE
+from .dialect_probe import Detected, connected, detect_server_dialect
 
 _DRAIN_S = 0.5
 _PIECE_PAUSE_S = 0.05
-_KNOWN_RESPONSES = frozenset(int(code) for code in ResponseCode)
 _SECOND_CONNECTION_WAIT_S = 2.0
 
 
@@ -88,6 +89,14 @@ class Profile:
     stays_open_after_error: bool = False
     split_read_whole: bool = True
     findings: dict[str, Finding] = field(default_factory=dict)
+    dialect: Dialect = DIALECT_2023A
+    """The dialect the run speaks (--bp-dialect, or the one detected)."""
+    dialect_line: str = ""
+    """How the dialect was chosen, one line for the top of the run."""
+
+    @property
+    def schemas(self) -> Schemas:
+        return schemas_for(self.dialect)
 
     def add(self, finding: Finding) -> None:
         self.findings.setdefault(finding.key, finding)
@@ -95,7 +104,9 @@ class Profile:
     def facts(self) -> str:
         """One line for the summary header."""
         habits = ", ".join(f.title for f in self.findings.values()) or "no transport deviations"
-        return f"answered a 1100 REGISTER in {self.answer_s * 1000:.0f} ms; {habits}"
+        register = self.dialect.requests[RequestCode.REGISTER]
+        answered = f"answered a {register} REGISTER in {self.answer_s * 1000:.0f} ms"
+        return f"dialect {self.dialect.name}; {answered}; {habits}"
 
 
 # -- the findings the profiling stage can name -------------------------------------------------
@@ -262,49 +273,51 @@ class _Conversation:
         return True
 
 
-def _register_bytes(name: str = "") -> bytes:
+def _register_bytes(schemas: Schemas, name: str = "") -> bytes:
     from .flows import ZERO_ID, unique_name
 
-    return SCHEMAS.build_request(RequestCode.REGISTER, ZERO_ID, {"name": name or unique_name("profile")})
+    return schemas.build_request(RequestCode.REGISTER, ZERO_ID, {"name": name or unique_name("profile")})
 
 
-def _send_key_bytes(answer: _Answer, name: str) -> bytes | None:
+def _send_key_bytes(schemas: Schemas, answer: _Answer, name: str) -> bytes | None:
     """The 1101 that may follow the 2100 in `answer` (None if its client_id cannot be read)."""
     from .flows import client_key
 
     payload = answer.raw[RESPONSE_HEADER_SIZE:]
     try:
-        fields = SCHEMAS.parse_payload(
-            SCHEMAS.responses[ResponseCode.REGISTERED], payload, RESPONSE_HEADER_SIZE
+        fields = schemas.parse_payload(
+            schemas.responses[ResponseCode.REGISTERED], payload, RESPONSE_HEADER_SIZE
         )
     except BackupProtoError:
         return None
     key = {"name": name, "public_key": public_key_der(client_key())}
-    return SCHEMAS.build_request(RequestCode.SEND_PUBLIC_KEY, fields["client_id"], key)
+    return schemas.build_request(RequestCode.SEND_PUBLIC_KEY, fields["client_id"], key)
 
 
 @dataclass
 class _Answer:
     code: int = 0
+    """The role (2023A value) of the response, or the wire code when the dialect has none."""
     version: int = 0
     big_endian: bool = False
     raw: bytes = b""
     """Header and payload, as long as payload_size said."""
 
 
-def _read_answer(talk: _Conversation, seconds: float) -> _Answer | None:
+def _read_answer(schemas: Schemas, talk: _Conversation, seconds: float) -> _Answer | None:
     """One response header and its payload, in either byte order; None if none arrived."""
     head = talk.read(RESPONSE_HEADER_SIZE, seconds)
     if len(head) < RESPONSE_HEADER_SIZE:
         return None
-    header = SCHEMAS.response_header.parse(head)
+    header = schemas.response_header.parse(head)
     code, size, big = header.code, header.payload_size, False
-    if code not in _KNOWN_RESPONSES:
+    if schemas.response_role(code) is None:
         swapped_code = _swap(code, 2)
-        if swapped_code in _KNOWN_RESPONSES:
+        if schemas.response_role(swapped_code) is not None:
             code, size, big = swapped_code, _swap(size, 4), True
     payload = talk.read(min(size, 1 << 16), seconds)
-    return _Answer(code, header.version, big, head + payload)
+    role = schemas.response_role(code)
+    return _Answer(int(role) if role is not None else code, header.version, big, head + payload)
 
 
 def _swap(value: int, width: int) -> int:
@@ -315,36 +328,40 @@ def _swap(value: int, width: int) -> int:
 @contextlib.contextmanager
 def _opened(target: Target, seconds: float, *, retry: bool = True) -> Iterator[_Conversation]:
     """A connection; with `retry`, refused connects are retried for `seconds` (a re-binding server)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            sock = socket.create_connection(target, timeout=seconds)
-            break
-        except ConnectionRefusedError:
-            if not retry or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    try:
+    with connected(target, seconds, retry=retry) as sock:
         yield _Conversation(sock)
-    finally:
-        sock.close()
 
 
-def profile_target(target: Target, bound_s: float) -> Profile:
-    """Run the profiling probes (each wait at most `bound_s`); raise `TargetUnusable` if untestable."""
+def profile_target(
+    target: Target, bound_s: float, dialect: Dialect | None = None, detected: Detected | None = None
+) -> Profile:
+    """Run the profiling probes (each wait at most `bound_s`); raise `TargetUnusable` if untestable.
+
+    `dialect` None (--bp-dialect auto): the server's dialect is detected first (spec dialects
+    19.2); a named dialect is checked the same way, and a server answering another is one finding.
+    `detected`: the probe's result when it was made already (while collecting).
+    """
     profile = Profile(target)
     try:
-        first = socket.create_connection(target, timeout=bound_s)
+        if detected is None:
+            socket.create_connection(target, timeout=bound_s).close()
+            detected = detect_server_dialect(target, bound_s)
     except OSError as error:
         raise TargetUnusable(
             f"nothing to test: a TCP connection to {target} failed ({error}). Is the server running "
             "and listening on that address? (no cases were run)",
             pytest.ExitCode.USAGE_ERROR,
         ) from None
+    if detected.stopped_listening:
+        raise _stops_listening(target, bound_s)
+    if detected.silent:
+        raise _mute(target, "sent no response", bound_s)
+    _choose_dialect(profile, dialect, detected)
     try:
-        _first_exchange(profile, _Conversation(first), bound_s)
-    finally:
-        first.close()
+        with _opened(target, bound_s) as first:  # retried: a server re-binding after the probe's connection
+            _first_exchange(profile, first, bound_s)
+    except ConnectionRefusedError:
+        raise _stops_listening(target, bound_s) from None
     for probe in (_second_connection, _split_request, _close_after_error):
         try:
             probe(profile, bound_s)
@@ -353,6 +370,98 @@ def profile_target(target: Target, bound_s: float) -> Profile:
         except OSError:
             continue  # inconclusive (a reset, say): the cases test this habit themselves
     return profile
+
+
+def _choose_dialect(profile: Profile, told: Dialect | None, detected: Detected) -> None:
+    """Take the detected dialect (spec dialects 19.2); stop with one finding if the server answers
+    none, mixes two, or answers another than --bp-dialect names."""
+    line = detected.line()
+    if detected.dialect is None:
+        raise _dialect_stop(profile.target, _no_dialect(detected), told)
+    if detected.reading in STOPPING_READINGS:
+        raise _dialect_stop(profile.target, _mixed(detected), told)
+    if detected.reading:
+        profile.add(_reading(detected))
+    if told is not None and told != detected.dialect:
+        raise _dialect_stop(profile.target, _other_dialect(detected, told), told)
+    profile.dialect = detected.dialect
+    profile.dialect_line = line if told is None else f"--bp-dialect {told.name}: confirmed, {line}"
+
+
+STOPPING_READINGS = frozenset({"2023-responses-in-2024"})
+"""Mixed readings under which no case can be judged (every response is another dialect's code)."""
+
+
+def _reading(detected: Detected) -> Finding:
+    """A mixed reading the run can go on with (2107-in-2022C: a SHOULD NOT, spec dialects 17.4)."""
+    return Finding(
+        f"reading-{detected.reading}",
+        f"reading {detected.reading}" + (f" ({detected.note})" if detected.note else ""),
+        "SHOULD",
+        "dialects 18.8",
+        (),
+        "; ".join(detected.evidence),
+    )
+
+
+def _no_dialect(detected: Detected) -> Finding:
+    return Finding(
+        "no-dialect",
+        "the server answers none of the dialects (2022C, 2023A, 2023C, 2024A, 2024C)",
+        "MUST",
+        "dialects 19.2",
+        (),
+        "; ".join(detected.evidence),
+    )
+
+
+def _mixed(detected: Detected) -> Finding:
+    assert detected.dialect is not None
+    return Finding(
+        f"reading-{detected.reading}",
+        f"the server mixes dialects: reading {detected.reading} (its requests are "
+        f"{detected.dialect.name}'s, its responses another dialect's)",
+        "MUST",
+        "dialects 18.4",
+        (),
+        "; ".join(detected.evidence),
+    )
+
+
+def _other_dialect(detected: Detected, told: Dialect) -> Finding:
+    assert detected.dialect is not None
+    title = f"the server answers {detected.dialect.name}, not {told.name}"
+    register = RequestCode.REGISTER
+    if (
+        not told.has_reconnect
+        and detected.dialect.has_reconnect
+        and told.requests[register] == (detected.dialect.requests[register])
+    ):
+        reconnect = detected.dialect.requests[RequestCode.RECONNECT]
+        title += (
+            f": it answers {reconnect} RECONNECT, which {told.name} does not have "
+            f"(reading reconnect-in-{told.name}, spec dialects 18.3), or it speaks {detected.dialect.name}"
+        )
+    return Finding(
+        "other-dialect",
+        title,
+        "MUST",
+        "dialects 17",
+        (),
+        f"{'; '.join(detected.evidence)} ({detected.line()}); run with --bp-dialect {detected.dialect.name} "
+        "or --bp-dialect auto",
+    )
+
+
+def _dialect_stop(target: Target, finding: Finding, told: Dialect | None) -> TargetUnusable:
+    asked = f" (--bp-dialect {told.name})" if told is not None else ""
+    return TargetUnusable(
+        f"nothing to test in this dialect{asked}: {target}: "
+        f"Finding [{finding.level}, spec {finding.section}]: {finding.title}."
+        f" Evidence: {finding.evidence}. No cases were run.",
+        pytest.ExitCode.TESTS_FAILED,
+        finding,
+    )
 
 
 def _mute(target: Target, what: str, bound_s: float) -> TargetUnusable:
@@ -369,8 +478,8 @@ def _first_exchange(profile: Profile, talk: _Conversation, bound_s: float) -> No
 
     name = unique_name("profile")
     started = time.monotonic()
-    talk.send(_register_bytes(name))
-    answer = _read_answer(talk, bound_s)
+    talk.send(_register_bytes(profile.schemas, name))
+    answer = _read_answer(profile.schemas, talk, bound_s)
     if answer is None:
         what = "closed the connection without answering" if talk.closed else "sent no response"
         raise _mute(profile.target, what, bound_s)
@@ -378,7 +487,7 @@ def _first_exchange(profile: Profile, talk: _Conversation, bound_s: float) -> No
     if answer.big_endian:
         profile.big_endian = True
         profile.add(_big_endian(f"2100 header bytes {answer.raw[:RESPONSE_HEADER_SIZE].hex(' ')}"))
-    if answer.version != 3:
+    if answer.version != profile.dialect.version:
         profile.version = answer.version
         profile.add(
             _version(answer.version, f"2100 header bytes {answer.raw[:RESPONSE_HEADER_SIZE].hex(' ')}")
@@ -389,11 +498,13 @@ def _first_exchange(profile: Profile, talk: _Conversation, bound_s: float) -> No
         profile.add(
             _padding(profile.padded_to, f"{len(extra)} zero bytes after the {len(answer.raw)}-byte 2100")
         )
-    follow_up = _send_key_bytes(answer, name) if answer.code == ResponseCode.REGISTERED else None
+    follow_up = (
+        _send_key_bytes(profile.schemas, answer, name) if answer.code == ResponseCode.REGISTERED else None
+    )
     if talk.closed:
         profile.closes_after_each_response = True
     elif follow_up is not None and talk.send(follow_up):
-        again = _read_answer(talk, bound_s)
+        again = _read_answer(profile.schemas, talk, bound_s)
         profile.closes_after_each_response = again is None and talk.closed
     if profile.closes_after_each_response:
         profile.add(
@@ -411,16 +522,18 @@ def _second_connection(profile: Profile, bound_s: float) -> None:
             second = None
         if second is not None:
             talk = _Conversation(second)
-            talk.send(_register_bytes())
-            answered = _read_answer(talk, min(bound_s, _SECOND_CONNECTION_WAIT_S)) is not None
+            talk.send(_register_bytes(profile.schemas))
+            answered = (
+                _read_answer(profile.schemas, talk, min(bound_s, _SECOND_CONNECTION_WAIT_S)) is not None
+            )
             second.close()
             if answered:
                 return
             refused = "a second connection got no answer while the first was open"
         idle.sock.close()
     with _opened(profile.target, bound_s) as later:
-        later.send(_register_bytes())
-        if _read_answer(later, bound_s) is None:
+        later.send(_register_bytes(profile.schemas))
+        if _read_answer(profile.schemas, later, bound_s) is None:
             raise _mute(profile.target, "after its first connection closed, sent no response", bound_s)
     profile.one_connection_at_a_time = True
     profile.add(_one_at_a_time(f"{refused}; accepted again once the first closed"))
@@ -445,12 +558,12 @@ def _stops_listening(target: Target, bound_s: float) -> TargetUnusable:
 
 def _split_request(profile: Profile, bound_s: float) -> None:
     """A 1100 sent in three pieces (the header split too) is answered."""
-    data = _register_bytes()
+    data = _register_bytes(profile.schemas)
     with _opened(profile.target, bound_s) as talk:
         for start, end in ((0, 5), (5, REQUEST_HEADER_SIZE), (REQUEST_HEADER_SIZE, len(data))):
             talk.send(data[start:end])
             time.sleep(_PIECE_PAUSE_S)
-        answer = _read_answer(talk, bound_s)
+        answer = _read_answer(profile.schemas, talk, bound_s)
     if answer is None or answer.code != ResponseCode.REGISTERED:
         got = "no response" if answer is None else f"response code {answer.code}"
         profile.split_read_whole = False
@@ -461,11 +574,13 @@ def _close_after_error(profile: Profile, bound_s: float) -> None:
     """1101 for an unknown client: 2107, then the server closes (within a short bound)."""
     from .flows import client_key, unique_name
 
+    if not profile.dialect.has_server_error:
+        return  # 2022C refuses with a close: nothing to learn
     fields = {"name": unique_name("profile-unknown"), "public_key": public_key_der(client_key())}
-    data = SCHEMAS.build_request(RequestCode.SEND_PUBLIC_KEY, uuid.uuid4().bytes, fields)
+    data = profile.schemas.build_request(RequestCode.SEND_PUBLIC_KEY, uuid.uuid4().bytes, fields)
     with _opened(profile.target, bound_s) as talk:
         talk.send(data)
-        answer = _read_answer(talk, bound_s)
+        answer = _read_answer(profile.schemas, talk, bound_s)
         if answer is None or answer.code != ResponseCode.SERVER_ERROR:
             return  # inconclusive: the cases say what is wrong with this answer
         wait = min(bound_s, _SECOND_CONNECTION_WAIT_S)
@@ -479,14 +594,18 @@ def fresh_client_answers(target: Target, bound_s: float) -> str:
     """'' when a fresh client's 1100 REGISTER gets a response header within `bound_s`; else what
     happened. A connection closed unanswered is tried again within the bound (a server that
     re-binds its listening socket resets the connections waiting in the old one)."""
+    from .transport import profile as installed
+
+    found = installed()
+    schemas = found.schemas if found is not None else schemas_for(DIALECT_2023A)
     deadline = time.monotonic() + bound_s
     problem = ""
     while time.monotonic() < deadline:
         left = max(deadline - time.monotonic(), 0.1)
         try:
             with _opened(target, left) as talk:
-                talk.send(_register_bytes())
-                if _read_answer(talk, left) is not None:
+                talk.send(_register_bytes(schemas))
+                if _read_answer(schemas, talk, left) is not None:
                     return ""
                 if not talk.closed:
                     return f"a fresh client's 1100 REGISTER: no response within {bound_s:g} s"

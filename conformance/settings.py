@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from backupproto.dialect import Dialect, dialect_named
+from backupproto.dialect import DIALECTS, Dialect, dialect_named
 
 from .case import Target, parse_target
 from .expected import ExpectedFailures, load_expected_failures
@@ -44,7 +44,6 @@ _VALUED = (
     ("--bp-fuzz-examples", "N", f"examples per live fuzz case ({DEFAULT_FUZZ_EXAMPLES})"),
     ("--bp-large-file-mib", "MIB", "also send one file of this many MiB (slow; 0 = skip)"),
     ("--bp-sessions", "DIR", "recorded sessions (*.json) to replay against the target (spec 15)"),
-    ("--bp-dialect", "NAME|auto", "the dialect: 2022C, 2023A, 2023C, 2024A, 2024C or auto (default: detect)"),
     (
         "--bp-hypothesis-dir",
         "DIR",
@@ -53,6 +52,11 @@ _VALUED = (
     # issue 10 (adapt): the suite starts and restarts the server under test
     ("--bp-server-cmd", "CMD", "command that starts the server under test (at --bp-target); restarts it"),
     ("--bp-server-cwd", "DIR", "working directory for --bp-server-cmd"),
+    (
+        "--bp-dialect",
+        "NAME|auto",
+        f"the protocol dialect of the run: {', '.join(DIALECTS)} or auto (default: detect the peer's)",
+    ),
 )
 _FLAGS = (
     ("--bp-strict", "SHOULD failures count as failures (pytest's own strict mode does the same)"),
@@ -145,7 +149,7 @@ class RunSettings:
     sessions: Path | None
     hypothesis_dir: Path | None
     dialect: Dialect | None = None
-    """None: auto (detect the peer's dialect)."""
+    """--bp-dialect NAME; None for auto (the profiling stage detects the peer's dialect)."""
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> RunSettings:

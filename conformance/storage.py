@@ -1,4 +1,5 @@
-"""Read-only look at a server's data folder: server.db (spec 11.2) and the stored files (spec 11.1)."""
+"""Read-only look at a server's data folder: its database (spec 11.2: server.db, or the run's dialect's
+name, dialects 18.5) and the stored files (spec 11.1)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ from typing import Any
 
 from .case import CaseContext
 
-DB_NAME = "server.db"
-
 
 def _db(context: CaseContext, data_dir: Path) -> Path:
-    path = data_dir / DB_NAME
+    name = context.dialect.database_name
+    path = data_dir / name
     if not path.is_file():
-        context.fail(f"{path} (spec 11: the database server.db beside the server)", "no such file")
+        context.fail(f"{path} (spec 11, dialects 18.5: the database {name} beside the server)", "no file")
     return path
 
 
@@ -25,7 +25,8 @@ def query(context: CaseContext, data_dir: Path, sql: str, params: tuple[Any, ...
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10) as db:
             return list(db.execute(sql, params))
     except sqlite3.Error as error:
-        context.fail(f"server.db with the tables of spec 11.2 (query: {sql})", f"sqlite error: {error}")
+        name = context.dialect.database_name
+        context.fail(f"{name} with the tables of spec 11.2 (query: {sql})", f"sqlite error: {error}")
 
 
 _TRUE = {1, "1", "true", "t", "yes", b"\x01", b"1"}
@@ -79,7 +80,7 @@ def stored_content(context: CaseContext, data_dir: Path, client_id: bytes, file_
     if row is None:
         context.fail(
             f"a files row for ID {client_id.hex()} and FileName {file_name!r} (spec 11.2)",
-            "no such row in server.db",
+            f"no such row in {context.dialect.database_name}",
         )
     path = data_dir / row[0]
     if not path.is_file():

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 
 from backupproto.events import Register, Registered, RegistrationFailed
-from backupproto.schemas import V3_SCHEMAS
 from conformance.case import MUST, CaseContext, case
 from conformance.flows import ZERO_ID, confirm, keyed_session, payload, register, send_and_check, unique_name
 
@@ -60,8 +59,8 @@ def test_early_bytes(case_context: CaseContext) -> None:
     """Two 1100 sent in one segment (the first name taken): 2101, then 2100."""
     wire = case_context.connect()
     _, taken = register(case_context.connect("first registration"))
-    first = V3_SCHEMAS.build_request(Register.code, ZERO_ID, {"name": taken})
-    second = V3_SCHEMAS.build_request(Register.code, ZERO_ID, {"name": unique_name()})
+    first = wire.schemas.build_request(Register.code, ZERO_ID, {"name": taken})
+    second = wire.schemas.build_request(Register.code, ZERO_ID, {"name": unique_name()})
     wire.send_bytes(first + second)
     wire.expect(RegistrationFailed, waiting_for="2101 for the first 1100 (its name is taken)")
     wire.expect(Registered, waiting_for="2100 for the second 1100, read after the first was answered")

@@ -8,7 +8,6 @@ import random
 import string
 
 from backupproto.events import Register, Registered, RegistrationFailed
-from backupproto.schemas import V3_SCHEMAS
 from conformance.case import MUST, CaseContext, Wire, case
 from conformance.flows import ZERO_ID, expect_refused, raw_name, register, unique_name
 
@@ -20,7 +19,9 @@ NEW_CLIENT = (
 
 
 def _send_raw_name(wire: Wire, field: bytes) -> None:
-    wire.send_bytes(V3_SCHEMAS.build_request(Register.code, ZERO_ID, {"name": raw_name(field)}))
+    wire.send_bytes(
+        wire.schemas.build_request(Register.code, ZERO_ID, {"name": raw_name(field, wire.dialect)})
+    )
 
 
 @case("4.1-register-new", level=MUST, requirement=NEW_CLIENT)

@@ -18,7 +18,6 @@ from backupproto.events import (
     ReconnectDenied,
     SendPublicKey,
 )
-from backupproto.schemas import V3_SCHEMAS
 from conformance.case import MUST, SHOULD, CaseContext, Wire, case
 from conformance.flows import (
     Session,
@@ -33,6 +32,7 @@ from conformance.flows import (
     send_key,
     unique_name,
     unwrap_sha1,
+    with_reconnect,
 )
 
 KEY_RULE = (
@@ -64,10 +64,9 @@ def _big_key_der() -> bytes:
 
 def _send_key_field(wire: Wire, client_id: bytes, name: str, field: bytes) -> None:
     """1101 with a raw 160-byte public_key field."""
-    header = V3_SCHEMAS.build_request_header(client_id, SendPublicKey.code, 415)
     # the schema pads a shorter field and sends a 160-byte one as it is, unchecked
-    body = V3_SCHEMAS.build_request_payload(SendPublicKey.code, {"name": name, "public_key": field})
-    wire.send_bytes(header + body)
+    fields = {"name": name, "public_key": field}
+    wire.send_bytes(wire.schemas.build_request(SendPublicKey.code, client_id, fields))
 
 
 def _registered(case_context: CaseContext) -> tuple[Wire, bytes, str]:
@@ -124,7 +123,7 @@ def test_small_key(case_context: CaseContext) -> None:
     """A 512-bit RSA key (94-byte DER, zero-padded) -> 2107."""
     wire, client_id, name = _registered(case_context)
     der = public_key_der(_small_key())
-    _send_key_field(wire, client_id, name, der.ljust(160, b"\x00"))
+    _send_key_field(wire, client_id, name, der.ljust(wire.dialect.public_key_size, b"\x00"))
     expect_refused(case_context, wire, "a 512-bit RSA key (bad_public_key)")
 
 
@@ -186,6 +185,7 @@ def test_key_on_new_connection(case_context: CaseContext) -> None:
 
 @case(
     "4.2-public-key-twice",
+    dialects=with_reconnect,
     level=SHOULD,
     requirement="If the client already has a public key on record, the server SHOULD refuse with 2107",
 )
@@ -207,6 +207,7 @@ def _keyed_then_reconnect(case_context: CaseContext) -> tuple[Session, Wire, byt
 
 @case(
     "4.3-reconnect-approved",
+    dialects=with_reconnect,
     level=MUST,
     requirement="Otherwise the server makes a fresh AES key, stores it, and answers 2105 RECONNECT_APPROVED with "
     "the key wrapped to the stored public key.",
@@ -222,6 +223,7 @@ def test_reconnect_approved(case_context: CaseContext) -> None:
 
 @case(
     "7.4-fresh-aes-key",
+    dialects=with_reconnect,
     level=MUST,
     requirement="The server makes a new AES key, from a cryptographically secure random source, for every "
     "successful 1101 and 1102.",
@@ -236,7 +238,7 @@ def test_fresh_aes_key(case_context: CaseContext) -> None:
         wire.fail("three different AES keys (2102, 2105, 2105)", " ".join(key.hex() for key in keys))
 
 
-@case("4.3-reconnect-unknown-client", level=MUST, requirement=DENIED)
+@case("4.3-reconnect-unknown-client", dialects=with_reconnect, level=MUST, requirement=DENIED)
 def test_reconnect_unknown(case_context: CaseContext) -> None:
     """1102 for an unknown id -> 2106 with that id; the connection still registers."""
     wire = case_context.connect()
@@ -245,7 +247,7 @@ def test_reconnect_unknown(case_context: CaseContext) -> None:
     register(wire)
 
 
-@case("4.3-reconnect-name-mismatch", level=MUST, requirement=DENIED)
+@case("4.3-reconnect-name-mismatch", dialects=with_reconnect, level=MUST, requirement=DENIED)
 def test_reconnect_name_mismatch(case_context: CaseContext) -> None:
     """1102 with a registered, keyed id and another name -> 2106."""
     session = keyed_session(case_context)
@@ -253,7 +255,7 @@ def test_reconnect_name_mismatch(case_context: CaseContext) -> None:
     wire.request(Reconnect(session.client_id, session.name + "x"), ReconnectDenied)
 
 
-@case("4.3-reconnect-without-key", level=MUST, requirement=DENIED)
+@case("4.3-reconnect-without-key", dialects=with_reconnect, level=MUST, requirement=DENIED)
 def test_reconnect_without_key(case_context: CaseContext) -> None:
     """1102 for a registered client that never sent its key -> 2106."""
     _, client_id, name = _registered(case_context)

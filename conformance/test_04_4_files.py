@@ -6,13 +6,11 @@ from __future__ import annotations
 import os
 
 import pytest
-from Crypto.Cipher import AES
 
-from backupproto.events import Acknowledged, CrcGiveUp, CrcOk, CrcRetry, FileReceived, Register, SendFile
-from backupproto.schemas import V3_SCHEMAS
+from backupproto.events import Acknowledged, CrcGiveUp, CrcOk, CrcRetry, FileReceived, Register
 from conformance.case import MUST, CaseContext, case
 from conformance.flows import (
-    Session,
+    ZERO_ID,
     check_file_received,
     confirm,
     expect_refused,
@@ -20,6 +18,8 @@ from conformance.flows import (
     keyed_session,
     payload,
     payload_chunks,
+    raw_encrypt,
+    raw_send_file,
     send_and_check,
     unique_name,
 )
@@ -29,13 +29,6 @@ BOUNDARY_SIZES = (0, 1, 15, 16, 17, 31, 32, 33, 4095, 4096, 4097, 65535, 65536, 
 IN_VERIFYING = (
     "Allowed only in VERIFYING; `file_name` MUST be the file of the last 2103 on this connection, else 2107."
 )
-
-
-def _send_raw_file(session: Session, payload_size: int, content_size: int, content: bytes, name: str) -> None:
-    """A 1103 with any payload_size and content_size (for refused cases)."""
-    header = V3_SCHEMAS.build_request_header(session.client_id, SendFile.code, payload_size)
-    prefix = V3_SCHEMAS.send_file_prefix.build({"content_size": content_size, "file_name": name})
-    session.wire.send_bytes(header + prefix + content)
 
 
 @case("4.4-file-crc-block-boundary", level=MUST, requirement=CKSUM)
@@ -115,7 +108,9 @@ def test_bad_content_size(case_context: CaseContext) -> None:
     """content_size 17 (payload_size 276) and content_size 0 (payload_size 259): 2107 each."""
     for content_size in (17, 0):
         session = keyed_session(case_context)
-        _send_raw_file(session, 259 + content_size, content_size, os.urandom(content_size), unique_name("f"))
+        raw_send_file(
+            session.wire, session.client_id, unique_name("f"), content_size, os.urandom(content_size)
+        )
         expect_refused(case_context, session.wire, f"content_size {content_size}")
 
 
@@ -128,7 +123,7 @@ def test_bad_content_size(case_context: CaseContext) -> None:
 def test_file_payload_size_mismatch(case_context: CaseContext) -> None:
     """payload_size 259 + 32 with content_size 16: 2107."""
     session = keyed_session(case_context)
-    _send_raw_file(session, 259 + 32, 16, os.urandom(32), unique_name("f"))
+    raw_send_file(session.wire, session.client_id, unique_name("f"), 16, os.urandom(32))
     expect_refused(case_context, session.wire, "payload_size 291 with content_size 16")
 
 
@@ -140,8 +135,8 @@ def test_file_payload_size_mismatch(case_context: CaseContext) -> None:
 def test_bad_padding(case_context: CaseContext) -> None:
     """32 bytes whose decryption ends in 0x00 (no valid PKCS#7 padding): 2107."""
     session = keyed_session(case_context)
-    content = AES.new(session.aes_key, AES.MODE_CBC, iv=bytes(16)).encrypt(bytes(32))
-    _send_raw_file(session, 259 + 32, 32, content, unique_name("pad"))
+    content = raw_encrypt(session.aes_key, bytes(32))
+    raw_send_file(session.wire, session.client_id, unique_name("pad"), 32, content)
     expect_refused(case_context, session.wire, "content without valid PKCS#7 padding (bad_padding)")
 
 
@@ -235,7 +230,7 @@ def test_out_of_turn(case_context: CaseContext) -> None:
         if label == "1104":
             wire.send(CrcOk(client_id, unique_name("nofile")))
         elif label == "1100":
-            wire.send(Register(bytes(16), unique_name()))
+            wire.send(Register(ZERO_ID, unique_name()))
         else:
             wire.send(CrcRetry(client_id, unique_name("nofile")))
         expect_refused(case_context, wire, f"{label} on a keyed connection with no file being verified")

@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 
 from backupproto.crypto import public_key_der
+from backupproto.dialect import DIALECTS, Dialect, RequestCode, ResponseCode
 from backupproto.events import Register, SendPublicKey
-from backupproto.schemas import V3_SCHEMAS
-from conformance.case import MUST, CaseContext, case
-from conformance.flows import ZERO_ID, client_key, expect_refused, keyed_session, unique_name
+from backupproto.frames import Frame, request_frame
+from conformance.case import MUST, CaseContext, Wire, case
+from conformance.flows import ZERO_ID, client_key, expect_refused, keyed_session, raw_send_file, unique_name
 
 PAYLOAD_SIZE_RULE = (
     "`payload_size` fits the code's layout (section 4, catalogue), else `payload_size_mismatch` (field "
@@ -22,8 +23,18 @@ CUT_OFF = (
 )
 
 
-def _name_field() -> bytes:
-    return unique_name().encode().ljust(255, b"\x00")
+def _register(wire: Wire) -> Frame:
+    """A valid REGISTER of a fresh name in the run's dialect, to be altered."""
+    return request_frame(Register.code, ZERO_ID, {"name": unique_name()}, schemas=wire.schemas)
+
+
+def _unknown_codes(dialect: Dialect) -> list[int]:
+    """Request codes the dialect does not have: around its range, a response code, 0, and the
+    REGISTER codes of the other dialects (unknown_code even there, spec dialects 17.1)."""
+    codes = sorted(dialect.requests.values())
+    foreign = {d.requests[RequestCode.REGISTER] for d in DIALECTS.values()} - set(codes)
+    wanted = [codes[-1] + 1, codes[0] - 1, dialect.responses[ResponseCode.REGISTERED], 0, *sorted(foreign)]
+    return [code for code in dict.fromkeys(wanted) if dialect.request_role(code) is None]
 
 
 @case(
@@ -46,9 +57,9 @@ def test_bad_version(case_context: CaseContext) -> None:
 )
 def test_unknown_code(case_context: CaseContext) -> None:
     """Codes 1107, 1099, 2100 and 0 (payload_size 255, a name following): 2107 and close each."""
-    for code in (1107, 1099, 2100, 0):
+    for code in _unknown_codes(case_context.dialect):
         wire = case_context.connect()
-        wire.send_bytes(V3_SCHEMAS.build_request_header(ZERO_ID, code, 255) + _name_field())
+        wire.send_bytes(_register(wire).with_header(code=code).data)
         expect_refused(case_context, wire, f"unknown request code {code}")
 
 
@@ -56,7 +67,10 @@ def test_unknown_code(case_context: CaseContext) -> None:
 def test_payload_size_too_small(case_context: CaseContext) -> None:
     """1100 with payload_size 254 and 254 bytes: 2107."""
     wire = case_context.connect()
-    wire.send_bytes(V3_SCHEMAS.build_request_header(ZERO_ID, Register.code, 254) + _name_field()[:254])
+    frame = _register(wire)
+    wire.send_bytes(
+        frame.with_header(payload_size=frame.size - frame.header_size - 1).truncated(frame.size - 1).data
+    )
     expect_refused(case_context, wire, "1100 with payload_size 254")
 
 
@@ -64,7 +78,10 @@ def test_payload_size_too_small(case_context: CaseContext) -> None:
 def test_payload_size_too_large(case_context: CaseContext) -> None:
     """1100 with payload_size 256 and 256 bytes: 2107."""
     wire = case_context.connect()
-    wire.send_bytes(V3_SCHEMAS.build_request_header(ZERO_ID, Register.code, 256) + _name_field() + b"\x00")
+    frame = _register(wire)
+    wire.send_bytes(
+        frame.with_header(payload_size=frame.size - frame.header_size + 1).with_trailing(b"\x00").data
+    )
     expect_refused(case_context, wire, "1100 with payload_size 256")
 
 
@@ -72,7 +89,7 @@ def test_payload_size_too_large(case_context: CaseContext) -> None:
 def test_payload_size_zero(case_context: CaseContext) -> None:
     """1100 with payload_size 0 and a 255-byte name following anyway: 2107."""
     wire = case_context.connect()
-    wire.send_bytes(V3_SCHEMAS.build_request_header(ZERO_ID, Register.code, 0) + _name_field())
+    wire.send_bytes(_register(wire).with_header(payload_size=0).data)
     expect_refused(case_context, wire, "1100 with payload_size 0 and a payload following")
 
 
@@ -85,7 +102,8 @@ def test_payload_size_zero(case_context: CaseContext) -> None:
 def test_header_decides(case_context: CaseContext) -> None:
     """1100 with payload_size 0xFFFFFFFF and nothing after it: 2107 at once, not a wait for 4 GiB."""
     wire = case_context.connect()
-    wire.send_bytes(V3_SCHEMAS.build_request_header(ZERO_ID, Register.code, 0xFFFFFFFF))
+    frame = _register(wire).with_header(payload_size=0xFFFFFFFF)
+    wire.send_bytes(frame.truncated(frame.header_size).data)
     expect_refused(case_context, wire, "1100 with payload_size 4294967295 (header alone)")
 
 
@@ -93,7 +111,7 @@ def test_header_decides(case_context: CaseContext) -> None:
 def test_cut_off_header(case_context: CaseContext) -> None:
     """10 bytes of a header, then the client half-closes: the server closes (2107 allowed)."""
     wire = case_context.connect()
-    wire.send_bytes(V3_SCHEMAS.build_request_header(ZERO_ID, Register.code, 255)[:10])
+    wire.send_bytes(_register(wire).truncated(10).data)
     wire.shutdown_write()
     expect_refused(case_context, wire, "a header cut off by the client's close", allow_silent_close=True)
 
@@ -102,7 +120,8 @@ def test_cut_off_header(case_context: CaseContext) -> None:
 def test_cut_off_payload(case_context: CaseContext) -> None:
     """A 1100 header and 100 of 255 payload bytes, then half-close: the server closes (2107 allowed)."""
     wire = case_context.connect()
-    wire.send_bytes(V3_SCHEMAS.build_request_header(ZERO_ID, Register.code, 255) + _name_field()[:100])
+    frame = _register(wire)
+    wire.send_bytes(frame.truncated(frame.header_size + 100).data)
     wire.shutdown_write()
     expect_refused(case_context, wire, "a payload cut off by the client's close", allow_silent_close=True)
 
@@ -112,9 +131,8 @@ def test_cut_off_content(case_context: CaseContext) -> None:
     """A 1103 announcing 1 MiB, 4 KiB sent, then half-close: the server closes (2107 allowed)."""
     session = keyed_session(case_context)
     size = 1 << 20
-    header = V3_SCHEMAS.build_request_header(session.client_id, 1103, 259 + size)
-    prefix = V3_SCHEMAS.send_file_prefix.build({"content_size": size, "file_name": unique_name("cut")})
-    session.wire.send_bytes(header + prefix + os.urandom(4096))
+    content = os.urandom(4096)
+    raw_send_file(session.wire, session.client_id, unique_name("cut"), size, content, announced=size)
     session.wire.shutdown_write()
     expect_refused(
         case_context, session.wire, "file content cut off by the client's close", allow_silent_close=True

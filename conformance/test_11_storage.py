@@ -7,8 +7,6 @@ import os
 import tempfile
 from pathlib import Path
 
-from Crypto.Cipher import AES
-
 from backupproto.events import (
     Acknowledged,
     CrcGiveUp,
@@ -17,7 +15,6 @@ from backupproto.events import (
     Register,
     RegistrationFailed,
 )
-from backupproto.schemas import V3_SCHEMAS
 from conformance.case import INFO, MUST, CaseContext, case
 from conformance.flows import (
     ZERO_ID,
@@ -26,11 +23,14 @@ from conformance.flows import (
     expect_refused,
     keyed_session,
     payload,
+    raw_encrypt,
     raw_name,
+    raw_send_file,
     reconnect_key,
     register,
     send_and_check,
     unique_name,
+    with_reconnect,
 )
 from conformance.storage import column_type, file_row, query, stored_content
 
@@ -101,6 +101,7 @@ def test_unverified_after_give_up(case_context: CaseContext, storage: Path) -> N
 
 @case(
     "9.2-refused-file-keeps-previous",
+    dialects=with_reconnect,
     level=MUST,
     requirement="A failed, closed, timed-out or refused 1103 leaves the previous file of that name untouched and "
     "removes its temporary file.",
@@ -114,11 +115,7 @@ def test_refused_keeps_previous(case_context: CaseContext, storage: Path) -> Non
     wire = case_context.connect("bad version")
     key = reconnect_key(wire, wire.request(Reconnect(session.client_id, session.name), ReconnectApproved))
     bad = Session(wire, session.client_id, session.name, key)
-    content = AES.new(key, AES.MODE_CBC, iv=bytes(16)).encrypt(bytes(32))
-    header = V3_SCHEMAS.build_request_header(bad.client_id, 1103, 259 + 32)
-    wire.send_bytes(
-        header + V3_SCHEMAS.send_file_prefix.build({"content_size": 32, "file_name": name}) + content
-    )
+    raw_send_file(wire, bad.client_id, name, 32, raw_encrypt(key, bytes(32)))
     expect_refused(case_context, wire, "content without valid padding")
     if stored_content(case_context, storage, session.client_id, name) != payload(1000, 1):
         case_context.fail("the verified first version is untouched (spec 9.2)", "the stored bytes changed")
@@ -155,7 +152,9 @@ def test_path_names_refused(case_context: CaseContext) -> None:
     for pattern in HOSTILE:
         name = pattern.format(tag=tag, tmp=tmp)
         session = keyed_session(case_context, f"file name {name!r}")
-        session.wire.send_file(session.client_id, raw_name(name.encode()), payload(10, 1), session.aes_key)
+        session.wire.send_file(
+            session.client_id, raw_name(name.encode(), session.wire.dialect), payload(10, 1), session.aes_key
+        )
         try:
             expect_refused(case_context, session.wire, f"file name {name!r} (invalid_file_name)")
         except BaseException:

@@ -57,13 +57,14 @@ def session_cases(extra: Path | None) -> tuple[list[SessionCase], list[str]]:
 
 def _session_case(path: Path) -> SessionCase:
     name = path.stem if NAME_PATTERN.match(path.stem) else "invalid-name"
-    level, problem = MUST, None
+    level, problem, dialects = MUST, None, tuple[str, ...]()
     try:
         session = load(path)
-        name, level = session.name, Level(session.level)
+        name, level, dialects = session.name, Level(session.level), (session.dialect.name,)
     except (SessionError, ValueError) as error:
         problem = str(error)
-    return SessionCase(path, declare(f"15-replay-{name}", level=level, requirement=REQUIREMENT), problem)
+    info = declare(f"15-replay-{name}", level=level, requirement=REQUIREMENT, dialects=dialects)
+    return SessionCase(path, info, problem)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

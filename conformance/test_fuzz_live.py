@@ -17,9 +17,8 @@ from hypothesis import strategies as st
 from hypothesis.errors import Flaky
 
 from backupproto.crypto import CbcEncryptor
-from backupproto.dialect import RequestCode
 from backupproto.events import FileReceived, ServerError
-from backupproto.schemas import V3_SCHEMAS
+from backupproto.schemas import Schemas, schemas_for
 from conformance.case import MUST, CaseContext, Closed, case, hex_preview
 from conformance.flows import (
     Session,
@@ -49,7 +48,6 @@ def _settings(examples: int) -> settings:
     )
 
 
-
 def run_as_server_checks(run: Callable[[], None]) -> None:
     """Run a hypothesis test of the server; when an input failed once and then passed on replay
     (hypothesis: Flaky), the inconsistency is the server's (it hung, slowed down or changed its
@@ -57,7 +55,9 @@ def run_as_server_checks(run: Callable[[], None]) -> None:
     try:
         run()
     except Flaky as flaky:
-        inner = [error for error in getattr(flaky, "exceptions", ()) if isinstance(error, pytest.fail.Exception)]
+        inner = [
+            error for error in getattr(flaky, "exceptions", ()) if isinstance(error, pytest.fail.Exception)
+        ]
         first = str(inner[0]) if inner else str(flaky)
         raise pytest.fail.Exception(
             f"{first}\ndiagnosis: the server answered this input differently when it was tried again "
@@ -66,18 +66,29 @@ def run_as_server_checks(run: Callable[[], None]) -> None:
             pytrace=False,
         ) from None
 
+
 @st.composite
-def malformed_frames(draw: st.DrawFn) -> bytes:
+def malformed_frames(draw: st.DrawFn, schemas: Schemas) -> bytes:
     """A request header with any mix of valid and invalid fields, and a payload that may not fit it."""
     version = draw(st.sampled_from([3, 3, 3, 3, 0, 2, 4, 255]))
-    code = draw(st.one_of(st.sampled_from([int(c) for c in RequestCode]), st.integers(0, 0xFFFF)))
-    name = draw(st.binary(max_size=254))
+    code = draw(st.one_of(st.sampled_from(sorted(schemas.dialect.requests.values())), st.integers(0, 0xFFFF)))
+    name = draw(st.binary(max_size=schemas.dialect.max_name_length))
     body = draw(
         st.one_of(
             st.binary(max_size=600),
-            st.just(name.ljust(255, b"\x00")),
-            st.just(name.ljust(255, b"\x00") + draw(st.binary(min_size=160, max_size=160))),
-            st.just(draw(st.integers(0, 0xFFFFFFFF)).to_bytes(4, "little") + name.ljust(255, b"\x00")),
+            st.just(name.ljust(schemas.dialect.name_size, b"\x00")),
+            st.just(
+                name.ljust(schemas.dialect.name_size, b"\x00")
+                + draw(
+                    st.binary(
+                        min_size=schemas.dialect.public_key_size, max_size=schemas.dialect.public_key_size
+                    )
+                )
+            ),
+            st.just(
+                draw(st.integers(0, 0xFFFFFFFF)).to_bytes(4, "little")
+                + name.ljust(schemas.dialect.name_size, b"\x00")
+            ),
         )
     )
     mode = draw(st.sampled_from(["exact", "exact", "near", "any"]))
@@ -88,7 +99,7 @@ def malformed_frames(draw: st.DrawFn) -> bytes:
     else:
         size = draw(st.integers(0, 0xFFFFFFFF))
     client_id = draw(st.sampled_from([bytes(16), b"\xff" * 16, bytes(range(16))]))
-    return V3_SCHEMAS.build_request_header(client_id, code, size, version) + body
+    return schemas.build_request_header(client_id, code, size, version) + body
 
 
 @case(
@@ -104,12 +115,14 @@ def test_fuzz_malformed(case_context: CaseContext, fuzz_examples: int, conforman
 
     @seed(conformance_seed)
     @_settings(fuzz_examples)
-    @given(frame=malformed_frames())
+    @given(frame=malformed_frames(schemas_for(case_context.dialect)))
     def run(frame: bytes) -> None:
         if time.monotonic() > deadline:
             return
         count[0] += 1
-        context = CaseContext(case_context.info, case_context.target, case_context.timeout_s)
+        context = CaseContext(
+            case_context.info, case_context.target, case_context.timeout_s, dialect=case_context.dialect
+        )
         check_listening(
             context,
             "the server keeps listening after every fuzzed frame (spec 9.1)",
@@ -167,18 +180,19 @@ def test_fuzz_valid(case_context: CaseContext, fuzz_examples: int, conformance_s
         name, file_name, data, cuts = client
         suffix[0] += 1
         name = f"{name}-{conformance_seed}-{suffix[0]}-{time.monotonic_ns()}"[-254:]
-        context = CaseContext(case_context.info, case_context.target, case_context.timeout_s)
+        context = CaseContext(
+            case_context.info, case_context.target, case_context.timeout_s, dialect=case_context.dialect
+        )
         try:
             wire = context.connect("unusual client")
             client_id, _ = register(wire, name)
             session = Session(wire, client_id, name, send_key(wire, client_id, name))
             encryptor = CbcEncryptor(session.aes_key)
             content = encryptor.update(data) + encryptor.finalize()
-            prefix = V3_SCHEMAS.send_file_prefix.build({"content_size": len(content), "file_name": file_name})
-            frame = V3_SCHEMAS.build_request_header(
-                client_id, RequestCode.SEND_FILE, len(prefix) + len(content)
+            framer = wire.content_framer(
+                client_id, {"content_size": len(content), "file_name": file_name}, len(data)
             )
-            frame += prefix + content
+            frame = framer(b"") + framer(content)
             start = 0
             for cut in [*cuts, len(frame)]:
                 wire.send_bytes(frame[start : start + cut], f"bytes {start}.. of a 1103 of {len(data)} bytes")

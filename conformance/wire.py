@@ -9,6 +9,7 @@ parsed strictly with backupproto.schemas.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import socket
 import time
 from collections.abc import Iterable
@@ -16,18 +17,24 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol, TypeVar
 
 from backupproto.crypto import CbcEncryptor, encrypted_size
-from backupproto.dialect import RequestCode, ResponseCode
+from backupproto.detect import dialects_with_code
+from backupproto.dialect import Dialect, RequestCode, ResponseCode
 from backupproto.engine import event_fields
 from backupproto.errors import BackupProtoError
 from backupproto.events import RESPONSE_EVENTS, Registered, Request, Response, ServerError
+from backupproto.frames import send_file_start
+from backupproto.packets import PacketSender
+from backupproto.schemas import Schemas, schemas_for
 
 from . import transport
 from .describe import (
+    RESPONSE_CODE_BYTES,
     RESPONSE_HEADER_SIZE,
-    SCHEMAS,
+    RESPONSE_SIZE_BYTES,
     code_name,
     describe_event,
     describe_request_bytes,
+    role_name,
 )
 
 
@@ -53,13 +60,14 @@ class CaseContext(Protocol):
 
     timeout_s: float
     wires: list[Wire]
+    dialect: Dialect
 
     def fail(self, expected: str, actual: str, *, hint: str = "") -> NoReturn: ...
 
     def close(self) -> None: ...
 
+
 _R = TypeVar("_R", bound=Response)
-_KNOWN_RESPONSES = frozenset(int(code) for code in ResponseCode)
 _PREVIEW = 96
 _DRAIN_S = 0.3
 _CARRY_CLIENT_ID = {
@@ -106,8 +114,20 @@ class _Entry:
     size: int
 
 
-def response_name(cls: type[Response]) -> str:
-    return code_name(int(cls.code), request=False)
+def response_name(cls: type[Response], schemas: Schemas) -> str:
+    """``2100 REGISTERED``: a response class named with its wire code in the dialect of `schemas`."""
+    return role_name(cls.code, request=False, schemas=schemas)
+
+
+def foreign_code_hint(code: int, dialect: Dialect, *, request: bool = False) -> str:
+    """'' unless `code` is a code of other dialects: then a diagnosis naming them."""
+    others = [d.name for d in dialects_with_code(code, requests=request) if d.name != dialect.name]
+    if not others:
+        return ""
+    return (
+        f"{code} is a {'/'.join(others)} code, not a {dialect.name} one: the server speaks (or mixes in) "
+        f"another dialect (spec dialects 17; --bp-dialect auto detects the server's dialect)"
+    )
 
 
 class Wire:
@@ -117,6 +137,8 @@ class Wire:
         self.context = context
         self.label = label
         self.timeout_s = context.timeout_s
+        self.dialect = context.dialect
+        self.schemas = schemas_for(context.dialect)
         self._entries: list[_Entry] = []
         self._buffer = bytearray()
         self.peer_closed = False
@@ -191,7 +213,7 @@ class Wire:
         """Send raw bytes (recorded); False if the server had already closed or reset."""
         if self._reconnect_before_send:
             self._reopen()
-        self._record("->", description or describe_request_bytes(data), data)
+        self._record("->", description or describe_request_bytes(data, self.schemas), data)
         if self.sock is None or self.send_error is not None:
             return False
         try:
@@ -204,12 +226,12 @@ class Wire:
 
     def send(self, request: Request, *, version: int | None = None) -> bool:
         """Send a well-formed request (any request, in any state), built by backupproto.schemas."""
-        data = SCHEMAS.build_request(request.code, request.client_id, event_fields(request), version)
-        return self.send_bytes(data, describe_event(request))
+        data = self.schemas.build_request(request.code, request.client_id, event_fields(request), version)
+        return self.send_bytes(data, describe_event(request, self.schemas))
 
     def send_header(self, client_id: bytes, code: int, payload_size: int, version: int | None = None) -> bool:
-        """Send a request header with any field values."""
-        return self.send_bytes(SCHEMAS.build_request_header(client_id, code, payload_size, version))
+        """Send a request header with any field values (a role is sent as the dialect's wire code)."""
+        return self.send_bytes(self.schemas.build_request_header(client_id, code, payload_size, version))
 
     def send_file(
         self,
@@ -220,38 +242,44 @@ class Wire:
         *,
         plain_size: int | None = None,
     ) -> int:
-        """Send a 1103: the plaintext encrypted as one AES-CBC stream, streamed; returns content_size."""
+        """Send a file (1103's role): the plaintext encrypted as one AES-CBC stream, streamed, in the
+        dialect's layout (2024: packets of the dialect's packet size); returns content_size."""
         chunks: Iterable[bytes] = [plaintext] if isinstance(plaintext, bytes) else plaintext
         size = len(plaintext) if isinstance(plaintext, bytes) else plain_size
         if size is None:
             raise ValueError("plain_size is required when the plaintext is given in chunks")
         content_size = encrypted_size(size)
-        prefix = SCHEMAS.send_file_prefix.build({"content_size": content_size, "file_name": file_name})
-        header = SCHEMAS.build_request_header(client_id, RequestCode.SEND_FILE, len(prefix) + content_size)
-        self.send_bytes(header + prefix)
+        fields: dict[str, object] = {"content_size": content_size, "file_name": file_name}
+        framed = self.content_framer(client_id, fields, size)
+        self.send_bytes(framed(b""))
         encryptor = CbcEncryptor(aes_key)
         sent = 0
-        for chunk in chunks:
-            data = encryptor.update(chunk)
+        for chunk in itertools.chain(chunks, [None]):
+            data = encryptor.update(chunk) if chunk is not None else encryptor.finalize()
             sent += len(data)
             if data and self.send_error is None and self.sock is not None:
                 try:
-                    self.sock.sendall(data)
+                    self.sock.sendall(framed(data))
                 except OSError as error:
                     self.send_error = error
             if self.send_error is not None:
                 break
-        if self.send_error is None and self.sock is not None:
-            last = encryptor.finalize()
-            sent += len(last)
-            try:
-                self.sock.sendall(last)
-            except OSError as error:
-                self.send_error = error
         self._record("->", f"content: {sent} of {content_size} encrypted bytes ({size} plaintext)", b"")
         if self.send_error is not None:
             self.note(f"sending stopped: {self.send_error}")
         return content_size
+
+    def content_framer(self, client_id: bytes, fields: dict[str, object], plain_size: int) -> Any:
+        """A function: content bytes -> bytes to send (b'' gives the first header and prefix)."""
+        dialect = self.dialect
+        if dialect.packet_size is None:
+            start = send_file_start(client_id, fields, schemas=self.schemas).data
+            return lambda data: data if data else start
+        sender = PacketSender(
+            self.schemas, client_id, {**fields, "orig_file_size": plain_size}, dialect.packet_size
+        )
+        first = sender.start()
+        return lambda data: sender.content(data) if data else first
 
     def shutdown_write(self) -> None:
         """Half-close: tell the server we send nothing more."""
@@ -338,15 +366,14 @@ class Wire:
                 hint=silence_hint or "the server did not answer in time (--bp-timeout-s sets this wait)",
             )
         head = self._adapt_byte_order(head)
-        raw = SCHEMAS.response_header.parse(head)
+        raw = self.schemas.response_header.parse(head)
         version, code, size = raw.version, raw.code, raw.payload_size
-        self._check_header(head, version, code, size, waiting_for)
-        known = ResponseCode(code)
+        known = self._check_header(head, version, code, size, waiting_for)
         try:
             payload = self._recv_exact(size, timeout)
         except (Closed, _Timeout) as short:
             data = short.data
-            name = code_name(code, request=False)
+            name = code_name(code, request=False, schemas=self.schemas)
             self._record("<-", f"{name} with {len(data)} of {size} bytes", head + data)
             was_closed = isinstance(short, Closed)
             ended = "then the connection closed" if was_closed else f"then {timeout:g} s of silence"
@@ -356,24 +383,26 @@ class Wire:
                 hint=self._short_payload_hint(known, size, len(data)),
             )
         try:
-            values = SCHEMAS.parse_payload(SCHEMAS.responses[known], payload, RESPONSE_HEADER_SIZE)
+            values = self.schemas.parse_payload(self.schemas.responses[known], payload, RESPONSE_HEADER_SIZE)
         except BackupProtoError as error:
-            self._record("<-", f"{code_name(code, request=False)} (malformed payload)", head + payload)
-            self.fail(f"{waiting_for}: a well-formed {code_name(code, request=False)} payload", str(error))
+            name = code_name(code, request=False, schemas=self.schemas)
+            self._record("<-", f"{name} (malformed payload)", head + payload)
+            self.fail(f"{waiting_for}: a well-formed {name} payload", str(error))
         event = RESPONSE_EVENTS[known](**values)
-        self._record("<-", describe_event(event), head + payload)
+        self._record("<-", describe_event(event, self.schemas), head + payload)
         self._adapt_after_response(len(head) + len(payload))
         return Received(head + payload, version, code, size, event)
 
     def _adapt_byte_order(self, head: bytes) -> bytes:
         """Adaptation for a big-endian server: the header's integers read big-endian."""
-        raw = SCHEMAS.response_header.parse(head)
-        if raw.code in _KNOWN_RESPONSES or not transport.adapting(self.context.info, "big-endian"):
+        raw = self.schemas.response_header.parse(head)
+        known = self.schemas.response_role(raw.code) is not None
+        if known or not transport.adapting(self.context.info, "big-endian"):
             return head
         code = int.from_bytes(raw.code.to_bytes(2, "little"), "big")
         size = int.from_bytes(raw.payload_size.to_bytes(4, "little"), "big")
         self.note("response header read big-endian (adaptation)")
-        return SCHEMAS.build_response_header(code, size, raw.version)
+        return self.schemas.build_response_header(code, size, raw.version)
 
     def _adapt_after_response(self, length: int) -> None:
         """Adaptations after a whole response: strip zero padding; reconnect before the next request."""
@@ -392,9 +421,12 @@ class Wire:
         ):
             self._reconnect_before_send = "one request per connection"
 
-    def _check_header(self, head: bytes, version: int, code: int, size: int, waiting_for: str) -> None:
-        """Fail with a diagnosis if the response header is not a valid version-3 header."""
+    def _check_header(
+        self, head: bytes, version: int, code: int, size: int, waiting_for: str
+    ) -> ResponseCode:
+        """The response's role; fail with a diagnosis if the header is not a valid one of the dialect."""
         label = "response header"
+        schemas, dialect = self.schemas, self.dialect
         if head == bytes(len(head)):
             extra = self.drain(_DRAIN_S)
             self._record("<-", "7 zero bytes where a response header belongs", head + extra)
@@ -404,29 +436,42 @@ class Wire:
                 hint="zero bytes follow the previous response: responses look zero-padded to a fixed "
                 "packet size (spec 3: 'There is no delimiter and no padding between messages')",
             )
-        if version != 3 and not transport.adapting(self.context.info, "version"):
+        if version != dialect.version and not transport.adapting(self.context.info, "version"):
             self._record("<-", f"{label} with version {version}", head + self.drain(_DRAIN_S))
-            self.fail(f"{waiting_for} with version 3 (spec 3.2)", f"version {version} in the response header")
-        if code not in ResponseCode.__members__.values():
-            swapped = int.from_bytes(head[1:3], "big")
+            self.fail(
+                f"{waiting_for} with version {dialect.version} (spec 3.2)",
+                f"version {version} in the response header",
+            )
+        found = schemas.response_role(code)
+        if found is None:
+            swapped = int.from_bytes(head[RESPONSE_CODE_BYTES], "big")
             self._record("<-", f"{label} with unknown code {code}", head + self.drain(_DRAIN_S))
-            hint = ""
-            if swapped in ResponseCode.__members__.values():
+            hint = foreign_code_hint(code, dialect)
+            swapped_role = schemas.response_role(swapped)
+            if swapped_role is not None:
                 hint = (
-                    f"the code bytes {head[1:3].hex(' ')} read big-endian give {swapped} "
-                    f"({ResponseCode(swapped).name}): the server writes big-endian integers (spec 3.3)"
+                    f"the code bytes {head[RESPONSE_CODE_BYTES].hex(' ')} read big-endian give {swapped} "
+                    f"({swapped_role.name}): the server writes big-endian integers (spec 3.3)"
                 )
-            self.fail(f"{waiting_for}: a response code 2100..2107", f"code {code}", hint=hint)
-        known = ResponseCode(code)
-        rule = SCHEMAS.response_size_rule(known)
+            codes = sorted(dialect.responses.values())
+            self.fail(
+                f"{waiting_for}: a {dialect.name} response code {codes[0]}..{codes[-1]}",
+                f"code {code}",
+                hint=hint,
+            )
+        known = found
+        rule = schemas.response_size_rule(known)
         if rule.minimum <= size <= rule.maximum:
-            return
-        swapped = int.from_bytes(head[3:7], "big")
+            return known
+        swapped = int.from_bytes(head[RESPONSE_SIZE_BYTES], "big")
         extra = self.drain(_DRAIN_S)
-        self._record("<-", f"{code_name(code, request=False)} with payload_size {size}", head + extra)
+        self._record(
+            "<-", f"{code_name(code, request=False, schemas=schemas)} with payload_size {size}", head + extra
+        )
         if rule.minimum <= swapped <= rule.maximum:
             hint = (
-                f"the payload_size bytes {head[3:7].hex(' ')} read big-endian give {swapped}: "
+                f"the payload_size bytes {head[RESPONSE_SIZE_BYTES].hex(' ')} read big-endian give "
+                f"{swapped}: "
                 "the server writes big-endian integers (spec 3.3)"
             )
         elif known in _CARRY_CLIENT_ID and size == rule.minimum - 16 and len(extra) <= size:
@@ -461,7 +506,7 @@ class Wire:
 
     def expect(self, *expected: type[_R], client_id: bytes | None = None, waiting_for: str = "") -> _R:
         """Receive one response of one of the `expected` classes (client_id checked if given)."""
-        names = " or ".join(response_name(cls) for cls in expected)
+        names = " or ".join(response_name(cls, self.schemas) for cls in expected)
         what = waiting_for or names
         try:
             received = self.receive(waiting_for=what)
@@ -472,8 +517,9 @@ class Wire:
         if not isinstance(event, expected):
             hint = ""
             if isinstance(event, ServerError):
-                hint = "the server refused the request (2107 carries no reason; see the server's log)"
-            self.fail(names, describe_event(event), hint=hint)
+                error = response_name(ServerError, self.schemas)
+                hint = f"the server refused the request ({error} carries no reason; see the server's log)"
+            self.fail(names, describe_event(event, self.schemas), hint=hint)
         carried = getattr(event, "client_id", None)
         checked = client_id is not None and carried is not None and not isinstance(event, Registered)
         if checked and carried != client_id:
@@ -498,8 +544,8 @@ class Wire:
             return
         decoded = "bytes that are not a response"
         if len(data) >= RESPONSE_HEADER_SIZE:
-            raw = SCHEMAS.response_header.parse(data[:RESPONSE_HEADER_SIZE])
-            name = code_name(raw.code, request=False)
+            raw = self.schemas.response_header.parse(data[:RESPONSE_HEADER_SIZE])
+            name = code_name(raw.code, request=False, schemas=self.schemas)
             decoded = f"{name} (version {raw.version}, payload_size {raw.payload_size})"
         self._record("<-", f"unexpected: {decoded}", data)
         self.fail(f"no bytes for {seconds:g} s ({because})", f"{len(data)} bytes arrived: {decoded}")
@@ -525,10 +571,15 @@ class Wire:
         self.note("the server closed the connection")
 
     def expect_error_and_close(self, *, allow_silent_close: bool = False, because: str = "") -> None:
-        """Expect 2107 SERVER_ERROR, then the close (`allow_silent_close`: a bare close is fine too)."""
-        wanted = "2107 SERVER_ERROR, then close"
+        """Expect SERVER_ERROR (2107's role), then the close (`allow_silent_close`: a bare close is fine
+        too). In a dialect without SERVER_ERROR (2022C) the server closes without a response."""
+        if not self.dialect.has_server_error:
+            self._expect_refusing_close(because)
+            return
+        error = response_name(ServerError, self.schemas)
+        wanted = f"{error}, then close"
         if allow_silent_close:
-            wanted += " (or a close without 2107)"
+            wanted += f" (or a close without {error.split()[0]})"
         if because:
             wanted += f" ({because})"
         try:
@@ -537,11 +588,37 @@ class Wire:
             if allow_silent_close:
                 return
             self.fail(
-                wanted, "the server closed the connection without sending 2107", hint=self._death_hint()
+                wanted,
+                f"the server closed the connection without sending {error.split()[0]}",
+                hint=self._death_hint(),
             )
         if not isinstance(received.event, ServerError):
-            self.fail(wanted, describe_event(received.event))
-        self.expect_closed(after="2107 SERVER_ERROR")
+            self.fail(wanted, describe_event(received.event, self.schemas))
+        self.expect_closed(after=error)
+
+    def _expect_refusing_close(self, because: str) -> None:
+        """2022C: a refused request is answered by a close, no bytes (spec dialects 17.4)."""
+        wanted = f"a close without a response ({self.dialect.name} has no SERVER_ERROR, spec dialects 17.4)"
+        if because:
+            wanted += f" ({because})"
+        data = self.drain(self.timeout_s)
+        if data:
+            code = (
+                self.schemas.response_header.parse(data[:RESPONSE_HEADER_SIZE]).code
+                if len(data) >= RESPONSE_HEADER_SIZE
+                else None
+            )
+            self._record("<-", "unexpected bytes instead of a close", data)
+            hint = ""
+            if code == int(ResponseCode.SERVER_ERROR):
+                hint = (
+                    f"the server sent 2107: reading 2107-in-{self.dialect.name} (2023A's error code "
+                    f"mixed into {self.dialect.name}; spec dialects 17.4, 18.8)"
+                )
+            self.fail(wanted, f"{len(data)} bytes arrived", hint=hint)
+        if not self.peer_closed:
+            self.fail(wanted, f"the connection was still open {self.timeout_s:g} s later")
+        self.note("the server closed the connection")
 
     def _close_hint(self) -> str:
         """Name when the server closed: after one response, after a 2104, after several."""
@@ -556,7 +633,7 @@ class Wire:
                 "request per connection (spec 2.1, 2.3: a connection carries any number of exchanges), "
                 "or it refused this request without sending 2107"
             )
-        if last[0] == str(int(ResponseCode.ACKNOWLEDGED)):
+        if last[0] == str(self.schemas.wire_code(ResponseCode.ACKNOWLEDGED)):
             return (
                 f"the server closed the connection after {said} "
                 f"({len(answers)} responses on this connection): "

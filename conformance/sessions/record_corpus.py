@@ -34,10 +34,12 @@ from backupproto.events import (
     SendFile,
     SendPublicKey,
 )
+from backupproto.frames import Frame, request_frame, send_file_start
 from backupproto.io.channel import ChannelTimeout, ConnectionLost, EngineChannel
 from backupproto.io.server_process import ServerProcess
 from backupproto.schemas import V3_SCHEMAS
 from backupproto.sessions import Session, join
+from conformance.flows import ZERO_ID, raw_name
 from conformance.recording import Recorder, load, save
 
 HERE = Path(__file__).parent
@@ -51,7 +53,7 @@ class ScriptedClient:
     def __init__(self, address: Address, folder: Path) -> None:
         self.channel = EngineChannel.connect(address, ClientConnection(), connect_timeout=10, timeout=10)
         self.folder = folder
-        self.client_id = bytes(16)
+        self.client_id = ZERO_ID
         self.aes_key = b""
 
     def request(self, event: Register | SendPublicKey | CrcOk | CrcGiveUp) -> Response:
@@ -64,7 +66,7 @@ class ScriptedClient:
         return event
 
     def register_and_key(self, name: str) -> None:
-        registered = self.request(Register(bytes(16), name))
+        registered = self.request(Register(ZERO_ID, name))
         self.client_id = registered.client_id  # type: ignore[attr-defined]
         key = crypto.generate_private_key()
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -153,43 +155,45 @@ def flow_crc_give_up(address: Address, folder: Path) -> None:
     client.close()
 
 
-def _name_field(text: bytes) -> bytes:
-    return text.ljust(V3_SCHEMAS.dialect.name_size, b"\x00")
+def _register(name: str) -> Frame:
+    """A valid 1100 of a new client, built through the schemas (the error flows alter it)."""
+    return request_frame(Register.code, ZERO_ID, {"name": name})
 
 
 def flow_error_unknown_code(address: Address, folder: Path) -> None:
     client = ScriptedClient(address, folder)
-    client.raw(V3_SCHEMAS.build_request_header(bytes(16), 1199, 255) + _name_field(b"corpus unknown"))
+    client.raw(_register("corpus unknown").with_header(code=1199).data)
     client.close()
 
 
 def flow_error_bad_version(address: Address, folder: Path) -> None:
     client = ScriptedClient(address, folder)
-    client.raw(V3_SCHEMAS.build_request_header(bytes(16), 1100, 255, version=2) + _name_field(b"corpus v2"))
+    client.raw(_register("corpus v2").with_header(version=2).data)
     client.close()
 
 
 def flow_error_payload_size_mismatch(address: Address, folder: Path) -> None:
     client = ScriptedClient(address, folder)
-    client.raw(V3_SCHEMAS.build_request_header(bytes(16), 1100, 254) + _name_field(b"corpus short")[:254])
+    frame = _register("corpus short")
+    client.raw(
+        frame.with_header(payload_size=frame.size - frame.header_size - 1).truncated(frame.size - 1).data
+    )
     client.close()
 
 
 def flow_error_hostile_file_name(address: Address, folder: Path) -> None:
     client = ScriptedClient(address, folder)
     client.register_and_key("corpus hostile")
-    prefix = V3_SCHEMAS.send_file_prefix.build(
-        {"content_size": 16, "file_name": _name_field(b"../escape.txt")}
-    )
-    header = V3_SCHEMAS.build_request_header(client.client_id, 1103, len(prefix) + 16)
-    client.raw(header + bytes(prefix) + bytes(16))
+    block = bytes(V3_SCHEMAS.dialect.aes_block_size)
+    fields = {"content_size": len(block), "file_name": raw_name(b"../escape.txt")}
+    client.raw(send_file_start(client.client_id, fields).data + block)
     client.close()
 
 
 def flow_error_truncated_frame(address: Address, folder: Path) -> None:
     client = ScriptedClient(address, folder)
-    header = V3_SCHEMAS.build_request_header(bytes(16), 1100, 255)
-    client.raw(header + _name_field(b"corpus cut")[:100], half_close=True)
+    frame = _register("corpus cut")
+    client.raw(frame.truncated(frame.header_size + 100).data, half_close=True)
     client.close()
 
 

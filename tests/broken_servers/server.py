@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 import zlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from Crypto.Cipher import AES
 
 from backupproto.cksum import Cksum
 from backupproto.crypto import CbcDecryptor, import_public_key, new_aes_key, wrap_aes_key
-from backupproto.dialect import RequestCode, ResponseCode
+from backupproto.dialect import DIALECT_2023A, DIALECTS, Dialect, RequestCode, ResponseCode, dialect_named
 from backupproto.engine import ServerConnection, event_fields
 from backupproto.errors import BackupProtoError, RemoteProtocolError
 from backupproto.events import (
@@ -55,7 +56,7 @@ from backupproto.events import (
     SendPublicKey,
     ServerError,
 )
-from backupproto.schemas import NameField, Schemas
+from backupproto.schemas import V3_SCHEMAS, NameField, Schemas
 from backupproto.states import State
 
 FAULTS = {
@@ -84,6 +85,9 @@ FAULTS = {
     "open-after-2107": "the connection stays open after 2107 (the server reads and discards)",
     "verified-text": "server.db stores Verified as TEXT 'TRUE'/'FALSE'",
     "mute": "connections are accepted and never answered",
+    "aes-128": "a 16-byte AES key whatever the dialect (2024A/C: reading aes-128-in-2024)",
+    "total-first": "2024: packets read with total_packets before packet_number (reading total-first)",
+    "reconnect-in-2022C": "2022C: 1102 (not a 2022C code) is answered 2106 (reading reconnect-in-2022C)",
 }
 _SESSION_FIELDS = ("state", "client_id", "file")
 """Conversation fields a one-request-per-connection server keeps per client between connections."""
@@ -151,7 +155,7 @@ class Session:
 
     def __init__(self, sock: socket.socket, server: BrokenServer) -> None:
         self.sock, self.server, self.faults = sock, server, server.faults
-        self.conn = ServerConnection()
+        self.conn = ServerConnection(server.dialect)
         if "path-as-given" in self.faults:
             self.conn.schemas = _lenient_schemas()
         self.aes_key: bytes | None = None
@@ -190,6 +194,10 @@ class Session:
                         self.server.hung.set()
                         while True:
                             time.sleep(3600)
+                    if "reconnect-in-2022C" in self.faults and "1102" in str(error):
+                        denied = {"client_id": bytes(16)}
+                        self.sock.sendall(V3_SCHEMAS.build_response(ResponseCode.RECONNECT_DENIED, denied))
+                        return
                     self._send(ServerError())
                     return
                 if event is NEED_DATA or event is PAUSED:  # PAUSED: a request left unanswered on purpose
@@ -264,13 +272,18 @@ class Session:
                 if taken and "taken-name-2100" not in self.faults:
                     return self._send(RegistrationFailed())
                 client_id = uuid.uuid4().bytes
-                registry.by_id[client_id] = [event.name, None]
+                registry.by_id[client_id] = [event.name, None, None]
                 registry.names.add(event.name)
             self.server.store_client(client_id, event.name)
             return self._send(Registered(client_id))
         if isinstance(event, SendPublicKey):
             record = registry.by_id.get(event.client_id)
             has_key = record is not None and record[1] is not None and "replace-key" not in self.faults
+            returning = has_key and record is not None and self._returning_2022c(record, event)
+            if returning and record is not None:  # 2022C: a returning client re-sends its key (17.4)
+                wrapped = self._new_key(record[1])
+                self.server.store_key(event.client_id, None, self.aes_key)
+                return self._send(AesKey(event.client_id, wrapped))
             if record is None or record[0] != event.name or has_key:
                 return self._send(ServerError())
             try:
@@ -279,7 +292,7 @@ class Session:
                 )
             except BackupProtoError:
                 return self._send(ServerError())
-            record[1] = key
+            record[1], record[2] = key, bytes(event.public_key)
             wrapped = self._new_key(key)
             self.server.store_key(event.client_id, event.public_key, self.aes_key)
             return self._send(AesKey(event.client_id, wrapped))
@@ -313,8 +326,14 @@ class Session:
             return self._send(Acknowledged(event.client_id))
         return self._send(ServerError())
 
+    def _returning_2022c(self, record: list[Any], event: SendPublicKey) -> bool:
+        """2022C has no reconnect: a keyed client re-sending its name and key opens a session (17.4)."""
+        same = record[0] == event.name and record[2] == bytes(event.public_key)
+        return not self.server.dialect.has_reconnect and same
+
     def _new_key(self, public_key: Any) -> bytes:
-        self.aes_key = new_aes_key()
+        size = 16 if "aes-128" in self.faults else self.server.dialect.aes_key_size
+        self.aes_key = new_aes_key(size)
         return wrap_aes_key(public_key, self.aes_key, "sha256" if "oaep-sha256" in self.faults else "sha1")
 
     def _begin_file(self, event: SendFile) -> bool:
@@ -368,8 +387,14 @@ class Session:
 class BrokenServer:
     """Accept loop: one thread per connection."""
 
-    def __init__(self, faults: set[str], data_dir: Path) -> None:
+    def __init__(self, faults: set[str], data_dir: Path, dialect: Dialect = DIALECT_2023A) -> None:
         self.faults, self.data_dir, self.registry = faults, data_dir, Registry()
+        if "total-first" in faults:
+            fields = list(dialect.send_file_fields)
+            first, second = fields.index("packet_number"), fields.index("total_packets")
+            fields[first], fields[second] = fields[second], fields[first]
+            dialect = replace(dialect, send_file_fields=tuple(fields))
+        self.dialect = dialect
         self.hung = threading.Event()
         self.sessions: dict[bytes, tuple[dict[str, Any], bytes | None, Any]] = {}
         self.db: sqlite3.Connection | None = None
@@ -434,14 +459,19 @@ def main() -> None:
     parser.add_argument("--fault", default="none", help=f"comma-separated, of: {', '.join(sorted(FAULTS))}")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--dialect", default="2023A", help=f"one of {', '.join(DIALECTS)} (default 2023A)")
     options = parser.parse_args()
+    try:
+        dialect = dialect_named(options.dialect)
+    except ValueError as error:
+        parser.error(str(error))
     faults = set(options.fault.split(","))
     unknown = faults - set(FAULTS)
     if unknown:
         parser.error(f"unknown fault(s) {sorted(unknown)}; known: {', '.join(sorted(FAULTS))}")
     options.data_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(KeyboardInterrupt):
-        BrokenServer(faults, options.data_dir).serve(options.port)
+        BrokenServer(faults, options.data_dir, dialect).serve(options.port)
 
 
 if __name__ == "__main__":
