@@ -43,9 +43,10 @@ _FIELD_SHOWN = (
 )
 _RULES = (
     (
-        re.compile(r"expected:.*\bserver\.db\b.*\nactual:\s+no such file", re.S),
+        re.compile(r"expected:.*\b\w+\.db\b.*\nactual:\s+no such file", re.S),
         "storage:no-database",
-        "no server.db in the data dir (--bp-data-dir): the storage checks (spec 11) found no database",
+        "no database in the data dir (--bp-data-dir): the storage checks (spec 11, dialects 18.5) found "
+        "no server.db / defensive.db",
     ),
 )
 """Failures that name one cause in many words: (pattern on the verdict lines, key, title)."""

@@ -14,7 +14,8 @@ def _db(context: CaseContext, data_dir: Path) -> Path:
     name = context.dialect.database_name
     path = data_dir / name
     if not path.is_file():
-        context.fail(f"{path} (spec 11, dialects 18.5: the database {name} beside the server)", "no file")
+        expected = f"{path} (spec 11, dialects 18.5: the database {name} beside the server)"
+        context.fail(expected, "no such file")
     return path
 
 
