@@ -66,6 +66,8 @@ class _State:
         self.active = False
         """True once conformance items were collected."""
         self.total_cases = 0
+        self.collected: list[CaseInfo] = []
+        """Every conformance case collected (before -k, -m, sampling and the dialect)."""
         self.server: Any = None
         self.hypothesis_tmp: Path | None = None
         self.usage_errors: list[str] = []
@@ -179,6 +181,7 @@ def pytest_collection_modifyitems(
         raise pytest.UsageError("--bp-server-cmd needs --bp-target HOST:PORT (where the server listens)")
     state.active = True
     state.total_cases = len(cases)
+    state.collected = [info for item in cases if (info := case_of(item)) is not None]
     for name, text in MARKERS:
         config.addinivalue_line("markers", f"{name}: {text}")
     for item in cases:
@@ -257,6 +260,8 @@ def _deselect_other_dialects(config: pytest.Config, state: _State, items: list[p
     dialect = state.collection_dialect = _collection_dialect(config, state)
     if dialect is None:
         return
+    # cases of other dialects are not part of this run: leaving them out is not a partial run
+    state.total_cases = sum(1 for info in state.collected if info.applies_to(dialect))
     dropped = [item for item in items if (info := case_of(item)) is not None and not info.applies_to(dialect)]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
