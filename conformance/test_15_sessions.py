@@ -1,6 +1,7 @@
 """Section 15: every recorded session is a case, ``15-replay-<session-name>`` (its level from the file).
 
-The sessions are the shipped corpus (``conformance/sessions/*.json``) and those of the folder
+The sessions are the shipped corpus (2023A: ``conformance/sessions/*.json``, other dialects:
+``conformance/sessions/<DIALECT>/*.json``; each runs only in its dialect) and those of the folder
 given with ``--bp-sessions DIR``. One test function replays them all: `pytest_generate_tests`
 parametrises it with one `SessionCase` (and its `CaseInfo`) per file. Each replays its client
 half against the target with `conformance.replay` (spec/sessions.md 6) and fails at the first
@@ -41,7 +42,8 @@ class SessionCase:
 
 def session_cases(extra: Path | None) -> tuple[list[SessionCase], list[str]]:
     """The corpus' sessions, then those of `extra` (the first of two of one name); the clashes."""
-    files = sorted(CORPUS.glob("*.json")) + (sorted(extra.glob("*.json")) if extra else [])
+    corpus = sorted(CORPUS.glob("*.json")) + sorted(CORPUS.glob("*/*.json"))  # 2023A, then <DIALECT>/
+    files = corpus + (sorted(extra.glob("*.json")) if extra else [])
     made: dict[str, SessionCase] = {}
     clashes = []
     for path in files:

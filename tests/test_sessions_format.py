@@ -25,6 +25,8 @@ from conformance.recording import load, load_folder, save
 
 CORPUS = Path(__file__).parent.parent / "conformance" / "sessions"
 SCHEMA = Path(__file__).parent.parent / "spec" / "sessions.schema.json"
+CORPUS_FILES = sorted(CORPUS.glob("*.json")) + sorted(CORPUS.glob("*/*.json"))
+"""Every shipped session: 2023A's in the top folder, another dialect's in <DIALECT>/."""
 
 # Written by hand from spec/protocol.md section 3: client_id 16 zero bytes, version 3,
 # code 1100 = 0x044c little-endian, payload_size 255, then "bob" + NUL padding.
@@ -265,13 +267,13 @@ def test_corpus_follows_the_json_schema() -> None:
     jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads(SCHEMA.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
-    for path in sorted(CORPUS.glob("*.json")):
+    for path in CORPUS_FILES:
         jsonschema.validate(json.loads(path.read_text()), schema)
 
 
 def test_corpus_notes_agree_with_the_splitter() -> None:
     """Decoded fields and error notes (also of hand-written sessions) are what the splitter says."""
-    for session in load_folder(CORPUS):
+    for session in map(load, CORPUS_FILES):
         for message in session.messages:
             if message.close:
                 continue
@@ -282,6 +284,34 @@ def test_corpus_notes_agree_with_the_splitter() -> None:
             want = message.error["kind"] if message.error else None
             got = start.error["kind"] if start.error else None
             assert got == want, where
+
+
+# Flows each dialect's corpus has (recorded by record_corpus.py --dialect NAME); 2022C has no reconnect.
+DIALECT_FLOWS = EXPECTED_FLOWS - {"hostile-name-no-nul", "hostile-huge-payload-size"}
+DIALECT_CORPORA = {
+    "2022C": DIALECT_FLOWS - {"reconnect", "reconnect-denied"},
+    "2023C": DIALECT_FLOWS,
+    "2024A": DIALECT_FLOWS,
+    "2024C": DIALECT_FLOWS,
+}
+
+
+@pytest.mark.parametrize("dialect", sorted(DIALECT_CORPORA))
+def test_each_dialect_has_its_corpus_in_its_folder(dialect: str) -> None:
+    sessions = load_folder(CORPUS / dialect)
+    suffix = f"-{dialect.lower()}"
+    assert {s.name.removesuffix(suffix) for s in sessions} == DIALECT_CORPORA[dialect]
+    for session in sessions:
+        assert session.name.endswith(suffix), session.name
+        assert session.dialect.name == dialect, session.name
+        assert session.blockers() == [], session.name
+
+
+def test_corpus_session_names_are_unique_and_2023a_stays_on_top() -> None:
+    sessions = [load(path) for path in CORPUS_FILES]
+    names = [s.name for s in sessions]
+    assert len(names) == len(set(names))
+    assert {s.dialect.name for s in load_folder(CORPUS)} == {"2023A"}
 
 
 def test_corpus_flows_have_the_codes_of_the_spec() -> None:

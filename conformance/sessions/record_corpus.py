@@ -1,10 +1,16 @@
-"""Regenerate the shipped session corpus: ``python -m conformance.sessions.record_corpus [--out DIR]``.
+"""Regenerate the shipped session corpus: ``python -m conformance.sessions.record_corpus [--dialect D|all]``.
 
-Starts the reference server, puts the recording proxy (`conformance.recording.Recorder`) in
-front of it, and drives each flow of the spec through it: the reference client for the flows
-it produces, a small scripted client built on `backupproto` (ClientConnection for valid
-traffic, the schemas' build helpers for malformed bytes) for the rest. The connections of
-one flow are joined into one session named after the flow. The hand-written hostile
+Options: ``--dialect NAME|all`` (default 2023A), ``--out DIR`` (corpus root), flow names (default all).
+
+Per dialect it starts the reference server in that dialect (``backup-server --dialect NAME``),
+puts the recording proxy (`conformance.recording.Recorder`) in front of it, and drives each
+flow of the spec through it: the reference client for the flows it produces, a small scripted
+client built on `backupproto` (ClientConnection for valid traffic, the schemas' build helpers
+for malformed bytes) for the rest. The connections of one flow are joined into one session
+named after the flow. 2023A's sessions go to ``conformance/sessions/NAME.json``, another
+dialect's to ``conformance/sessions/<DIALECT>/NAME-<dialect>.json`` (e.g.
+``2024A/reconnect-2024a.json``: case ids stay unique). A dialect records only the flows it has
+(no reconnect in 2022C); descriptions name codes by their 2023A roles. The hand-written hostile
 sessions (``hostile-*.json``) are not touched.
 """
 
@@ -22,6 +28,7 @@ from pathlib import Path
 
 from backupproto import crypto
 from backupproto.client_files import ME_INFO, PRIV_KEY, Identity, format_me_info, format_private_key
+from backupproto.dialect import DIALECTS, V3, Dialect, dialect_named
 from backupproto.engine import ClientConnection
 from backupproto.events import (
     CrcGiveUp,
@@ -37,7 +44,7 @@ from backupproto.events import (
 from backupproto.frames import Frame, request_frame, send_file_start
 from backupproto.io.channel import ChannelTimeout, ConnectionLost, EngineChannel
 from backupproto.io.server_process import ServerProcess
-from backupproto.schemas import V3_SCHEMAS
+from backupproto.schemas import schemas_for
 from backupproto.sessions import Session, join
 from conformance.flows import ZERO_ID, raw_name
 from conformance.recording import Recorder, load, save
@@ -50,8 +57,10 @@ CONTENT = b"backupproto recorded session corpus\n" * 30  # 1110 bytes: crosses b
 class ScriptedClient:
     """A client that follows a script (valid flows on ClientConnection); keeps priv.key in its folder."""
 
-    def __init__(self, address: Address, folder: Path) -> None:
-        self.channel = EngineChannel.connect(address, ClientConnection(), connect_timeout=10, timeout=10)
+    def __init__(self, address: Address, folder: Path, dialect: Dialect) -> None:
+        connection = ClientConnection(dialect)
+        self.channel = EngineChannel.connect(address, connection, connect_timeout=10, timeout=10)
+        self.dialect = dialect
         self.folder = folder
         self.client_id = ZERO_ID
         self.aes_key = b""
@@ -72,12 +81,14 @@ class ScriptedClient:
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / PRIV_KEY).write_text(format_private_key(key))
         answer = self.request(SendPublicKey(self.client_id, name, crypto.public_key_der(key)))
-        self.aes_key = crypto.unwrap_aes_key(key, answer.encrypted_aes_key)  # type: ignore[attr-defined]
+        wrapped = answer.encrypted_aes_key  # type: ignore[attr-defined]
+        self.aes_key = crypto.unwrap_aes_key(key, wrapped, self.dialect.aes_key_size)
 
     def send_file(self, file_name: str, plaintext: bytes) -> Response:
         encryptor = crypto.CbcEncryptor(self.aes_key)
         ciphertext = encryptor.update(plaintext) + encryptor.finalize()
-        self.channel.send(SendFile(self.client_id, len(ciphertext), file_name))
+        plain_size = len(plaintext) if self.dialect.packetised else None
+        self.channel.send(SendFile(self.client_id, len(ciphertext), file_name, plain_size))
         self.channel.send(FileChunk(ciphertext))
         self.channel.send(FileEnd())
         return self.response()
@@ -103,39 +114,40 @@ def corrupted(plaintext: bytes) -> bytes:
 # --- the flows (each returns after its connections closed) ----------------------------------
 
 
-def reference_client(address: Address, folder: Path, name: str) -> int:
+def reference_client(address: Address, folder: Path, name: str, dialect: Dialect) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "data.txt").write_bytes(CONTENT)
     (folder / "transfer.info").write_text(f"{address[0]}:{address[1]}\n{name}\ndata.txt\n")
     command = [sys.executable, "-m", "reference_client", "--dir", str(folder), "--quiet"]
+    command += ["--dialect", dialect.name]
     return subprocess.run(command, capture_output=True, timeout=60, check=False).returncode
 
 
-def flow_register_file_crc_ok(address: Address, folder: Path) -> None:
-    reference_client(address, folder, "corpus client")
+def flow_register_file_crc_ok(address: Address, folder: Path, dialect: Dialect) -> None:
+    reference_client(address, folder, "corpus client", dialect)
 
 
-def flow_reconnect(address: Address, folder: Path) -> None:
-    reference_client(address, folder, "corpus returning")
-    reference_client(address, folder, "corpus returning")
+def flow_reconnect(address: Address, folder: Path, dialect: Dialect) -> None:
+    reference_client(address, folder, "corpus returning", dialect)
+    reference_client(address, folder, "corpus returning", dialect)
 
 
-def flow_reconnect_denied(address: Address, folder: Path) -> None:
+def flow_reconnect_denied(address: Address, folder: Path, dialect: Dialect) -> None:
     """A me.info for an id the server never gave: 1102 -> 2106, then the client registers anew."""
     folder.mkdir(parents=True, exist_ok=True)
     identity = Identity("corpus stranger", os.urandom(16), crypto.generate_private_key())
     (folder / ME_INFO).write_text(format_me_info(identity))
     (folder / PRIV_KEY).write_text(format_private_key(identity.private_key))
-    reference_client(address, folder, "corpus stranger")
+    reference_client(address, folder, "corpus stranger", dialect)
 
 
-def flow_duplicate_name(address: Address, folder: Path) -> None:
-    reference_client(address, folder / "first", "corpus twin")
-    reference_client(address, folder / "second", "corpus twin")
+def flow_duplicate_name(address: Address, folder: Path, dialect: Dialect) -> None:
+    reference_client(address, folder / "first", "corpus twin", dialect)
+    reference_client(address, folder / "second", "corpus twin", dialect)
 
 
-def flow_crc_retry_success(address: Address, folder: Path) -> None:
-    client = ScriptedClient(address, folder)
+def flow_crc_retry_success(address: Address, folder: Path, dialect: Dialect) -> None:
+    client = ScriptedClient(address, folder, dialect)
     client.register_and_key("corpus retry")
     client.send_file("data.txt", corrupted(CONTENT))
     client.channel.send(CrcRetry(client.client_id, "data.txt"))
@@ -144,8 +156,8 @@ def flow_crc_retry_success(address: Address, folder: Path) -> None:
     client.close()
 
 
-def flow_crc_give_up(address: Address, folder: Path) -> None:
-    client = ScriptedClient(address, folder)
+def flow_crc_give_up(address: Address, folder: Path, dialect: Dialect) -> None:
+    client = ScriptedClient(address, folder, dialect)
     client.register_and_key("corpus give up")
     for attempt in range(3):
         client.send_file("data.txt", corrupted(CONTENT))
@@ -155,49 +167,55 @@ def flow_crc_give_up(address: Address, folder: Path) -> None:
     client.close()
 
 
-def _register(name: str) -> Frame:
+def _register(name: str, dialect: Dialect) -> Frame:
     """A valid 1100 of a new client, built through the schemas (the error flows alter it)."""
-    return request_frame(Register.code, ZERO_ID, {"name": name})
+    return request_frame(Register.code, ZERO_ID, {"name": name}, schemas=schemas_for(dialect))
 
 
-def flow_error_unknown_code(address: Address, folder: Path) -> None:
-    client = ScriptedClient(address, folder)
-    client.raw(_register("corpus unknown").with_header(code=1199).data)
+def flow_error_unknown_code(address: Address, folder: Path, dialect: Dialect) -> None:
+    client = ScriptedClient(address, folder, dialect)
+    client.raw(_register("corpus unknown", dialect).with_header(code=1199).data)
     client.close()
 
 
-def flow_error_bad_version(address: Address, folder: Path) -> None:
-    client = ScriptedClient(address, folder)
-    client.raw(_register("corpus v2").with_header(version=2).data)
+def flow_error_bad_version(address: Address, folder: Path, dialect: Dialect) -> None:
+    client = ScriptedClient(address, folder, dialect)
+    client.raw(_register("corpus v2", dialect).with_header(version=2).data)
     client.close()
 
 
-def flow_error_payload_size_mismatch(address: Address, folder: Path) -> None:
-    client = ScriptedClient(address, folder)
-    frame = _register("corpus short")
+def flow_error_payload_size_mismatch(address: Address, folder: Path, dialect: Dialect) -> None:
+    client = ScriptedClient(address, folder, dialect)
+    frame = _register("corpus short", dialect)
     client.raw(
         frame.with_header(payload_size=frame.size - frame.header_size - 1).truncated(frame.size - 1).data
     )
     client.close()
 
 
-def flow_error_hostile_file_name(address: Address, folder: Path) -> None:
-    client = ScriptedClient(address, folder)
+def flow_error_hostile_file_name(address: Address, folder: Path, dialect: Dialect) -> None:
+    client = ScriptedClient(address, folder, dialect)
     client.register_and_key("corpus hostile")
-    block = bytes(V3_SCHEMAS.dialect.aes_block_size)
+    block = bytes(dialect.aes_block_size)
     fields = {"content_size": len(block), "file_name": raw_name(b"../escape.txt")}
-    client.raw(send_file_start(client.client_id, fields).data + block)
+    if dialect.packetised:
+        fields |= {"orig_file_size": 0, "packet_number": 1, "total_packets": 1}
+    client.raw(send_file_start(client.client_id, fields, schemas=schemas_for(dialect)).data + block)
     client.close()
 
 
-def flow_error_truncated_frame(address: Address, folder: Path) -> None:
-    client = ScriptedClient(address, folder)
-    frame = _register("corpus cut")
+def flow_error_truncated_frame(address: Address, folder: Path, dialect: Dialect) -> None:
+    client = ScriptedClient(address, folder, dialect)
+    frame = _register("corpus cut", dialect)
     client.raw(frame.truncated(frame.header_size + 100).data, half_close=True)
     client.close()
 
 
-FLOWS: dict[str, tuple[str, Callable[[Address, Path], None]]] = {
+Flow = Callable[[Address, Path, Dialect], None]
+RECONNECT_FLOWS = frozenset({"reconnect", "reconnect-denied"})
+"""Flows of dialects with reconnect (1102) only."""
+
+FLOWS: dict[str, tuple[str, Flow]] = {
     "register-file-crc-ok": (
         "The reference client registers, sends its public key, sends one file; CRC matches (1104).",
         flow_register_file_crc_ok,
@@ -236,16 +254,33 @@ FLOWS: dict[str, tuple[str, Callable[[Address, Path], None]]] = {
 }
 
 
-def record_flow(name: str, target: Address, work: Path, out: Path) -> Path:
-    """Record one flow through a fresh proxy; write the joined session to `out/NAME.json`."""
+def flows_of(dialect: Dialect) -> list[str]:
+    """The flows `dialect` has (no reconnect flows without 1102)."""
+    return [name for name in FLOWS if dialect.has_reconnect or name not in RECONNECT_FLOWS]
+
+
+def session_name(flow: str, dialect: Dialect) -> str:
+    """A flow's session (and case) name: the flow's in 2023A, with the dialect appended elsewhere."""
+    return flow if dialect is V3 else f"{flow}-{dialect.name.lower()}"
+
+
+def corpus_folder(root: Path, dialect: Dialect) -> Path:
+    """Where a dialect's sessions go: `root` for 2023A, `root/<DIALECT>` for another."""
+    return root if dialect is V3 else root / dialect.name
+
+
+def record_flow(name: str, target: Address, work: Path, out: Path, dialect: Dialect = V3) -> Path:
+    """Record one flow through a fresh proxy; write the joined session to `out/<session name>.json`."""
     description, flow = FLOWS[name]
+    if dialect is not V3:
+        description = f"{description} (dialect {dialect.name}; codes named by their 2023A roles)"
     client_dir = work / name / "client"
     parts_dir = work / name / "parts"
     recorder = Recorder(
-        ("127.0.0.1", 0), target, parts_dir, client_dir=client_dir, name_prefix="part-"
+        ("127.0.0.1", 0), target, parts_dir, client_dir=client_dir, name_prefix="part-", dialect=dialect
     ).start()
     try:
-        flow(recorder.address, client_dir)
+        flow(recorder.address, client_dir, dialect)
     finally:
         recorder.stop()
     if recorder.failures:
@@ -253,20 +288,46 @@ def record_flow(name: str, target: Address, work: Path, out: Path) -> Path:
     parts = [load(path) for path in sorted(recorder.written)]
     if not parts:
         raise RuntimeError(f"{name}: nothing was recorded")
-    session: Session = join(name, parts, description)
+    session: Session = join(session_name(name, dialect), parts, description)
     session.recorded = {
         "tool": "conformance/sessions/record_corpus.py (python -m conformance record)",
         "server": "reference_server",
         "client": "reference_client" if "reference_client" in flow.__code__.co_names else "scripted client",
     }
-    path = out / f"{name}.json"
+    path = out / f"{session.name}.json"
     save(session, path)
     return path
 
 
+def record_dialect(dialect: Dialect, flows: list[str], root: Path) -> None:
+    """Record `flows` (those `dialect` has) against ``backup-server --dialect NAME`` into its folder."""
+    out = corpus_folder(root, dialect)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bp-corpus-") as temporary:
+        work = Path(temporary)
+        (work / "data").mkdir()
+        server = ServerProcess.start(work / "data", "--dialect", dialect.name)
+        try:
+            assert server.target is not None
+            for name in [flow for flow in flows_of(dialect) if not flows or flow in flows]:
+                path = record_flow(name, (server.target.host, server.target.port), work, out, dialect)
+                print(f"wrote {path}")
+        finally:
+            server.stop()
+            shutil.rmtree(work / "data", ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--out", type=Path, default=HERE, help="where to write the sessions (default: here)")
+    parser.add_argument(
+        "--out", type=Path, default=HERE, help="corpus root (default: here; other dialects in <DIALECT>/)"
+    )
+    parser.add_argument(
+        "--dialect",
+        default=V3.name,
+        metavar="NAME",
+        help=f"dialect to record ({', '.join(DIALECTS)}) or 'all' (default {V3.name})",
+    )
     parser.add_argument(
         "flows", nargs="*", metavar="FLOW", help=f"flows to record (default all: {', '.join(FLOWS)})"
     )
@@ -274,19 +335,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.flows) - set(FLOWS))
     if unknown:
         parser.error(f"unknown flows {unknown}; known: {', '.join(FLOWS)}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="bp-corpus-") as temporary:
-        work = Path(temporary)
-        (work / "data").mkdir()
-        server = ServerProcess.start(work / "data")
-        try:
-            assert server.target is not None
-            for name in args.flows or FLOWS:
-                path = record_flow(name, (server.target.host, server.target.port), work, args.out)
-                print(f"wrote {path}")
-        finally:
-            server.stop()
-            shutil.rmtree(work / "data", ignore_errors=True)
+    try:
+        dialects = list(DIALECTS.values()) if args.dialect == "all" else [dialect_named(args.dialect)]
+    except ValueError as error:
+        parser.error(str(error))
+    for dialect in dialects:
+        record_dialect(dialect, args.flows, args.out)
     return 0
 
 
