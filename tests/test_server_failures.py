@@ -209,9 +209,9 @@ def test_idle_and_stall_timeouts(tmp_path: Path) -> None:
     server = ServerProcess.start(tmp_path / "data", "--idle-timeout", "0.5", "--read-timeout", "0.5")
     try:
         with socket.create_connection(server.address, timeout=10) as idle:
-            started = time.monotonic()
-            assert read_until_closed(idle) == b""  # idle: closed without a response
-            assert 0.4 < time.monotonic() - started < 8
+            # idle: closed without a response, within the read's own bound; the log below says
+            # it was the idle timer ("idle for 0.5 s"), not an immediate refusal
+            assert read_until_closed(idle) == b""
         with TestClient(server.address) as client:
             client.new_client("staller", rsa_key())
             time.sleep(0.2)  # below the idle timeout: the connection is still usable
