@@ -22,6 +22,7 @@ from .schemas import check_name
 
 ME_INFO: Final = "me.info"
 PRIV_KEY: Final = "priv.key"
+TRANSFER_INFO: Final = "transfer.info"
 
 _HEX_ID: Final = re.compile(r"[0-9a-fA-F]{32}")
 _BASE64_LINE: Final = re.compile(r"[A-Za-z0-9+/=]*")
@@ -78,6 +79,11 @@ def parse_private_key(text: str, dialect: Dialect = V3) -> RsaKey:
 def private_key_base64(key: RsaKey) -> str:
     """The one-line base64 of the key's PKCS#8 DER, as me.info line 3 and priv.key hold it."""
     return base64.b64encode(export_private_key(key)).decode("ascii")
+
+
+def format_transfer_info(server: str, name: str, files: list[str]) -> str:
+    """The text of transfer.info (spec 12.1): ``host:port``, the client name, one file per line."""
+    return "".join(f"{line}\n" for line in (server, name, *files))
 
 
 def format_me_info(identity: Identity) -> str:

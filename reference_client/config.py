@@ -21,6 +21,7 @@ from backupproto.address import Address, AddressError, parse_address
 from backupproto.client_files import (
     ME_INFO,
     PRIV_KEY,
+    TRANSFER_INFO,
     ClientFileError,
     Identity,
     format_me_info,
@@ -36,7 +37,6 @@ from backupproto.schemas import check_name
 from .atomic import write_atomically
 from .errors import ConfigError
 
-TRANSFER_INFO: Final = "transfer.info"
 MAX_CLIENT_NAME: Final = 100
 """The reference client's limit on names (the protocol itself allows 254)."""
 

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from backupproto.client_files import TRANSFER_INFO, format_transfer_info
 from backupproto.io.server_process import ServerProcess
 
 DEFAULT_PORT = 1234
@@ -40,7 +41,8 @@ def main() -> int:
     client_dir.mkdir(parents=True, exist_ok=True)
     sample = client_dir / "sample.txt"
     sample.write_bytes(b"backupproto demo: this line is backed up, encrypted on the wire.\n" * 2000)
-    (client_dir / "transfer.info").write_text(f"127.0.0.1:{DEFAULT_PORT}\ndemo\n{sample}\n", encoding="ascii")
+    transfer_info = format_transfer_info(f"127.0.0.1:{DEFAULT_PORT}", "demo", [str(sample)])
+    (client_dir / TRANSFER_INFO).write_text(transfer_info, encoding="ascii")
 
     server = start_server(server_dir)
     try:

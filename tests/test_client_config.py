@@ -238,3 +238,15 @@ def test_written_texts_read_back() -> None:
 def test_priv_key_text_in_pem() -> None:
     pem = KEY.export_key(format="PEM", pkcs=8).decode()
     assert parse_private_key(pem) == KEY
+
+
+def test_transfer_info_text_is_server_name_then_one_file_per_line(tmp_path: Path) -> None:
+    from backupproto.client_files import format_transfer_info
+
+    (tmp_path / "a.txt").write_bytes(b"a")
+    (tmp_path / "b.bin").write_bytes(b"b")
+    text = format_transfer_info("127.0.0.1:1234", "alice", ["a.txt", str(tmp_path / "b.bin")])
+    assert text == f"127.0.0.1:1234\nalice\na.txt\n{tmp_path / 'b.bin'}\n"
+    info = load_transfer_info(write(tmp_path, "transfer.info", text))
+    assert info.server == Server("127.0.0.1", 1234) and info.name == "alice"
+    assert [file.path.name for file in info.files] == ["a.txt", "b.bin"]

@@ -16,15 +16,16 @@ from backupproto import crypto
 from backupproto.client_files import (
     ME_INFO,
     PRIV_KEY,
+    TRANSFER_INFO,
     ClientFileError,
     Identity,
     format_me_info,
     format_private_key,
+    format_transfer_info,
     parse_me_info,
     parse_private_key,
 )
 
-TRANSFER_INFO = "transfer.info"
 __all__ = ["ME_INFO", "PRIV_KEY", "TRANSFER_INFO", "BadClientFile", "Identity", "listing", "prepare"]
 
 
@@ -46,8 +47,7 @@ def prepare(
         path = folder / file_name
         path.write_bytes(content)
         paths.append(path)
-    lines = [server, name, *(str(path) for path in paths)]
-    (folder / TRANSFER_INFO).write_text("\n".join(lines) + "\n")
+    (folder / TRANSFER_INFO).write_text(format_transfer_info(server, name, [str(path) for path in paths]))
     if identity is not None:
         (folder / ME_INFO).write_text(format_me_info(identity))
         (folder / PRIV_KEY).write_text(format_private_key(identity.private_key))

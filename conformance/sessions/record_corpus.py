@@ -27,7 +27,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from backupproto import crypto
-from backupproto.client_files import ME_INFO, PRIV_KEY, Identity, format_me_info, format_private_key
+from backupproto.client_files import (
+    ME_INFO,
+    PRIV_KEY,
+    TRANSFER_INFO,
+    Identity,
+    format_me_info,
+    format_private_key,
+    format_transfer_info,
+)
 from backupproto.dialect import DIALECTS, V3, Dialect, dialect_named
 from backupproto.engine import ClientConnection
 from backupproto.events import (
@@ -117,7 +125,8 @@ def corrupted(plaintext: bytes) -> bytes:
 def reference_client(address: Address, folder: Path, name: str, dialect: Dialect) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "data.txt").write_bytes(CONTENT)
-    (folder / "transfer.info").write_text(f"{address[0]}:{address[1]}\n{name}\ndata.txt\n")
+    transfer_info = format_transfer_info(f"{address[0]}:{address[1]}", name, ["data.txt"])
+    (folder / TRANSFER_INFO).write_text(transfer_info)
     command = [sys.executable, "-m", "reference_client", "--dir", str(folder), "--quiet"]
     command += ["--dialect", dialect.name]
     return subprocess.run(command, capture_output=True, timeout=60, check=False).returncode
