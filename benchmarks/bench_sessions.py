@@ -40,7 +40,6 @@ from backupproto.crypto import (
 )
 from backupproto.engine import ClientConnection
 from backupproto.events import (
-    NEED_DATA,
     Acknowledged,
     AesKey,
     CrcOk,
@@ -53,35 +52,37 @@ from backupproto.events import (
     SendFile,
     SendPublicKey,
 )
+from backupproto.io.channel import EngineChannel
 
 FILE = os.urandom(1000)
 FILE_CRC = Cksum(FILE).value
 
 
-def exchange(sock: socket.socket, conn: ClientConnection, event: object) -> Response:
-    sock.sendall(conn.send(event))  # type: ignore[arg-type]
-    while (answer := conn.next_event()) is NEED_DATA:
-        conn.receive_data(sock.recv(65536))
+def exchange(channel: EngineChannel[ClientConnection], event: object) -> Response:
+    """Send a request (or a file's end) and wait for its response, through the one channel."""
+    channel.send(event)
+    answer = channel.next_event()
     assert isinstance(answer, Response), answer
     return answer
 
 
 def one_session(address: tuple[str, int], name: str, key: RsaKey, der: bytes) -> None:
-    with socket.create_connection(address, timeout=60) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = ClientConnection()
-        registered = exchange(sock, conn, Register(bytes(16), name))
+    channel = EngineChannel.connect(address, ClientConnection(), connect_timeout=60, timeout=60)
+    try:
+        registered = exchange(channel, Register(bytes(16), name))
         assert isinstance(registered, Registered), registered
         client_id = registered.client_id
-        keyed = exchange(sock, conn, SendPublicKey(client_id, name, der))
+        keyed = exchange(channel, SendPublicKey(client_id, name, der))
         assert isinstance(keyed, AesKey), keyed
         encryptor = CbcEncryptor(unwrap_aes_key(key, keyed.encrypted_aes_key))
         content = encryptor.update(FILE) + encryptor.finalize()
-        sock.sendall(conn.send(SendFile(client_id, encrypted_size(len(FILE)), "small.bin")))
-        sock.sendall(conn.send(FileChunk(content)))
-        received = exchange(sock, conn, FileEnd())
+        channel.send(SendFile(client_id, encrypted_size(len(FILE)), "small.bin"))
+        channel.send(FileChunk(content))
+        received = exchange(channel, FileEnd())
         assert isinstance(received, FileReceived) and received.cksum == FILE_CRC, received
-        assert isinstance(exchange(sock, conn, CrcOk(client_id, "small.bin")), Acknowledged)
+        assert isinstance(exchange(channel, CrcOk(client_id, "small.bin")), Acknowledged)
+    finally:
+        channel.close()
 
 
 def sessions_per_second(
