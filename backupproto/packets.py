@@ -152,20 +152,24 @@ class PacketSender:
         return self._packet_start()
 
     def content(self, data: bytes) -> bytes:
-        """`data` (the next content bytes) with the starts of any packets it opens inserted."""
+        """`data` (the next content bytes) with the starts of any packets it opens inserted.
+
+        Copies `data` once (one join of the packet starts and views of `data`), or not at all
+        when it opens no packet.
+        """
         if len(data) <= self._left_in_packet:
             self._left_in_packet -= len(data)
             return data
-        out = bytearray()
+        parts: list[bytes | memoryview] = []
         view = memoryview(data)
         while view:
             if self._left_in_packet == 0:
-                out += self._packet_start()
+                parts.append(self._packet_start())
             take = min(self._left_in_packet, len(view))
-            out += view[:take]
+            parts.append(view[:take])
             view = view[take:]
             self._left_in_packet -= take
-        return bytes(out)
+        return b"".join(parts)
 
     def _packet_start(self) -> bytes:
         self.number += 1

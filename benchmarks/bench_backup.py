@@ -9,7 +9,8 @@ registers. openssl's time is its whole process too. Best of --repeat each, alter
 that load from other processes hits both alike. Also printed: peak RSS of the client
 (getrusage of the child) and of the server (VmHWM). Goals: ratio <= 1.4; RSS < 64 MiB each.
 `--baseline DIR` (a checkout, e.g. `git archive main | tar -x -C DIR`) also runs that checkout's
-client against the same server in each round, so both clients meet the same load.
+client against that checkout's server in each round, so both pairs meet the same load; the
+CPU seconds of both servers and clients are printed side by side.
 """
 
 from __future__ import annotations
@@ -85,10 +86,14 @@ def main() -> None:
         client_dir.mkdir()
         server = start_server(root / "server")
         address = f"{server.host}:{server.port}"
+        baseline_server = None
+        if options.baseline is not None:
+            baseline_server = start_server(root / "baseline-server", checkout=options.baseline.resolve())
         client_runs: list[tuple[float, float, float]] = []
         openssl_runs: list[tuple[float, float, float]] = []
         server_cpu_runs: list[float] = []
         baseline_runs: list[tuple[float, float, float]] = []
+        baseline_server_cpu_runs: list[float] = []
         try:
             for _ in range(options.repeat):
                 openssl_runs.append(
@@ -111,13 +116,18 @@ def main() -> None:
                 server_before = cpu_seconds(server.process.pid)
                 client_runs.append(timed(client_command(client_dir, address, "bench", source), cwd=ROOT))
                 server_cpu_runs.append(cpu_seconds(server.process.pid) - server_before)
-                if options.baseline is not None:
-                    command = client_command(root / "baseline", address, "baseline", source)
+                if baseline_server is not None:
+                    baseline_address = f"{baseline_server.host}:{baseline_server.port}"
+                    command = client_command(root / "baseline", baseline_address, "baseline", source)
+                    baseline_before = cpu_seconds(baseline_server.process.pid)
                     baseline_runs.append(timed(command, cwd=options.baseline))
+                    baseline_server_cpu_runs.append(cpu_seconds(baseline_server.process.pid) - baseline_before)
             server_rss = status_kib(server.process.pid, "VmHWM") / 1024
             parallel = parallel_backups(root, address, source, options.parallel, server.process.pid)
         finally:
             server.stop(timeout=60)
+            if baseline_server is not None:
+                baseline_server.stop(timeout=60)
     client_seconds = min(run[0] for run in client_runs)
     openssl_seconds = min(run[0] for run in openssl_runs)
     size = options.size_mib * MIB
@@ -144,10 +154,10 @@ def main() -> None:
     if baseline_runs:
         best = min(run[0] for run in baseline_runs)
         print(
-            f"baseline client ({options.baseline}): {best:.2f} s = {best / openssl_seconds:.2f}x openssl "
-            f"(runs {', '.join(f'{run[0]:.2f}' for run in baseline_runs)}); CPU least "
-            f"{min(run[2] for run in baseline_runs):.2f} s, "
-            f"peak RSS {max(run[1] for run in baseline_runs):.1f} MiB"
+            f"baseline client -> baseline server ({options.baseline}): {best:.2f} s = "
+            f"{best / openssl_seconds:.2f}x openssl (runs {', '.join(f'{run[0]:.2f}' for run in baseline_runs)}); "
+            f"CPU seconds least: client {min(run[2] for run in baseline_runs):.2f}, "
+            f"server {min(baseline_server_cpu_runs):.2f}; peak RSS client {max(run[1] for run in baseline_runs):.1f} MiB"
         )
     wall, server_cpu = parallel
     print(
