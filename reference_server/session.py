@@ -6,12 +6,14 @@ malformed or failing is answered with 2107 (SERVER_ERROR) and the connection is 
 nothing stored before is touched by a failure.
 
 The connection is a coroutine on the server's event loop; every piece of blocking work
-(SQLite, fsync, RSA, AES and CRC over file content) runs in the server's thread pool, so the
-loop only moves bytes and keeps time. Deadlines (spec 2.4, 13.11): `idle_timeout` at a
-message boundary (close silently); once a message has begun, the whole message must arrive
-within `read_timeout`, extended by 1 s for every `min_rate` bytes of 1103 content received
-(so content must keep arriving at `min_rate` at least), and no read may wait longer than
-`read_timeout` (the stall timeout of spec 2.4); else 2107 and close.
+(SQLite, fsync, RSA) runs in the server's thread pool, so the loop only moves bytes and keeps
+time. A 1103's content streams in a pool thread that reads the socket itself
+(`content.ContentPump`: receive, decrypt, cksum, write) for as long as bytes keep coming.
+Deadlines (spec 2.4, 13.11): `idle_timeout` at a message boundary (close silently); once a
+message has begun, the whole message must arrive within `read_timeout`, extended by 1 s for
+every `min_rate` bytes of 1103 content received (so content must keep arriving at `min_rate`
+at least), and no read may wait longer than `read_timeout` (the stall timeout of spec 2.4);
+else 2107 and close.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from backupproto.events import (
 from backupproto.schemas import der_length
 
 from .config import ServerConfig
+from .content import RECV_SIZE, ContentPump, ContentStalled, EngineRefused
 from .errors import ReferenceServerError, RequestRefused
 from .files import FileStore, Upload
 from .limits import ConnectionTable
@@ -62,8 +65,6 @@ from .lockout import DecryptionFailures
 from .store import Store
 from .wire import Wire
 
-RECV_SIZE: Final = 1024 * 1024
-"""Bytes asked of each read: the most content received ahead of decryption per connection, about."""
 LINGER_SECONDS: Final = 2.0
 LINGER_BYTES: Final = 64 * 1024
 """After 2107 the server half-closes and discards what still arrives for this long / this much,
@@ -105,8 +106,8 @@ class Session:
         """The first bytes of the latest request that began a read (to name a foreign dialect)."""
         self.aes_key: bytes | None = None
         self.upload: Upload | None = None
-        self._writing: asyncio.Future[None] | None = None
-        """The content chunk being decrypted and written in the pool (one at a time, in order)."""
+        self._pump: ContentPump | None = None
+        """The upload's content pump while it runs in the pool (it reads the socket then)."""
         self.written_version: str | None = None
         """The version of the file this connection wrote last (1104 verifies only that one)."""
         self.interrupted = False
@@ -146,7 +147,9 @@ class Session:
         self._abort()
 
     def _abort(self) -> None:
-        if self.wire is not None:
+        if self._pump is not None:  # the pump's thread reads the socket: end its input, not the socket
+            self._pump.wake()
+        elif self.wire is not None:
             self.wire.abort()
 
     async def _in_pool(self, function: object, *args: object) -> object:
@@ -157,31 +160,23 @@ class Session:
         if self.upload is None:
             return
         upload, self.upload = self.upload, None
-        await self._wait_writing(suppress=True)
         await self._in_pool(upload.abort)
         log.info("%s: transfer of %s aborted, unfinished file removed", self.peer, upload.path_name)
-
-    async def _wait_writing(self, suppress: bool = False) -> None:
-        writing, self._writing = self._writing, None
-        if writing is None:
-            return
-        if suppress:
-            with contextlib.suppress(Exception):
-                await writing
-        else:
-            await writing
 
     # -- the loop ---------------------------------------------------------------------------
 
     async def _serve(self) -> None:
         engine = self.engine
+        event: object = None  # an event the content pump took from the engine (FileEnd), else None
         while True:
-            try:
-                event = engine.next_event()
-            except RemoteProtocolError as error:
-                await self._fail(f"protocol error: {error}{self._foreign_dialect_hint(error)}")
-                return
+            if event is None:
+                try:
+                    event = engine.next_event()
+                except RemoteProtocolError as error:
+                    await self._fail(f"protocol error: {error}{self._foreign_dialect_hint(error)}")
+                    return
             if event is NEED_DATA:
+                event = None
                 if not await self._receive():
                     return
                 continue
@@ -190,7 +185,9 @@ class Session:
                 return
             try:
                 if isinstance(event, FileChunk):
-                    await self._on_chunk(event.data)
+                    event = await self._pump_content(event.data)
+                    if event is None:
+                        return
                     continue
                 if isinstance(event, FileEnd):
                     response: Response | None = await self._on_file_end()
@@ -202,20 +199,58 @@ class Session:
                 subject = event if isinstance(event, Request) else engine.conversation.file or event
                 await self._fail(f"{_describe(subject, self.dialect)} refused: {error}")
                 return
+            event = None
             if response is not None and not await self._send(engine.send(response)):
                 return
 
-    async def _on_chunk(self, data: bytes) -> None:
-        upload = self.upload
-        assert upload is not None
-        self._content_received += len(data)
+    async def _pump_content(self, first: bytes) -> object:
+        """Run the content pump in the pool from this chunk on: the event it ends with (FileEnd,
+        NEED_DATA when the client went quiet), or None when the connection is done (stalled,
+        lost, malformed). A storage or decryption failure drops the upload and is raised."""
+        upload, wire = self.upload, self.wire
+        assert upload is not None and wire is not None
+        pending = wire.hold()
+        if pending:
+            self.engine.receive_data(pending)
+        pump = ContentPump(self.sock, self.engine, upload, self._seconds_left, self._count_content)
+        job = self.pool.submit(pump.run, first)
+        self._pump = pump
         try:
-            await self._wait_writing()
+            return await asyncio.wrap_future(job)
+        except ContentStalled:
+            await self._fail(self._stalled())
+        except EngineRefused as refused:
+            await self._fail(f"protocol error: {refused.error}{self._foreign_dialect_hint(refused.error)}")
+        except OSError as error:
+            log.info("%s: connection lost: %s", self.peer, error)
         except ReferenceServerError as error:
             await self._drop_upload()
             raise RequestRefused(str(error)) from None
-        loop = asyncio.get_running_loop()
-        self._writing = loop.run_in_executor(self.pool, upload.write, data)
+        except asyncio.CancelledError:  # shutdown: the thread must be done with socket and upload
+            pump.wake()
+            with contextlib.suppress(Exception):
+                await asyncio.wait([asyncio.wrap_future(job)], timeout=self.config.read_timeout)
+            raise
+        finally:
+            self._pump = None
+            if self.interrupted or self.dropped:
+                wire.abort()
+            else:
+                wire.unhold()
+        return None
+
+    def _count_content(self, size: int) -> None:
+        self._content_received += size
+
+    def _seconds_left(self) -> float:
+        return self._timeout()[0]
+
+    def _stalled(self) -> str:
+        limits = self.config
+        return (
+            f"message stalled: nothing for {limits.read_timeout:g} s, or not complete within its "
+            f"deadline ({limits.read_timeout:g} s, content at {limits.min_rate:g} bytes/s at least)"
+        )
 
     def _timeout(self) -> tuple[float, str]:
         """Seconds the next read may wait, and what passing them means."""
@@ -247,11 +282,7 @@ class Session:
             if kind == "idle":
                 log.info("%s: idle for %g s; closing the connection", self.peer, self.config.idle_timeout)
             else:
-                limits = self.config
-                await self._fail(
-                    f"message stalled: nothing for {limits.read_timeout:g} s, or not complete within its "
-                    f"deadline ({limits.read_timeout:g} s, content at {limits.min_rate:g} bytes/s at least)"
-                )
+                await self._fail(self._stalled())
             return False
         except OSError as error:
             log.info("%s: connection lost: %s", self.peer, error)
@@ -437,7 +468,6 @@ class Session:
         request = self.engine.conversation.file
         assert upload is not None and request is not None
         try:
-            await self._wait_writing()
             crc = await self._in_pool(self._store_upload, upload, request)
         except Exception:
             await self._drop_upload()

@@ -88,6 +88,8 @@ class Wire(asyncio.BufferedProtocol):
 
     async def read(self) -> bytes:
         """The bytes received since the last read (waits for some); b"" once the peer closed."""
+        if not self._filled:
+            self._resume_reading()  # after hold()
         while not self._filled and not self._eof:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
@@ -98,13 +100,35 @@ class Wire(asyncio.BufferedProtocol):
             if self._lost is not None:
                 raise ConnectionError(str(self._lost) or type(self._lost).__name__)
             return b""
+        data = self._take()
+        self._resume_reading()
+        return data
+
+    def _take(self) -> bytes:
+        if not self._filled:
+            return b""
         assert self._buffer is not None
         data = bytes(memoryview(self._buffer)[: self._filled])
         self._filled = 0
+        return data
+
+    def _resume_reading(self) -> None:
         if self._reading_paused and self.transport is not None and not self._closed:
             self._reading_paused = False
             self.transport.resume_reading()
-        return data
+
+    def hold(self) -> bytes:
+        """Stop reading from the socket (another thread reads it now); the bytes received so far.
+
+        `read()` resumes reading (or `unhold()` does)."""
+        if not self._reading_paused and self.transport is not None and not self._closed:
+            self.transport.pause_reading()
+            self._reading_paused = True
+        return self._take()
+
+    def unhold(self) -> None:
+        """Read from the socket again after `hold()`."""
+        self._resume_reading()
 
     def release(self) -> None:
         """Drop the buffer while nothing is in it (an idle connection then costs no buffer)."""
