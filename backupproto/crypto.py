@@ -365,7 +365,7 @@ class _CbcStream:
         self._consumed(data, size)
         return bytes(target[:size])
 
-    def update_into(self, data: _Buffer, out: bytearray) -> memoryview:
+    def update_into(self, data: _Buffer, out: bytearray | memoryview) -> memoryview:
         """`update()` writing into the caller's `out` (at least ``len(data) + UPDATE_INTO_SLACK``
         bytes) instead of a new bytes object: a view of the bytes produced. Reusing `out` spares
         an allocation and its page faults per call, which costs more than the AES itself."""

@@ -119,9 +119,10 @@ def main() -> None:
                 if baseline_server is not None:
                     baseline_address = f"{baseline_server.host}:{baseline_server.port}"
                     command = client_command(root / "baseline", baseline_address, "baseline", source)
-                    baseline_before = cpu_seconds(baseline_server.process.pid)
+                    baseline_pid = baseline_server.process.pid
+                    baseline_before = cpu_seconds(baseline_pid)
                     baseline_runs.append(timed(command, cwd=options.baseline))
-                    baseline_server_cpu_runs.append(cpu_seconds(baseline_server.process.pid) - baseline_before)
+                    baseline_server_cpu_runs.append(cpu_seconds(baseline_pid) - baseline_before)
             server_rss = status_kib(server.process.pid, "VmHWM") / 1024
             parallel = parallel_backups(root, address, source, options.parallel, server.process.pid)
         finally:
@@ -153,11 +154,13 @@ def main() -> None:
     )
     if baseline_runs:
         best = min(run[0] for run in baseline_runs)
+        runs = ", ".join(f"{run[0]:.2f}" for run in baseline_runs)
         print(
             f"baseline client -> baseline server ({options.baseline}): {best:.2f} s = "
-            f"{best / openssl_seconds:.2f}x openssl (runs {', '.join(f'{run[0]:.2f}' for run in baseline_runs)}); "
+            f"{best / openssl_seconds:.2f}x openssl (runs {runs}); "
             f"CPU seconds least: client {min(run[2] for run in baseline_runs):.2f}, "
-            f"server {min(baseline_server_cpu_runs):.2f}; peak RSS client {max(run[1] for run in baseline_runs):.1f} MiB"
+            f"server {min(baseline_server_cpu_runs):.2f}; "
+            f"peak RSS client {max(run[1] for run in baseline_runs):.1f} MiB"
         )
     wall, server_cpu = parallel
     print(
