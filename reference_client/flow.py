@@ -10,11 +10,9 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Final, TypeVar, cast
 
-from backupproto.cksum import Cksum
 from backupproto.crypto import (
-    CbcEncryptor,
     encrypted_size,
     generate_private_key,
     public_key_der,
@@ -70,6 +68,7 @@ from .errors import (
 from .mismatch import dialects_refusing, run_with
 from .report import Reporter, SilentReporter
 from .results import BackupResult, FileStatus
+from .upload import EncryptedContent
 
 _R = TypeVar("_R", bound=Response)
 
@@ -413,35 +412,25 @@ class BackupClient:
     def _stream_file(
         self, channel: Channel, session: _Session, file_name: str, stream: io.RawIOBase, size: int
     ) -> _Sent:
-        """Send one 1103: read `size` bytes in chunks, CRC and encrypt them as they pass."""
+        """Send one 1103: `size` bytes read, CRC'd and encrypted in chunks by a worker thread
+        (`EncryptedContent`) while this thread sends the chunks before."""
         before = os.fstat(stream.fileno())
         original = size if self.dialect.packetised else None
         channel.send(SendFile(session.client_id, encrypted_size(size), file_name, original))
-        encryptor = CbcEncryptor(session.aes_key)
-        summer = Cksum()
-        buffer = bytearray(min(self.chunk_size, max(size, 1)))
-        view = memoryview(buffer)
-        done = 0
-        changed = False
         self.reporter.file_started(file_name, size, self.clock())
-        while done < size:
-            want = min(len(buffer), size - done)
-            count = stream.readinto(view[:want]) if not changed else 0
-            if not count:  # the file shrank: keep the framing with zeros, then resend
-                changed = True
-                view[:want] = bytes(want)
-                count = want
-            summer.update(view[:count])
-            channel.send(FileChunk(encryptor.update(view[:count])))
-            done += count
-            self.reporter.file_progress(done, self.clock())
-        channel.send(FileChunk(encryptor.finalize()))
+        with EncryptedContent(stream, size, session.aes_key, self.chunk_size) as content:
+            for data, done in content:
+                # the engine passes content through as it is (a view: no copy); typed bytes
+                channel.send(FileChunk(cast(bytes, data)))
+                self.reporter.file_progress(done, self.clock())
+        channel.send(FileChunk(content.final))
         channel.send(FileEnd())
         self.reporter.file_finished(self.clock())
         after = os.fstat(stream.fileno())
+        changed = content.changed
         if stream.read(1) or (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
             changed = True
-        return _Sent(summer.value, size, changed)
+        return _Sent(content.crc, size, changed)
 
     # --- failures ---------------------------------------------------------------------------
 
