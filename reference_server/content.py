@@ -7,8 +7,11 @@ on as it is), feeds the engine and gives each `FileChunk` to `files.Upload.write
 into a reused buffer, cksum, write): no Python copy, and no trip through the event loop,
 its futures and its wake-up pipe per piece. When the socket has been quiet for
 `CONTENT_WAIT` seconds the thread returns `NEED_DATA` and the loop waits for the next bytes
-as for any message, so a slow client holds no thread. The message deadline and the stall
-timeout (spec 13.11) are checked before every wait, with the session's own rule.
+as for any message, so a slow client holds no thread; after `CONTENT_SLICE` seconds of work
+it returns `SLICE_DONE` and the session queues the pump again behind the pool's other jobs,
+so uploads cannot keep every pool thread from registrations and verdicts. The message
+deadline and the stall timeout (spec 13.11) are checked before every wait, with the
+session's own rule.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import time
 from collections.abc import Callable
 from typing import Final
 
@@ -27,6 +31,10 @@ from .files import Upload
 
 CONTENT_WAIT: Final = 0.05
 """Seconds a pool thread waits for more content before handing the connection back to the loop."""
+CONTENT_SLICE: Final = 0.25
+"""Seconds of content work on one pool job before the pump queues itself again (fairness)."""
+SLICE_DONE: Final = object()
+"""`ContentPump.run`'s result when its slice ended with content still due: run it again."""
 RECV_SIZE: Final = 1024 * 1024
 """Bytes asked of each receive: the most content held before decryption, about."""
 
@@ -68,13 +76,16 @@ class ContentPump:
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
 
-    def run(self, first: bytes) -> Event | object:
+    def run(self, first: bytes = b"") -> Event | object:
         """Write `first` (content the engine handed out already), then go on until the engine
-        yields something other than content: that event (FileEnd), or NEED_DATA when the
-        socket stayed quiet for `CONTENT_WAIT`. Raises ContentStalled, EngineRefused, OSError
-        (connection lost) and the upload's errors (ReferenceServerError, CryptoError)."""
-        self._write(first)
+        yields something other than content: that event (FileEnd); NEED_DATA when the socket
+        stayed quiet for `CONTENT_WAIT`; SLICE_DONE after `CONTENT_SLICE`. Raises
+        ContentStalled, EngineRefused, OSError (connection lost) and the upload's errors
+        (ReferenceServerError, CryptoError)."""
+        if first:
+            self._write(first)
         engine = self.engine
+        ends = time.monotonic() + CONTENT_SLICE
         while True:
             try:
                 event = engine.next_event()
@@ -82,6 +93,8 @@ class ContentPump:
                 raise EngineRefused(error) from None
             if isinstance(event, FileChunk):
                 self._write(event.data)
+                if time.monotonic() > ends:
+                    return SLICE_DONE
             elif event is NEED_DATA:
                 if not self._receive():
                     return NEED_DATA

@@ -57,7 +57,7 @@ from backupproto.events import (
 from backupproto.schemas import der_length
 
 from .config import ServerConfig
-from .content import RECV_SIZE, ContentPump, ContentStalled, EngineRefused
+from .content import RECV_SIZE, SLICE_DONE, ContentPump, ContentStalled, EngineRefused
 from .errors import ReferenceServerError, RequestRefused
 from .files import FileStore, Upload
 from .limits import ConnectionTable
@@ -216,7 +216,9 @@ class Session:
         job = self.pool.submit(pump.run, first)
         self._pump = pump
         try:
-            return await asyncio.wrap_future(job)
+            while (outcome := await asyncio.wrap_future(job)) is SLICE_DONE:
+                job = self.pool.submit(pump.run)  # behind the jobs that queued meanwhile
+            return outcome
         except ContentStalled:
             await self._fail(self._stalled())
         except EngineRefused as refused:

@@ -1,19 +1,30 @@
 """files.Upload: content in chunks of any size is decrypted, CRC'd and stored byte for byte,
-through direct I/O where the file system takes it and through the page cache otherwise."""
+through direct I/O where the file system takes it and through the page cache otherwise; and
+the content pump (reference_server.content) that feeds it from the socket in a pool thread."""
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import random
 import shutil
 import subprocess
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.client import TestClient
+from helpers.db import file_rows
+from helpers.keys import rsa_key
 
+import reference_server.content
 import reference_server.files
 from backupproto.crypto import CbcEncryptor
+from backupproto.events import FileChunk, SendFile
+from reference_server import Server, ServerConfig
 from reference_server.files import DIRECT_ALIGN, DIRECT_WRITE, Upload
 
 KEY = bytes(range(16))
@@ -81,3 +92,58 @@ def test_a_refused_direct_write_goes_on_through_the_page_cache(
     upload.commit()
     assert refused and refused[0] % DIRECT_ALIGN == 0
     assert final.read_bytes() == plain
+
+
+@pytest.fixture
+def in_process_server(tmp_path: Path) -> Iterator[Server]:
+    server = Server(ServerConfig(data_dir=tmp_path / "data"))
+    server.start()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        thread.join(10)
+
+
+def test_a_pump_that_queues_itself_again_after_every_chunk_stores_the_whole_file(
+    in_process_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CONTENT_SLICE 0: the pump hands its pool thread back after every piece; nothing is lost."""
+    monkeypatch.setattr(reference_server.content, "CONTENT_SLICE", 0.0)
+    plain = random.Random(3).randbytes(3 * DIRECT_WRITE + 5)
+    with TestClient(in_process_server.address) as client:
+        client_id = client.new_client("sliced", rsa_key())
+        client.backup("sliced.bin", plain)
+    path_name, verified = file_rows(in_process_server.data_dir, client_id)["sliced.bin"]
+    assert verified == 1
+    assert (in_process_server.data_dir / path_name).read_bytes() == plain
+
+
+def test_shutdown_wakes_a_pump_waiting_for_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pump waiting in its pool thread for content that does not come (its wait made 60 s
+    long) ends at shutdown: the session closes within the grace period, the temp file goes."""
+    monkeypatch.setattr(reference_server.content, "CONTENT_WAIT", 60.0)
+    caplog.set_level(logging.INFO)
+    server = Server(ServerConfig(data_dir=tmp_path / "data"))
+    server.start()
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    temp_dir = server.data_dir / ".tmp"
+    with TestClient(server.address) as client:
+        client.new_client("waiting", rsa_key())
+        client.send(SendFile(client.client_id, 1 << 20, "half.bin"))
+        client.send(FileChunk(bytes(1 << 16)))
+        deadline = time.monotonic() + 10
+        while not list(temp_dir.iterdir()) and time.monotonic() < deadline:  # bounded
+            time.sleep(0.02)
+        assert list(temp_dir.iterdir())
+        server.stop()
+        serving.join(30)
+    assert not serving.is_alive()
+    assert list(temp_dir.iterdir()) == []
+    assert "closed by server shutdown" in caplog.text
+    assert "did not end within" not in caplog.text
