@@ -6,8 +6,9 @@ in all, where asyncio's streams make three (recv, append to their buffer, slice 
 allocate twice per read. The buffer starts at 16 KiB when bytes arrive, doubles while
 reads fill it (up to the maximum, 1 MiB for file content) and is dropped when the session
 goes idle, so an idle connection holds no buffer. Reading pauses while the buffer is full
-(flow control); writes are the transport's, with `drain()` waiting while the transport's
-buffer is above its high-water mark.
+(flow control), and while another thread reads the socket itself (`hold()`: a 1103's
+content, `content.ContentPump`); writes are the transport's, with `drain()` waiting while
+the transport's buffer is above its high-water mark.
 """
 
 from __future__ import annotations

@@ -1,12 +1,16 @@
-"""Shared test setup: --run-slow / --run-load, and the `reference_server` fixtures (a real subprocess)."""
+"""Shared test setup: --run-slow / --run-load, the `reference_server` fixtures (a real subprocess)
+and `in_process_server` (the server in a thread of this process, for monkeypatched runs)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers.server_process import ServerProcess
+
+from reference_server import Server, ServerConfig
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -42,3 +46,16 @@ def shared_reference_server(tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def in_process_server(tmp_path: Path) -> Iterator[Server]:
+    server = Server(ServerConfig(data_dir=tmp_path / "data"))
+    server.start()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        thread.join(10)

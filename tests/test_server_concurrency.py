@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,23 +18,10 @@ from helpers.keys import rsa_key
 
 import reference_server.files
 from backupproto.events import Acknowledged, FileReceived, ReconnectApproved
-from reference_server import Server, ServerConfig
+from reference_server import Server
 
 HOLD_SECONDS = 2.0
 """How long the first rename waits for the second upload's 2103 (a bound, not a timing assert)."""
-
-
-@pytest.fixture
-def in_process_server(tmp_path: Path) -> Iterator[Server]:
-    server = Server(ServerConfig(data_dir=tmp_path / "data"))
-    server.start()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        thread.join(10)
 
 
 def stored(server: Server, client_id: bytes, file_name: str) -> tuple[bytes, int]:

@@ -10,9 +10,7 @@ import os
 import random
 import shutil
 import subprocess
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,7 @@ import reference_server.content
 import reference_server.files
 from backupproto.crypto import CbcEncryptor
 from backupproto.events import FileChunk, SendFile
-from reference_server import Server, ServerConfig
+from reference_server import Server
 from reference_server.files import DIRECT_ALIGN, DIRECT_WRITE, Upload
 
 KEY = bytes(range(16))
@@ -94,19 +92,6 @@ def test_a_refused_direct_write_goes_on_through_the_page_cache(
     assert final.read_bytes() == plain
 
 
-@pytest.fixture
-def in_process_server(tmp_path: Path) -> Iterator[Server]:
-    server = Server(ServerConfig(data_dir=tmp_path / "data"))
-    server.start()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        thread.join(10)
-
-
 def test_a_pump_that_queues_itself_again_after_every_chunk_stores_the_whole_file(
     in_process_server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -122,16 +107,13 @@ def test_a_pump_that_queues_itself_again_after_every_chunk_stores_the_whole_file
 
 
 def test_shutdown_wakes_a_pump_waiting_for_content(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    in_process_server: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A pump waiting in its pool thread for content that does not come (its wait made 60 s
     long) ends at shutdown: the session closes within the grace period, the temp file goes."""
     monkeypatch.setattr(reference_server.content, "CONTENT_WAIT", 60.0)
     caplog.set_level(logging.INFO)
-    server = Server(ServerConfig(data_dir=tmp_path / "data"))
-    server.start()
-    serving = threading.Thread(target=server.serve_forever, daemon=True)
-    serving.start()
+    server = in_process_server
     temp_dir = server.data_dir / ".tmp"
     with TestClient(server.address) as client:
         client.new_client("waiting", rsa_key())
@@ -142,8 +124,9 @@ def test_shutdown_wakes_a_pump_waiting_for_content(
             time.sleep(0.02)
         assert list(temp_dir.iterdir())
         server.stop()
-        serving.join(30)
-    assert not serving.is_alive()
+        deadline = time.monotonic() + 20
+        while list(temp_dir.iterdir()) and time.monotonic() < deadline:  # bounded
+            time.sleep(0.02)
     assert list(temp_dir.iterdir()) == []
     assert "closed by server shutdown" in caplog.text
     assert "did not end within" not in caplog.text
