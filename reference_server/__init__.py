@@ -31,13 +31,13 @@ coroutine per connection (`session.Session`), the way aioquic layers ``asyncio/`
 sans-I/O core. The loop only moves bytes and keeps time; everything that blocks or burns
 CPU runs in one thread pool (32 threads): SQLite, fsync, rename, RSA, and a 1103's
 content. Bytes of requests arrive through `wire.Wire`, a buffered protocol: the kernel
-writes them straight into the connection's buffer (16 KiB, doubling up to 1 MiB, dropped
+writes them straight into the connection's buffer (16 KiB, doubling up to 256 KiB, dropped
 while idle), one copy out per read. An idle connection costs a coroutine, a transport and
 an engine: about 5 KiB, no thread (10,000 idle connections measured at +52 MiB).
 
 File content (`content.ContentPump`): once a 1103's content starts, the session stops the
 loop's reading of that socket (`Wire.hold`) and one pool job reads the socket itself
-(non-blocking ``recv`` of up to 1 MiB, ``poll`` while it is empty), feeds the engine and
+(non-blocking ``recv`` of up to 256 KiB, ``poll`` while it is empty), feeds the engine and
 hands each chunk to the upload: AES-CBC decryption (OpenSSL through `cryptography`, into a
 reused buffer), cksum and the write, all in that thread, with no Python copy and no trip
 through the loop per chunk. The job gives its thread back when the socket has been quiet
@@ -70,11 +70,12 @@ shutdown, never a line per connection. ``accept()`` failing with EMFILE/ENFILE p
 accepting for 0.2 s instead of spinning; at start the soft open-file limit is raised
 toward the hard one to fit ``--max-connections``.
 
-Memory: a file passes in pieces of at most 1 MiB (one recv): decrypted into the upload's
+Memory: a file passes in pieces of at most 256 KiB (one recv): decrypted into the upload's
 reused buffer (`backupproto.crypto.CbcDecryptor.update_into`), CRC'd and written, so a
 4 GiB file costs the same memory as a 16-byte one (a few MiB per upload in flight: the
 received piece, the 2 MiB staging buffer of direct writes, the connection's receive buffer;
-peak server RSS 49-61 MiB at 1 GiB, 39 MiB idle).
+peak server RSS 46-52 MiB at 1 GiB, 39 MiB idle; with 1 MiB pieces 55-63 MiB and no less
+CPU, so 256 KiB).
 
 Storage (`store`, `files`; spec 9.2 and 11): SQLite ``server.db`` (or ``defensive.db``) with
 the tables ``clients``, ``files``, ``versions`` and ``settings`` (WAL journal,

@@ -35,7 +35,7 @@ CONTENT_SLICE: Final = 0.25
 """Seconds of content work on one pool job before the pump queues itself again (fairness)."""
 SLICE_DONE: Final = object()
 """`ContentPump.run`'s result when its slice ended with content still due: run it again."""
-RECV_SIZE: Final = 1024 * 1024
+RECV_SIZE: Final = 256 * 1024
 """Bytes asked of each receive: the most content held before decryption, about."""
 
 

@@ -4,7 +4,7 @@
 connection's buffer (recv_into), and `read()` hands them out as one bytes object, one copy
 in all, where asyncio's streams make three (recv, append to their buffer, slice out) and
 allocate twice per read. The buffer starts at 16 KiB when bytes arrive, doubles while
-reads fill it (up to the maximum, 1 MiB for file content) and is dropped when the session
+reads fill it (up to the maximum the session sets) and is dropped when the session
 goes idle, so an idle connection holds no buffer. Reading pauses while the buffer is full
 (flow control), and while another thread reads the socket itself (`hold()`: a 1103's
 content, `content.ContentPump`); writes are the transport's, with `drain()` waiting while
