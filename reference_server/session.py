@@ -206,7 +206,22 @@ class Session:
     async def _pump_content(self, first: bytes) -> object:
         """Run the content pump in the pool from this chunk on: the event it ends with (FileEnd,
         NEED_DATA when the client went quiet), or None when the connection is done (stalled,
-        lost, malformed). A storage or decryption failure drops the upload and is raised."""
+        lost, malformed). A storage failure drops the upload and is raised as RequestRefused."""
+        try:
+            return await self._run_pump(first)
+        except ContentStalled:
+            await self._fail(self._stalled())
+        except EngineRefused as refused:
+            await self._fail(f"protocol error: {refused.error}{self._foreign_dialect_hint(refused.error)}")
+        except OSError as error:
+            log.info("%s: connection lost: %s", self.peer, error)
+        except ReferenceServerError as error:
+            await self._drop_upload()
+            raise RequestRefused(str(error)) from None
+        return None
+
+    async def _run_pump(self, first: bytes) -> object:
+        """The pump's jobs, one after another, while the loop leaves the socket to them."""
         upload, wire = self.upload, self.wire
         assert upload is not None and wire is not None
         pending = wire.hold()
@@ -219,15 +234,6 @@ class Session:
             while (outcome := await asyncio.wrap_future(job)) is SLICE_DONE:
                 job = self.pool.submit(pump.run)  # behind the jobs that queued meanwhile
             return outcome
-        except ContentStalled:
-            await self._fail(self._stalled())
-        except EngineRefused as refused:
-            await self._fail(f"protocol error: {refused.error}{self._foreign_dialect_hint(refused.error)}")
-        except OSError as error:
-            log.info("%s: connection lost: %s", self.peer, error)
-        except ReferenceServerError as error:
-            await self._drop_upload()
-            raise RequestRefused(str(error)) from None
         except asyncio.CancelledError:  # shutdown: the thread must be done with socket and upload
             pump.wake()
             with contextlib.suppress(Exception):
@@ -239,7 +245,6 @@ class Session:
                 wire.abort()
             else:
                 wire.unhold()
-        return None
 
     def _count_content(self, size: int) -> None:
         self._content_received += size
