@@ -26,4 +26,3 @@ def response_timeout(content_size: int = 0, base_s: float = RESPONSE_TIMEOUT_S) 
     """Seconds to wait for the response to a request whose content is `content_size` bytes (0 for
     every request but SEND_FILE): `base_s` + ceil(content_size / FLUSH_BYTES_PER_S)."""
     return base_s + math.ceil(content_size / FLUSH_BYTES_PER_S)
-

@@ -483,7 +483,8 @@ class BackupClient:
     ) -> FatalError:
         done = f"; {len(results)} file(s) done before it" if results else ""
         return FatalError(
-            f"{error} (attempt {attempt}, while {self._step}, backing up {item.path} to {self.server}){done}. "
+            f"{error} (attempt {attempt}, while {self._step}, backing up {item.path} to "
+            f"{self.server}){done}. "
             "The server took the connection but stayed silent; a response timeout is not retried "
             f"(spec 8.4). Check the server, or raise --timeout (now {self.read_timeout:g} s) for a slow one",
             results,
