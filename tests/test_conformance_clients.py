@@ -249,6 +249,15 @@ def test_broken_client_without_fault_passes_the_cases_that_catch_the_others(tmp_
     assert code == 0
 
 
+def test_client_of_another_dialect_is_a_finding_not_a_suite_error(tmp_path: Path) -> None:
+    """A 2023A client judged as 2022C: its 1103 (no client_id in the payload) is a failed MUST case
+    naming the malformed request, not an error of the suite."""
+    _, report, output = run_client_suite(REFERENCE, tmp_path, "--bp-dialect", "2022C", "-k", "crc-match")
+    row = outcomes(report)["8.4-client-crc-match"]
+    assert row["outcome"] == "failed", output[-3000:]
+    assert "a malformed request: [client_id_mismatch]" in row["message"]
+
+
 def test_client_retrying_timeouts_is_named_by_the_silent_server_case(tmp_path: Path) -> None:
     """The SHOULD case 2.4-client-silent-server: the broken client without a fault gives up after
     one response timeout and passes; the retry-timeouts fault is a warning naming the reading."""

@@ -6,12 +6,9 @@ import hashlib
 import random
 from typing import Any
 
-from construct import ConstructError
-
 from backupproto import crypto, detect
 from backupproto.cksum import cksum
 from backupproto.dialect import DIALECTS, RequestCode
-from backupproto.errors import BackupProtoError
 from backupproto.schemas import schemas_for
 
 from .context import ClientCase, Outcome
@@ -246,15 +243,11 @@ def _diagnose(case: ClientCase, connection: Connection, outcome: Outcome) -> str
             f"payload_size is big-endian ({swapped} sent as {header.payload_size}); "
             "integers are little-endian (spec 3.3)"
         )
-    if header.code == RequestCode.SEND_FILE:
-        try:
-            prefix: Any = schemas.send_file_prefix.parse(data[schemas.request_header_size :])
-        except (BackupProtoError, ConstructError):
-            return str(connection.error)
-        sizes = {len(content) for content in outcome.files.values()}
-        if prefix.content_size in sizes:
+    if header.code == RequestCode.SEND_FILE and connection.packets:  # its numbers, as the tap read them
+        content_size = connection.packets[-1].content_size
+        if content_size in {len(content) for content in outcome.files.values()}:
             return (
-                f"content_size {prefix.content_size} is the PLAINTEXT size; it must be the encrypted "
+                f"content_size {content_size} is the PLAINTEXT size; it must be the encrypted "
                 "size, a multiple of 16 with PKCS#7 padding (spec 4.4)"
             )
     return str(connection.error)
