@@ -3,8 +3,9 @@ of the client's dialect.
 
 It turns every failure into the client's errors: the dialect's server error (2107's role), or
 a close where a response is due (2022C's only error signal) -> `ServerRespondedWithError`; another dialect's
-response code -> `ForeignDialect`; refused, reset, closed or timed out -> `ConnectionFailed`;
-bytes the protocol forbids -> `ProtocolFailure`.
+response code -> `ForeignDialect`; refused, reset, closed or a connect timeout -> `ConnectionFailed`;
+no response (or no byte taken) for the response timeout -> `TimedOut`; bytes the protocol
+forbids -> `ProtocolFailure`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from backupproto.events import NEED_DATA, FileChunk, FileEnd, Request, Response,
 from backupproto.io.channel import ChannelTimeout, ConnectionLost, EngineChannel
 
 from .config import Server
-from .errors import ConnectionFailed, ForeignDialect, ProtocolFailure, ServerRespondedWithError
+from .errors import ConnectionFailed, ForeignDialect, ProtocolFailure, ServerRespondedWithError, TimedOut
 from .mismatch import foreign_code, run_with
 
 DRAIN_TIMEOUT: Final = 2.0
@@ -77,7 +78,7 @@ class Channel:
 
     @property
     def read_timeout(self) -> float:
-        """Seconds a read or a write may wait."""
+        """Seconds a response (or a write) may take: the response timeout of spec 2.4."""
         assert self.channel.timeout is not None
         return self.channel.timeout
 
@@ -117,8 +118,8 @@ class Channel:
         try:
             self.channel.send(event)
         except ChannelTimeout:
-            raise ConnectionFailed(
-                f"{self.server} accepted no data for {self.read_timeout:g} s (read timeout)"
+            raise TimedOut(
+                f"{self.server} accepted no data for {self.read_timeout:g} s (response timeout)"
             ) from None
         except ConnectionLost as error:
             self._explain_write_failure(error)
@@ -126,16 +127,14 @@ class Channel:
     def receive(self, timeout: float | None = None) -> Response:
         """The next response; raises on a server error, a closed connection, a timeout or bad bytes.
 
-        `timeout` replaces the read timeout for this wait (a large file's 2103 comes late)."""
+        `timeout` replaces the response timeout for this wait (a large file's 2103 comes late)."""
         wait = timeout or self.read_timeout
         try:
             event = self.channel.next_event(wait)
         except RemoteProtocolError as error:
             raise self._refusal(error) from None
         except ChannelTimeout:
-            raise ConnectionFailed(
-                f"no response from {self.server} within {wait:g} s (read timeout)"
-            ) from None
+            raise TimedOut(f"no response from {self.server} within {wait:g} s (response timeout)") from None
         except ConnectionLost as error:
             raise ConnectionFailed(f"connection to {self.server} lost: {error.reason}") from None
         if isinstance(event, ServerError):

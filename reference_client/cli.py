@@ -9,6 +9,13 @@ from pathlib import Path
 from typing import Final
 
 from backupproto import __version__
+from backupproto.client_timing import (
+    CONNECT_TIMEOUT_S,
+    FLUSH_BYTES_PER_S,
+    RESPONSE_TIMEOUT_S,
+    RETRIES,
+    RETRY_DELAY_S,
+)
 from backupproto.dialect import DIALECTS, V3, Dialect, dialect_named
 from backupproto.errors import BackupProtoError
 
@@ -57,9 +64,10 @@ exit status:
        file changed while read, too large, unreadable)
   {EXIT_CONFIG}    usage or configuration error (bad option, transfer.info, me.info, a missing
        file); nothing was sent
-  {EXIT_FATAL}    fatal: server unreachable, timed out, answered errors (2107, or the dialect's
-       code; a close in 2022C) on every attempt (1 + --retries), broke the protocol, the
-       client name is taken, or the server answered in another dialect (the message names it)
+  {EXIT_FATAL}    fatal: server unreachable or answered errors (2107, or the dialect's code; a
+       close in 2022C) on every attempt (1 + --retries), stayed silent for the response
+       timeout (--timeout; not retried), broke the protocol, the client name is taken, or
+       the server answered in another dialect (the message names it)
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C)
 """
 
@@ -84,14 +92,35 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help=f"protocol dialect: {', '.join(DIALECTS)} (default {V3.name}; see below)",
     )
-    parser.add_argument("--connect-timeout", type=_seconds, default=10.0, metavar="S", help="default 10")
     parser.add_argument(
-        "--timeout", type=_seconds, default=60.0, metavar="S", help="read/write timeout, default 60"
+        "--connect-timeout",
+        type=_seconds,
+        default=CONNECT_TIMEOUT_S,
+        metavar="S",
+        help=f"give up a connection attempt after S seconds (retried), default {CONNECT_TIMEOUT_S:g}",
     )
     parser.add_argument(
-        "--retries", type=int, default=3, metavar="N", help="retries after a failure (per file), default 3"
+        "--timeout",
+        type=_seconds,
+        default=RESPONSE_TIMEOUT_S,
+        metavar="S",
+        help=f"response timeout: wait S seconds for an answer (a file's: 1 s more per "
+        f"{FLUSH_BYTES_PER_S >> 20} MiB), then Fatal without a retry; default {RESPONSE_TIMEOUT_S:g}",
     )
-    parser.add_argument("--retry-delay", type=_seconds, default=1.0, metavar="S", help="default 1")
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=RETRIES,
+        metavar="N",
+        help=f"retries after an error (per file), default {RETRIES}",
+    )
+    parser.add_argument(
+        "--retry-delay",
+        type=_seconds,
+        default=RETRY_DELAY_S,
+        metavar="S",
+        help=f"wait before the first retry, doubling; default {RETRY_DELAY_S:g}",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     return parser
 

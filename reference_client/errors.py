@@ -42,7 +42,8 @@ class FatalError(ClientError):
 
 
 class RetryableError(ClientError):
-    """One attempt failed in a way a fresh connection may cure (2107, lost connection, timeout)."""
+    """One attempt failed in a way a fresh connection may cure (2107, a refused, closed or reset
+    connection, a connect timeout, bytes the protocol forbids)."""
 
 
 class ServerRespondedWithError(RetryableError):
@@ -65,6 +66,11 @@ class ForeignDialect(ClientError):
 
 class ConnectionFailed(RetryableError):
     """The server could not be reached, or the connection broke or timed out."""
+
+
+class TimedOut(ClientError):
+    """The server accepted the connection, then neither answered nor took our bytes for the whole
+    response timeout: not retried (spec 8.4), since a new connection to it would wait the same."""
 
 
 class ProtocolFailure(RetryableError):

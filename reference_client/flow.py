@@ -12,6 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar, cast
 
+from backupproto.client_timing import (
+    CONNECT_TIMEOUT_S,
+    RESPONSE_TIMEOUT_S,
+    RETRIES,
+    RETRY_DELAY_S,
+    response_timeout,
+)
 from backupproto.crypto import (
     encrypted_size,
     generate_private_key,
@@ -64,6 +71,7 @@ from .errors import (
     ProtocolFailure,
     RetryableError,
     ServerRespondedWithError,
+    TimedOut,
 )
 from .mismatch import dialects_refusing, run_with
 from .report import Reporter, SilentReporter
@@ -76,8 +84,6 @@ CHUNK_SIZE: Final = 1 << 20
 MAX_SENDS: Final = 3
 """Sends of one file in total (the first and two resends after 1105), then 1106."""
 SERVER_ERROR_LINE: Final = "server responded with an error"
-SERVER_FLUSH_RATE: Final = 20 * (1 << 20)
-"""Bytes per second a server is assumed to flush a received file at before its 2103 (spec 2.4)."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +102,8 @@ class _Sent:
 class BackupClient:
     """Backs files up to one server as one client, keeping its identity in `state_dir`
     (me.info, priv.key). Each `backup`/`backup_many` call uses one connection, and a fresh
-    one (reconnect flow) after each failure, up to `retries` times per file.
+    one (reconnect flow) after each failure, up to `retries` times per file; a response timeout
+    (`read_timeout`, longer for a large SEND_FILE: spec 2.4) ends the run without a retry.
 
     `dialect` (default 2023A) sets the codes, the AES key size and the send-file layout. In a
     dialect without reconnect (2022C) a returning client re-sends its saved public key
@@ -112,10 +119,10 @@ class BackupClient:
         name: str,
         state_dir: Path,
         *,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 60.0,
-        retries: int = 3,
-        retry_delay: float = 1.0,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+        read_timeout: float = RESPONSE_TIMEOUT_S,
+        retries: int = RETRIES,
+        retry_delay: float = RETRY_DELAY_S,
         chunk_size: int = CHUNK_SIZE,
         max_sends: int = MAX_SENDS,
         max_content_size: int | None = None,
@@ -177,6 +184,9 @@ class BackupClient:
                 except ForeignDialect as error:
                     done = f" ({len(results)} file(s) done before it)" if results else ""
                     raise FatalError(f"{error}{done}", results) from None
+                except TimedOut as error:  # a silent server: a new connection would wait the same
+                    self.reporter.warning(f"{SERVER_ERROR_LINE}: {error}")
+                    raise self._timed_out(error, failures + 1, pending[0], results) from None
                 except RetryableError as error:
                     if channel is not None:
                         channel.close()
@@ -350,7 +360,7 @@ class BackupClient:
                 return refused
             assert sent is not None
             self._step = f"waiting for the CRC of {file_name} ({self._code(ResponseCode.FILE_RECEIVED)})"
-            wait = self.read_timeout + sent.size / SERVER_FLUSH_RATE
+            wait = response_timeout(encrypted_size(sent.size), self.read_timeout)
             server_crc = _check(channel.receive(timeout=wait), FileReceived).cksum
             self._step = f"settling the CRC of {file_name}"
             if not sent.changed and server_crc == sent.crc:
@@ -448,7 +458,7 @@ class BackupClient:
         elif isinstance(error, ConnectionFailed):
             text = (
                 f"{error} (failed {attempts} times, {where}){done}. Check that the server is running and "
-                "that line 1 of transfer.info (or --server) names it; raise --timeout for slow links"
+                "that line 1 of transfer.info (or --server) names it; raise --connect-timeout for slow links"
             )
         else:
             text = (
@@ -456,6 +466,18 @@ class BackupClient:
                 f"({self.dialect.name}) as this client expects; report it to the server's maintainers"
             )
         return FatalError(text, results)
+
+    def _timed_out(
+        self, error: TimedOut, attempt: int, item: ListedFile, results: list[BackupResult]
+    ) -> FatalError:
+        done = f"; {len(results)} file(s) done before it" if results else ""
+        return FatalError(
+            f"{error} (attempt {attempt}, while {self._step}, backing up {item.path} to "
+            f"{self.server}){done}. "
+            "The server took the connection but stayed silent; a response timeout is not retried "
+            f"(spec 8.4). Check the server, or raise --timeout (now {self.read_timeout:g} s) for a slow one",
+            results,
+        )
 
     def _server_error_advice(
         self, error: ServerRespondedWithError, attempts: int, where: str, done: str

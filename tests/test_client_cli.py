@@ -12,7 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_servers import CorruptCrcServer, DenyReconnectServer, ErrorServer, FakeClient, FakeServer
+from fake_servers import (
+    CorruptCrcServer,
+    DenyReconnectServer,
+    ErrorServer,
+    FakeClient,
+    FakeServer,
+    SilentServer,
+)
 
 from backupproto.crypto import generate_private_key
 from backupproto.dialect import DIALECT_2024C
@@ -169,6 +176,22 @@ def test_error_responses_print_the_line_and_end_fatal(
     lines = err.splitlines()
     assert sum(line.startswith("server responded with an error") for line in lines) == 4
     assert lines[-1].startswith("Fatal: the server answered with an error (2107) on all 4 attempts")
+
+
+def test_silent_server_is_fatal_after_one_response_timeout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Spec 2.4/8.4: a server that takes the request and never answers is not asked again: one
+    connection, the error line, one Fatal line naming the timeout, exit 3."""
+    with SilentServer() as server:
+        setup_folder(tmp_path, address(server.address))
+        code, _, err = run(tmp_path, capsys, "--timeout", "0.3")
+        assert server.connections == 1
+    assert code == EXIT_FATAL
+    assert "server responded with an error: no response from" in err and "retrying" not in err
+    fatal = [line for line in err.splitlines() if line.startswith("Fatal:")]
+    assert len(fatal) == 1 and "within 0.3 s (response timeout)" in fatal[0]
+    assert "a response timeout is not retried (spec 8.4)" in fatal[0] and "--timeout (now 0.3 s)" in fatal[0]
 
 
 def test_crc_failure_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

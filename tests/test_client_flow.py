@@ -19,6 +19,7 @@ from fake_servers import (
     SilentServer,
 )
 
+from backupproto.client_timing import response_timeout
 from backupproto.crypto import encrypted_size, generate_private_key
 from reference_client import BackupClient, ConfigError, FatalError, FileStatus
 from reference_client.config import Identity, read_identity, write_identity
@@ -252,11 +253,31 @@ def test_hang_up_without_answer_is_retried_then_fatal(tmp_path: Path, data: Path
     assert recorder.count("server responded with an error") == 4
 
 
-def test_read_timeout(tmp_path: Path, data: Path) -> None:
+def test_response_timeout_is_fatal_without_a_retry(tmp_path: Path, data: Path) -> None:
+    """Spec 8.4: a server that took the request and stayed silent for the response timeout is
+    not asked again: one connection, the error line, then Fatal naming the timeout."""
+    recorder = Recorder()
+    sleeps: list[float] = []
     with SilentServer() as server, pytest.raises(FatalError) as caught:
-        make_client(server, tmp_path, read_timeout=0.2, retries=1).backup(data)
-    assert "within 0.2 s (read timeout)" in str(caught.value)
-    assert server.connections == 2
+        make_client(server, tmp_path, recorder, read_timeout=0.2, retries=3, sleep=sleeps.append).backup(data)
+    message = str(caught.value)
+    assert "no response from" in message and "within 0.2 s (response timeout)" in message
+    assert "(attempt 1, while registering as 'alice'" in message
+    assert "a response timeout is not retried" in message
+    assert server.connections == 1
+    assert sleeps == []
+    assert recorder.count("server responded with an error: no response from") == 1
+    assert recorder.count("retrying (") == 0
+
+
+def test_response_timeout_of_a_file_grows_with_its_size() -> None:
+    """Spec 2.4: base + ceil(content_size / 20 MiB) seconds; other requests wait the base."""
+    assert response_timeout() == 15.0
+    assert response_timeout(0, 2.0) == 2.0
+    assert response_timeout(1, 2.0) == 3.0
+    assert response_timeout(20 * 1024 * 1024, 15.0) == 16.0
+    assert response_timeout(20 * 1024 * 1024 + 1, 15.0) == 17.0
+    assert response_timeout(4294967280) == 15.0 + 205
 
 
 def test_unreachable_server(tmp_path: Path, data: Path) -> None:

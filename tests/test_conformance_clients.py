@@ -49,6 +49,10 @@ CAUGHT_IN_DIALECT: dict[str, tuple[str, dict[str, str]]] = {
     "total-first": ("2024A", {"18.2-client-packets": r"the total-first reading"}),
     "from-0": ("2024C", {"18.2-client-packets": r"the from-0 reading"}),
     "per-packet-encryption": ("2024A", {"18.2-client-packets": r"the per-packet-encryption reading"}),
+    "per-packet-iv": (
+        "2024C",
+        {"18.2-client-packets": r"each packet decrypts on its own \(packets 2 to 3 each start a new CBC"},
+    ),
     "per-packet-content-size": ("2024C", {"18.2-client-packets": r"the per-packet-content-size reading"}),
     "aes-128": (
         "2024C",
@@ -93,7 +97,7 @@ def outcomes(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_reference_client_passes_every_case(tmp_path: Path) -> None:
     """Every client case passes against `backup-client`; only client cases run in client mode."""
-    code, report, output = run_client_suite(REFERENCE, tmp_path, "--bp-client-silent-timeout", "60")
+    code, report, output = run_client_suite(REFERENCE, tmp_path)
     rows = outcomes(report)
     assert passed_or_not_applicable(rows) == {}, output[-3000:]
     assert code == 0, output[-3000:]
@@ -131,7 +135,7 @@ def test_reference_client_dialect_detected(dialect: str, tmp_path: Path) -> None
 def test_reference_client_passes_every_case_in_every_dialect(dialect: str, tmp_path: Path) -> None:
     """`--bp-dialect D`: every client case passes in D, or is skipped as not applying to D."""
     command = f"{REFERENCE} --dialect {dialect}"
-    args = ("--bp-dialect", dialect, "--bp-client-silent-timeout", "60", "--durations", "1")
+    args = ("--bp-dialect", dialect, "--durations", "1")
     code, report, output = run_client_suite(command, tmp_path, *args)
     rows = outcomes(report)
     assert passed_or_not_applicable(rows) == {}, output[-3000:]
@@ -243,6 +247,29 @@ def test_broken_client_without_fault_passes_the_cases_that_catch_the_others(tmp_
     failed = {case_id: row["message"][:600] for case_id, row in rows.items() if row["outcome"] != "passed"}
     assert failed == {}, output[-3000:]
     assert code == 0
+
+
+def test_client_of_another_dialect_is_a_finding_not_a_suite_error(tmp_path: Path) -> None:
+    """A 2023A client judged as 2022C: its 1103 (no client_id in the payload) is a failed MUST case
+    naming the malformed request, not an error of the suite."""
+    _, report, output = run_client_suite(REFERENCE, tmp_path, "--bp-dialect", "2022C", "-k", "crc-match")
+    row = outcomes(report)["8.4-client-crc-match"]
+    assert row["outcome"] == "failed", output[-3000:]
+    assert "a malformed request: [client_id_mismatch]" in row["message"]
+
+
+def test_client_retrying_timeouts_is_named_by_the_silent_server_case(tmp_path: Path) -> None:
+    """The SHOULD case 2.4-client-silent-server: the broken client without a fault gives up after
+    one response timeout and passes; the retry-timeouts fault is a warning naming the reading."""
+    broken = f"{shlex.quote(sys.executable)} {shlex.quote(str(BROKEN))} --timeout 0.5"
+    args = ("--bp-dialect", "2023A", "-k", "silent")
+    _, report, output = run_client_suite(f"{broken} --fault none", tmp_path, *args)
+    assert outcomes(report)["2.4-client-silent-server"]["outcome"] == "passed", output[-3000:]
+    code, report, output = run_client_suite(f"{broken} --fault retry-timeouts", tmp_path, *args)
+    row = outcomes(report)["2.4-client-silent-server"]
+    assert row["outcome"] == "warning", output[-3000:]
+    assert "it connected 4 times: the RETRY-TIMEOUTS reading" in row["message"]
+    assert report["verdict"] == "CONFORMANT" and code == 0  # a SHOULD: counted with --bp-strict
 
 
 @pytest.mark.slow

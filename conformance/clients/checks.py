@@ -6,12 +6,9 @@ import hashlib
 import random
 from typing import Any
 
-from construct import ConstructError
-
 from backupproto import crypto, detect
 from backupproto.cksum import cksum
 from backupproto.dialect import DIALECTS, RequestCode
-from backupproto.errors import BackupProtoError
 from backupproto.schemas import schemas_for
 
 from .context import ClientCase, Outcome
@@ -100,7 +97,8 @@ def check_file_sent(case: ClientCase, outcome: Outcome, file_name: str, plain: b
     if not case.dialect.packetised and record.payload_size != prefix + want:
         case.fail(f"payload_size {prefix} + {want}", f"payload_size {record.payload_size}")
     if case.dialect.packetised:
-        check_packets(case, [p for p in connection.packets if p.file_name == file_name], len(plain))
+        mine = [packet for packet in connection.packets if packet.file_name == file_name]
+        check_packets(case, mine, plain, connection.aes_key)
     if not record.complete:
         case.fail(f"{want} content bytes", f"{record.received} before the connection ended")
     if record.decrypt_error or (record.plain_size, record.plain_cksum) != (len(plain), cksum(plain)):
@@ -141,13 +139,59 @@ def packet_reading(packets: list[PacketRecord]) -> str | None:
     return None
 
 
-def check_packets(case: ClientCase, packets: list[PacketRecord], plain_size: int) -> None:
-    """2024: every packet numbered from 1, total content_size and orig_file_size in each (18.2)."""
-    reading = packet_reading(packets)
+def _sends(packets: list[PacketRecord]) -> list[list[PacketRecord]]:
+    """The packets grouped by send of the file (a send starts again at a number not above the last)."""
+    sends: list[list[PacketRecord]] = []
+    for packet in packets:
+        last = sends[-1][-1].packet_number if sends else None
+        if last is None or packet.packet_number is None or packet.packet_number <= last:
+            sends.append([])
+        sends[-1].append(packet)
+    return sends
+
+
+def _starts_own_chain(packet: PacketRecord, offset: int, key: bytes, plain: bytes) -> bool:
+    """Whether the packet's first cipher block, decrypted from the zero IV as if the packet were a
+    CBC stream of its own, gives the file's bytes at `offset` (in one stream it gives them XOR the
+    previous cipher block instead)."""
+    if len(packet.first_block) < crypto.BLOCK or offset < 0:
+        return False
+    alone = crypto.CbcDecryptor(key).update(packet.first_block + bytes(crypto.BLOCK))
+    return alone == plain[offset : offset + crypto.BLOCK]
+
+
+def packets_decrypting_alone(packets: list[PacketRecord], key: bytes | None, plain: bytes) -> str | None:
+    """The per-packet-encryption reading, proven from the content: in some send of the file every
+    packet after the first starts a CBC chain of its own (the zero IV), padded or not (18.2)."""
+    if key is None:
+        return None
+    for send in _sends(packets):
+        offset, own = 0, []
+        for index, packet in enumerate(send):
+            if index:  # the file offset of a chain restarted per packet, or of one padding per packet
+                at = (offset, offset - crypto.BLOCK * index)
+                own.append(any(_starts_own_chain(packet, where, key, plain) for where in at))
+            offset += packet.length
+        if own and all(own):
+            return (
+                "the per-packet-encryption reading: each packet decrypts on its own (packets 2 to "
+                f"{len(send)} each start a new CBC chain from the zero IV); the file is ONE CBC stream "
+                "cut into packets, each packet continuing the chain of the one before it (dialects 18.2, 7.3)"
+            )
+    return None
+
+
+def check_packets(case: ClientCase, packets: list[PacketRecord], plain: bytes, key: bytes | None) -> None:
+    """2024: every packet numbered from 1, total content_size and orig_file_size in each, and the
+    packets cut from one CBC stream (18.2)."""
+    reading = packet_reading(packets) or packets_decrypting_alone(packets, key, plain)
     if reading is not None:
         case.fail(
-            "packets numbered 1..N, total content_size and orig_file_size in each (dialects 18.2)", reading
+            "packets numbered 1..N, total content_size and orig_file_size in each, cut from ONE CBC "
+            "stream of the file (dialects 18.2)",
+            reading,
         )
+    plain_size = len(plain)
     want = crypto.encrypted_size(plain_size)
     wrong = [p for p in packets if (p.content_size, p.orig_file_size) != (want, plain_size)]
     if wrong:
@@ -199,15 +243,11 @@ def _diagnose(case: ClientCase, connection: Connection, outcome: Outcome) -> str
             f"payload_size is big-endian ({swapped} sent as {header.payload_size}); "
             "integers are little-endian (spec 3.3)"
         )
-    if header.code == RequestCode.SEND_FILE:
-        try:
-            prefix: Any = schemas.send_file_prefix.parse(data[schemas.request_header_size :])
-        except (BackupProtoError, ConstructError):
-            return str(connection.error)
-        sizes = {len(content) for content in outcome.files.values()}
-        if prefix.content_size in sizes:
+    if header.code == RequestCode.SEND_FILE and connection.packets:  # its numbers, as the tap read them
+        content_size = connection.packets[-1].content_size
+        if content_size in {len(content) for content in outcome.files.values()}:
             return (
-                f"content_size {prefix.content_size} is the PLAINTEXT size; it must be the encrypted "
+                f"content_size {content_size} is the PLAINTEXT size; it must be the encrypted "
                 "size, a multiple of 16 with PKCS#7 padding (spec 4.4)"
             )
     return str(connection.error)

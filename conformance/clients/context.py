@@ -219,17 +219,18 @@ class ClientCase:
             lines += outcome.evidence()
         raise pytest.fail.Exception("\n".join(lines), pytrace=False) from None
 
-    def check_finished(self, outcome: Outcome, after: str = "") -> None:
-        """Fail if the client hung or crashed (killed by a signal, uncaught exception)."""
+    def check_finished(self, outcome: Outcome, after: str = "", hint: str = "") -> None:
+        """Fail if the client hung or crashed (killed by a signal, uncaught exception); `hint`
+        says why a hang matters in this case."""
         run = outcome.run
         last = _last_line(outcome)
         if run.hung:
-            budget = self.mode.timeout_s
+            why = hint or "a client must never wait forever (spec 2.4, 8.4)"
             self.fail(
                 f"the client ends its run{after}",
-                f"the client HUNG: it did not exit within {run.seconds:.0f} s (limit {budget:g} s) and was "
-                f"killed; last thing on the wire: {last}",
-                hint=run.stderr.strip() or "a client must never wait forever (spec 2.4, 8.4)",
+                f"the client HUNG: it did not exit within {run.seconds:.0f} s (limit {run.limit_s:g} s) and "
+                f"was killed; last thing on the wire: {last}",
+                hint="\n".join(filter(None, [why, run.stderr.strip()])),
             )
         if not outcome.connections and not run.by_hand:
             self.fail(

@@ -38,6 +38,8 @@ class ClientRun:
     hung: bool = False
     seconds: float = 0.0
     by_hand: bool = False
+    limit_s: float = 0.0
+    """How long the run was allowed to take."""
 
     @property
     def crashed(self) -> str:
@@ -106,6 +108,7 @@ def run_command(command: str, folder: Path, timeout_s: float) -> ClientRun:
         stderr,
         hung=hung,
         seconds=time.monotonic() - started,
+        limit_s=timeout_s,
     )
 
 
@@ -140,7 +143,7 @@ def wait_by_hand(
                 _more_than(server, len(server.connections)), timeout=min(LISTEN_GRACE_S, left())
             ):
                 break
-    run = ClientRun("(started by hand)", None, stderr=note, hung=hung, by_hand=True)
+    run = ClientRun("(started by hand)", None, stderr=note, hung=hung, by_hand=True, limit_s=timeout_s)
     run.seconds = time.monotonic() - started
     return run
 

@@ -17,6 +17,7 @@ from backupproto.engine import ServerConnection
 from backupproto.errors import BackupProtoError
 from backupproto.events import (
     NEED_DATA,
+    PAUSED,
     Acknowledged,
     AesKey,
     ConnectionClosed,
@@ -242,8 +243,8 @@ class _Session:
         """Handle every event the engine has; False once the server closed the connection."""
         while True:
             event = self.engine.next_event()
-            if event is NEED_DATA or isinstance(event, ConnectionClosed):
-                return True
+            if event is NEED_DATA or event is PAUSED or isinstance(event, ConnectionClosed):
+                return True  # PAUSED: a silent script left a request unanswered; read on until a close
             if isinstance(event, FileChunk):
                 self._content(event.data)
                 if not self._content_allowed():

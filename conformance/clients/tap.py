@@ -11,6 +11,7 @@ from typing import Any
 
 from construct import ConstructError, Struct
 
+from backupproto.crypto import BLOCK
 from backupproto.dialect import RequestCode
 from backupproto.schemas import Schemas
 
@@ -18,9 +19,9 @@ MAX_FIXED_PAYLOAD = 4096
 """Payload bytes kept of a request that is not a send-file (the rest is skipped)."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class PacketRecord:
-    """The numbers of one send-file message as sent (2024: one packet)."""
+    """The numbers of one send-file message as sent (2024: one packet), and its first cipher block."""
 
     content_size: int
     orig_file_size: int | None
@@ -30,6 +31,9 @@ class PacketRecord:
     """This message's own content bytes (payload_size minus the prefix)."""
     file_name: str = ""
     """The file name field up to its first NUL (undecoded bytes as latin-1)."""
+    first_block: bytes = b""
+    """The first cipher block of its content (fewer bytes if the content is shorter): decrypted
+    from the zero IV it shows whether the packet starts a CBC chain of its own."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class RequestTap:
         self._skip = 0
         self._counted = False
         """The code of the request at the buffer's start is already in `codes`."""
+        self._filling: PacketRecord | None = None
+        """The packet whose content is being skipped, until its `first_block` is complete."""
         name_at = schemas.offset(RequestCode.SEND_FILE, "file_name") - schemas.request_header_size
         self._name = slice(name_at, name_at + schemas.dialect.name_size)
         self._numbers = Struct(*(sub for sub in schemas.send_file_prefix.subcons if sub.name != "file_name"))
@@ -65,6 +71,7 @@ class RequestTap:
         while True:
             if self._skip:
                 taken = min(self._skip, len(self._buffer))
+                self._keep_first_block(taken)
                 del self._buffer[:taken]
                 self._skip -= taken
                 if self._skip:
@@ -85,9 +92,20 @@ class RequestTap:
             self._counted = False
             self._skip = header.payload_size - fixed
             packet = self._packet(raw[header_size:], header.payload_size - fixed) if is_file else None
+            self._filling = packet
             if packet is not None:
                 self.packets.append(packet)
             self.starts.append(RequestStart(header.code, header.payload_size, raw, packet))
+
+    def _keep_first_block(self, taken: int) -> None:
+        """Copy the start of the content being skipped into its packet's `first_block`."""
+        packet = self._filling
+        if packet is None:
+            return
+        missing = BLOCK - len(packet.first_block)
+        packet.first_block += bytes(self._buffer[: min(missing, taken)])
+        if len(packet.first_block) == BLOCK:
+            self._filling = None
 
     def _packet(self, prefix: bytes, length: int) -> PacketRecord | None:
         try:

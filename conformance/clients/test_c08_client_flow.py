@@ -93,6 +93,7 @@ def test_unwraps_key(client_case: ClientCase) -> None:
     "12.2-client-me-info",
     level=MUST,
     requirement=(
+        "A client MUST write `me.info` after 2100 with these three lines: "
         "1. The client name, as registered. 2. The client id: the 16 id bytes in wire order as 32"
         " hexadecimal digits. Writers use lowercase; readers accept either case. 3. The RSA "
         "private key: base64 (RFC 4648, standard alphabet, with padding) of its PKCS#8 "
@@ -120,7 +121,8 @@ def test_me_info(client_case: ClientCase) -> None:
     "12.3-client-priv-key",
     level=MUST,
     requirement=(
-        "The same private key as `me.info` line 3, in the same form (base64 of PKCS#8 DER, one line)."
+        "A client MUST write `priv.key` beside `me.info`, holding the same private key as `me.info` "
+        "line 3, in the same form (base64 of PKCS#8 DER, one line)."
     ),
 )
 def test_priv_key(client_case: ClientCase) -> None:
@@ -159,9 +161,9 @@ def test_reconnects(client_case: ClientCase) -> None:
     "8.4-client-reconnect-denied",
     level=MUST,
     requirement=(
-        "On 2106 the client registers as a new client with the same name, on the same connection "
-        "(CONNECTED allows 1100), with a new RSA pair, and on 2100 replaces `me.info` and "
-        "`priv.key`."
+        "On 2106 the client MUST register as a new client with the same name, on the same "
+        "connection (CONNECTED allows 1100), with a new RSA pair, and on 2100 replace `me.info` "
+        "and `priv.key`."
     ),
 )
 def test_reconnect_denied(client_case: ClientCase) -> None:

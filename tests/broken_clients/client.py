@@ -63,18 +63,20 @@ FAULTS = {
     "big-endian": "writes payload_size big-endian",
     "wrong-content-size": "puts the plaintext size in content_size",
     "no-retry-2107": "gives up on the first 2107 (no retry)",
+    "retry-timeouts": "retries after a response timeout like after a 2107",
     "version-2": "puts version 2 in every request header",
     "hang": "never exits after the backup",
     "crash-on-binary": "crashes in its CRC code on a byte >= 0x80",
     "total-first": "2024: writes total_packets before packet_number",
     "from-0": "2024: numbers its packets from 0",
     "per-packet-encryption": "2024: encrypts and pads each packet's chunk on its own",
+    "per-packet-iv": "2024: starts a new CBC chain (zero IV) in each packet, padding only the last",
     "per-packet-content-size": "2024: puts the packet's own length in content_size",
     "aes-128": "2024: encrypts with only the first 16 bytes of the 32-byte key",
     "reconnect-in-2022C": "2022C: a returning client sends 1102, a reconnect 2022C does not have",
     "2023-responses": "a mixed dialect: the dialect's request codes, 2023A's response codes",
 }
-PACKET_FAULTS = ("total-first", "from-0", "per-packet-encryption", "per-packet-content-size")
+PACKET_FAULTS = ("total-first", "from-0", "per-packet-encryption", "per-packet-iv", "per-packet-content-size")
 CHUNK = 1 << 16
 MAX_SENDS = 3
 SCHEMAS = V3_SCHEMAS
@@ -244,11 +246,12 @@ class Client:
         honest = crypto.CbcEncryptor(aes_key)
         stream = b"".join(honest.update(piece) for piece in pieces) + honest.finalize()
         plain_size = sum(map(len, pieces))
-        if self.fault == "per-packet-encryption":
+        if self.fault in ("per-packet-encryption", "per-packet-iv"):
             parts = []
-            for piece in pieces:
+            for number, piece in enumerate(pieces, start=1):
                 alone = crypto.CbcEncryptor(aes_key)
-                parts.append(alone.update(piece) + alone.finalize())
+                padded = self.fault == "per-packet-encryption" or number == len(pieces)
+                parts.append(alone.update(piece) + (alone.finalize() if padded else b""))
         else:
             parts = [stream[start : start + CHUNK] for start in range(0, len(stream), CHUNK)]
         self.engine.send(SendFile(client_id, len(stream), file_name, plain_size))
@@ -281,6 +284,15 @@ class Client:
                 while pending:
                     ok = self.send_file(client_id, aes_key, pending[0]) and ok
                     pending.pop(0)
+            except TimeoutError as error:
+                print(f"server responded with an error: no response: {error}", file=sys.stderr)
+                if self.fault != "retry-timeouts":  # spec 8.4: a response timeout is not retried
+                    print("Fatal: the server did not answer within the response timeout", file=sys.stderr)
+                    return 3
+                failures += 1
+                if failures > retries:
+                    print(f"Fatal: giving up after {failures} attempts: {error}", file=sys.stderr)
+                    return 3
             except (Failed, OSError, BackupProtoError) as error:
                 failures += 1
                 print(f"server responded with an error: {error}", file=sys.stderr)
