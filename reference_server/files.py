@@ -18,6 +18,7 @@ not confirm. 1104 takes the same lock, and expires kept versions beyond the rete
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -105,7 +106,9 @@ class FileStore:
 
         Both steps run under the file's lock, so the version tag in the store always names the
         bytes at the final path: two uploads of one name can never commit in one order and
-        rename in the other (spec 9.2 rule 2).
+        rename in the other (spec 9.2 rule 2). On the store thread (commits deferred) the rename
+        waits for the batch's COMMIT; that one thread runs every install and verify in turn, so
+        renames happen in the order of the row updates there too.
         """
         with self._lock(client_id, file_name):
             current = store.file(client_id, file_name)
@@ -113,7 +116,7 @@ class FileStore:
             if current is not None and current.verified:
                 archived = self._archive(client_id, upload.final)
             store.put_file(client_id, file_name, upload.path_name, upload.version, archived)
-            upload.commit()
+            store.after_commit(upload.commit)  # the rename, once the row is durable
 
     def _archive(self, client_id: bytes, final: Path) -> str | None:
         """Keep the verified file at `final` as an older version (a hard link); its PathName."""
@@ -143,7 +146,7 @@ class FileStore:
             expired = kept[: max(0, len(kept) - self.keep_versions)]
             store.forget_versions(expired)
         for path_name in expired:
-            self._remove_version(path_name)
+            store.after_commit(functools.partial(self._remove_version, path_name))  # row first
         return True
 
     def _remove_version(self, path_name: str) -> None:

@@ -60,10 +60,14 @@ from .files import FileStore, Upload
 from .limits import ConnectionTable
 from .lockout import DecryptionFailures
 from .store import Store
+from .store_thread import StoreThread
 from .wire import Wire
 
 RECV_SIZE: Final = 1024 * 1024
 """Bytes asked of each read: the most content received ahead of decryption per connection, about."""
+FINISH_ON_STORE_THREAD: Final = 1024 * 1024
+"""Uploads up to this size are flushed (fsync) on the store thread with their install (one hand-off);
+larger ones in the pool first, so that their fsync does not hold up other sessions' steps."""
 LINGER_SECONDS: Final = 2.0
 LINGER_BYTES: Final = 64 * 1024
 """After 2107 the server half-closes and discards what still arrives for this long / this much,
@@ -89,6 +93,7 @@ class Session:
         failures: DecryptionFailures,
         pool: Executor,
         table: ConnectionTable[Session],
+        store_thread: StoreThread,
     ) -> None:
         self.sock = sock
         self.wire: Wire | None = None
@@ -99,6 +104,7 @@ class Session:
         self.failures = failures
         self.pool = pool
         self.table = table
+        self.store_thread = store_thread
         self.dialect = config.dialect
         self.engine = ServerConnection(config.dialect, max_content_size=config.max_file_size)
         self._message_head = b""
@@ -194,9 +200,12 @@ class Session:
                     continue
                 if isinstance(event, FileEnd):
                     response: Response | None = await self._on_file_end()
+                elif isinstance(event, SendFile):  # memory lookups and a temp file: no database step
+                    self._send_file(event)
+                    response = None
                 else:
                     assert isinstance(event, Request)
-                    response = await self._in_pool(self._on_request, event)  # type: ignore[assignment]
+                    response = await self.store_thread.run(self._on_request, event)
             except (ReferenceServerError, BackupProtoError) as error:
                 # the end or a chunk of a file is refused as that file's SEND_FILE
                 subject = event if isinstance(event, Request) else engine.conversation.file or event
@@ -346,9 +355,6 @@ class Session:
             return self._send_public_key(request)
         if isinstance(request, Reconnect):
             return self._reconnect(request)
-        if isinstance(request, SendFile):
-            self._send_file(request)
-            return None
         if isinstance(request, CrcOk | CrcGiveUp):
             return self._verdict(request)
         if isinstance(request, CrcRetry):
@@ -438,11 +444,17 @@ class Session:
         assert upload is not None and request is not None
         try:
             await self._wait_writing()
-            crc = await self._in_pool(self._store_upload, upload, request)
+            crc: int
+            if upload.size > FINISH_ON_STORE_THREAD:
+                finished = await self._in_pool(self._finish_upload, upload, request)
+                assert isinstance(finished, int)
+                crc = finished
+                await self.store_thread.run(self._install_upload, upload, request)
+            else:
+                crc = await self.store_thread.run(self._store_upload, upload, request)
         except Exception:
             await self._drop_upload()
             raise
-        assert isinstance(crc, int)
         self.upload = None
         self.written_version = upload.version
         self._log(
@@ -453,7 +465,17 @@ class Session:
         return FileReceived(request.client_id, request.content_size, request.file_name, crc)
 
     def _store_upload(self, upload: Upload, request: SendFile) -> int:
-        """In the pool: check the padding, flush, commit the row and rename (spec 11.3); the cksum."""
+        """On the store thread: check the padding, flush, commit the row and rename (spec 11.3); the cksum."""
+        crc = self._finish_upload(upload, request)
+        self._install_upload(upload, request)
+        return crc
+
+    def _install_upload(self, upload: Upload, request: SendFile) -> None:
+        """On the store thread: the row (committed with its batch), then the rename."""
+        self.files.install(self.store, request.client_id, request.file_name, upload)
+
+    def _finish_upload(self, upload: Upload, request: SendFile) -> int:
+        """Check the padding and the size, flush the temp file; the cksum."""
         try:
             crc = upload.finish()
         except CryptoError:
@@ -467,7 +489,6 @@ class Session:
                 offset=self.engine.schemas.offset(RequestCode.SEND_FILE, "orig_file_size"),
                 expected=f"{request.orig_file_size} bytes (orig_file_size of every packet)",
             )
-        self.files.install(self.store, request.client_id, request.file_name, upload)
         return crc
 
     def _count_failure(self, client_id: bytes) -> None:

@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
@@ -105,6 +105,17 @@ class _Batch:
         self.error: StorageError | None = None
 
 
+class Deferred:
+    """One job's steps written while commits are deferred (`Store.deferring`), and the actions that
+    must wait until they are committed (`Store.after_commit`)."""
+
+    __slots__ = ("after", "batches")
+
+    def __init__(self) -> None:
+        self.batches: list[_Batch] = []
+        self.after: list[Callable[[], None]] = []
+
+
 class Store:
     """The server's registry of clients and files; every method is thread-safe."""
 
@@ -137,6 +148,8 @@ class Store:
         self._batch = _Batch()
         """The steps written since the last COMMIT (the open transaction)."""
         self._stepped: _Batch | None = None
+        self._local = threading.local()
+        """`deferred`: the `Deferred` of the job this thread runs inside `deferring()`, if any."""
 
     def _claim_dialect(self, dialect: str) -> str:
         """The dialect recorded in `settings`; a new database records `dialect`, one older than
@@ -199,8 +212,41 @@ class Store:
             self._stepped = None
             yield
             batch, self._stepped = self._stepped, None
-        if batch is not None:
+        if batch is None:
+            return
+        deferred: Deferred | None = getattr(self._local, "deferred", None)
+        if deferred is None:
             self._commit(batch)
+        elif batch not in deferred.batches:
+            deferred.batches.append(batch)
+
+    @contextlib.contextmanager
+    def deferring(self) -> Iterator[Deferred]:
+        """Inside, this thread's steps are written but not committed: the caller runs several jobs
+        this way, then `commit_deferred` for each before it reports any of them (one COMMIT and
+        one fsync for all). Only one thread may defer (the store thread), so the order in which it
+        runs the jobs is the order of their steps and of their `after_commit` actions."""
+        deferred = Deferred()
+        self._local.deferred = deferred
+        try:
+            yield deferred
+        finally:
+            self._local.deferred = None
+
+    def commit_deferred(self, deferred: Deferred) -> None:
+        """Make the steps of one deferred job durable (the first call commits every step written
+        so far); StorageError if their COMMIT failed. Then the caller runs `deferred.after`."""
+        for batch in deferred.batches:
+            self._commit(batch)
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run `action` once this thread's steps so far are durable: now, unless they are deferred
+        (then after `commit_deferred`, in the order the actions were asked for)."""
+        deferred: Deferred | None = getattr(self._local, "deferred", None)
+        if deferred is None:
+            action()
+        else:
+            deferred.after.append(action)
 
     def _write(self, statements: list[tuple[str, tuple[object, ...]]]) -> None:
         """Run one step's statements, all or none (a savepoint), in the open transaction."""
