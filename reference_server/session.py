@@ -65,6 +65,9 @@ from .wire import Wire
 
 RECV_SIZE: Final = 1024 * 1024
 """Bytes asked of each read: the most content received ahead of decryption per connection, about."""
+WRITE_ON_LOOP: Final = 16 * 1024
+"""Content chunks up to this size are decrypted, CRC'd and written (to the page cache) on the loop:
+microseconds, where a pool hand-off costs more than the work (small files arrive in one chunk)."""
 FINISH_ON_STORE_THREAD: Final = 1024 * 1024
 """Uploads up to this size are flushed (fsync) on the store thread with their install (one hand-off);
 larger ones in the pool first, so that their fsync does not hold up other sessions' steps."""
@@ -223,6 +226,9 @@ class Session:
         except ReferenceServerError as error:
             await self._drop_upload()
             raise RequestRefused(str(error)) from None
+        if len(data) <= WRITE_ON_LOOP:  # a small file's content: cheaper here than a pool hand-off
+            upload.write(data)
+            return
         loop = asyncio.get_running_loop()
         self._writing = loop.run_in_executor(self.pool, upload.write, data)
 
