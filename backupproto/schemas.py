@@ -11,6 +11,8 @@ given as `bytes` of exactly the field size is sent as it is, unchecked.
 
 from __future__ import annotations
 
+import re
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -35,6 +37,9 @@ from .errors import ErrorKind, LocalProtocolError, MalformedMessage
 
 _PRINTABLE_LOW, _PRINTABLE_HIGH = 0x20, 0x7E
 _FORBIDDEN_IN_FILE_NAMES: Final = frozenset(b"/\\:")
+_NOT_PRINTABLE: Final = re.compile(b"[^%c-%c]" % (_PRINTABLE_LOW, _PRINTABLE_HIGH))
+_FORBIDDEN_PATTERN: Final = re.compile(b"[" + re.escape(bytes(sorted(_FORBIDDEN_IN_FILE_NAMES))) + b"]")
+"""The same checks as searches (C speed): the first offending byte, if any."""
 
 
 class _FieldFault(Exception):
@@ -56,39 +61,42 @@ def _check_name_bytes(raw: bytes, kind: ErrorKind, file_name: bool) -> str:
             f"at most {len(raw) - 1} characters and a NUL",
             len(raw) - 1,
         )
-    for index in range(end + 1, len(raw)):
-        if raw[index]:
-            raise _FieldFault(
-                ErrorKind.NONZERO_PADDING,
-                f"byte 0x{raw[index]:02x} after the NUL terminator",
-                "NUL bytes only after the terminator",
-                index,
-            )
+    padding = raw[end + 1 :]
+    if padding.count(0) != len(padding):
+        index = end + 1 + len(padding) - len(padding.lstrip(b"\x00"))
+        raise _FieldFault(
+            ErrorKind.NONZERO_PADDING,
+            f"byte 0x{raw[index]:02x} after the NUL terminator",
+            "NUL bytes only after the terminator",
+            index,
+        )
     text = raw[:end]
     if not text:
         raise _FieldFault(kind, "empty name", "1 to 254 printable ASCII characters", 0)
-    for index, byte in enumerate(text):
-        if not _PRINTABLE_LOW <= byte <= _PRINTABLE_HIGH:
-            raise _FieldFault(
-                kind,
-                f"byte 0x{byte:02x} is not printable ASCII",
-                "printable ASCII 0x20..0x7e",
-                index,
-            )
+    unprintable = _NOT_PRINTABLE.search(text)
+    if unprintable is not None:
+        index = unprintable.start()
+        raise _FieldFault(
+            kind,
+            f"byte 0x{text[index]:02x} is not printable ASCII",
+            "printable ASCII 0x20..0x7e",
+            index,
+        )
     if file_name:
         _check_file_name_text(text)
     return text.decode("ascii")
 
 
 def _check_file_name_text(text: bytes) -> None:
-    for index, byte in enumerate(text):
-        if byte in _FORBIDDEN_IN_FILE_NAMES:
-            raise _FieldFault(
-                ErrorKind.INVALID_FILE_NAME,
-                f"file name contains {chr(byte)!r}",
-                "a plain file name without '/', '\\' or ':'",
-                index,
-            )
+    forbidden = _FORBIDDEN_PATTERN.search(text)
+    if forbidden is not None:
+        index = forbidden.start()
+        raise _FieldFault(
+            ErrorKind.INVALID_FILE_NAME,
+            f"file name contains {chr(text[index])!r}",
+            "a plain file name without '/', '\\' or ':'",
+            index,
+        )
     if text in (b".", b".."):
         raise _FieldFault(
             ErrorKind.INVALID_FILE_NAME,
@@ -138,6 +146,8 @@ class NameField(Adapter):  # type: ignore[type-arg]
         self.size = size
         self.file_name = file_name
         self.kind = ErrorKind.INVALID_FILE_NAME if file_name else ErrorKind.INVALID_NAME
+        self._dialect = Dialect(name_size=size)
+        """For `check_name` (made once: a Dialect is costly to build per message)."""
 
     def _decode(self, obj: bytes, context: Any, path: Any) -> str:
         try:
@@ -155,7 +165,7 @@ class NameField(Adapter):  # type: ignore[type-arg]
                     expected=f"exactly {self.size} bytes",
                 )
             return bytes(obj)
-        check_name(obj, file_name=self.file_name, dialect=Dialect(name_size=self.size))
+        check_name(obj, file_name=self.file_name, dialect=self._dialect)
         return obj.encode("ascii").ljust(self.size, b"\x00")
 
 
@@ -501,10 +511,7 @@ class Schemas:
         With the header's `client_id`, a payload client_id (2022C) is checked against it
         (`client_id_mismatch`) and left out of the fields.
         """
-        try:
-            expected = schema.sizeof()
-        except SizeofError:
-            expected = None
+        expected = _fixed_size(schema)
         if expected is not None and len(data) != expected:
             raise MalformedMessage(
                 ErrorKind.TRUNCATED if len(data) < expected else ErrorKind.TRAILING_BYTES,
@@ -674,15 +681,15 @@ class Schemas:
 
     def build_response_header(self, code: int, payload_size: int, version: int | None = None) -> bytes:
         """Build a response header from any field values."""
-        return build_struct(
-            self.response_header,
-            {
-                "version": self.dialect.version if version is None else version,
-                "code": self.wire_code(code),
-                "payload_size": payload_size,
-            },
-            "response header",
-        )
+        values = {
+            "version": self.dialect.version if version is None else version,
+            "code": self.wire_code(code),
+            "payload_size": payload_size,
+        }
+        try:  # the compiled struct packs numbers only; a value that does not fit is named below
+            return bytes(self._compiled_response_header.build(values))
+        except (ConstructError, struct.error):
+            return build_struct(self.response_header, values, "response header")
 
     def _payload_schema(self, code: RequestCode | ResponseCode) -> Any:
         self.wire_code(code)  # a role the dialect does not have is a LocalProtocolError
@@ -745,6 +752,16 @@ def build_struct(schema: Any, values: Mapping[str, Any], what: str) -> bytes:
             field=str(error.args[0]),
             expected="a value for every field",
         ) from None
+
+
+@lru_cache(maxsize=256)
+def _fixed_size(schema: Any) -> int | None:
+    """The size of a fixed-size schema, None if it varies (computed once per schema: sizeof is slow)."""
+    try:
+        size: int = schema.sizeof()
+    except SizeofError:
+        return None
+    return size
 
 
 def _fields(container: Any) -> Fields:
