@@ -22,6 +22,7 @@ from construct import (
     Adapter,
     Bytes,
     ConstructError,
+    FormatField,
     GreedyBytes,
     Int8ul,
     Int16ul,
@@ -520,8 +521,9 @@ class Schemas:
                 offset=base + min(len(data), expected),
                 expected=f"{expected} bytes",
             )
-        try:
-            fields = _fields(schema.parse(data))
+        fast = _compiled(schema) if expected is not None else None
+        try:  # compiled code reads the fields as the Struct does once the size is known to fit
+            fields = _fields((schema if fast is None else fast.compiled).parse(data))
         except _FieldFault as fault:
             offsets = _field_offsets(schema)  # only on the error path
             raise MalformedMessage(
@@ -668,16 +670,18 @@ class Schemas:
         self, client_id: bytes, code: int, payload_size: int, version: int | None = None
     ) -> bytes:
         """Build a request header from any field values (also invalid ones, for test tools)."""
-        return build_struct(
-            self.request_header,
-            {
-                "client_id": client_id,
-                "version": self.dialect.version if version is None else version,
-                "code": self.wire_code(code),
-                "payload_size": payload_size,
-            },
-            "request header",
-        )
+        values = {
+            "client_id": client_id,
+            "version": self.dialect.version if version is None else version,
+            "code": self.wire_code(code),
+            "payload_size": payload_size,
+        }
+        if isinstance(client_id, bytes) and len(client_id) == self.dialect.client_id_size:
+            try:  # the compiled struct does not check byte lengths (done just above); numbers it does
+                return bytes(self._compiled_request_header.build(values))
+            except (ConstructError, struct.error):
+                pass  # the interpreted build names the value that does not fit
+        return build_struct(self.request_header, values, "request header")
 
     def build_response_header(self, code: int, payload_size: int, version: int | None = None) -> bytes:
         """Build a response header from any field values."""
@@ -734,6 +738,12 @@ class Schemas:
 
 def build_struct(schema: Any, values: Mapping[str, Any], what: str) -> bytes:
     """Build `schema` from `values`; a value that does not fit raises `LocalProtocolError` naming it."""
+    fast = _compiled(schema)
+    if fast is not None and fast.fits(values):
+        try:
+            return bytes(fast.compiled.build(values))
+        except (ConstructError, struct.error, KeyError):
+            pass  # the interpreted build below names the value that does not fit
     try:
         return bytes(schema.build(dict(values)))
     except ConstructError as error:
@@ -752,6 +762,52 @@ def build_struct(schema: Any, values: Mapping[str, Any], what: str) -> bytes:
             field=str(error.args[0]),
             expected="a value for every field",
         ) from None
+
+
+_COMPILABLE: Final = (NameField, PublicKeyField, FormatField)
+"""Field types whose compiled code checks what the interpreted code checks (their own code runs)."""
+
+
+@dataclass(frozen=True)
+class _CompiledStruct:
+    """A Struct's compiled code (construct's `compile()`: several times faster), used where it is
+    exactly as strict as the interpreted Struct: parsing data of the checked size, and building
+    values whose byte fields have the declared lengths (compiled code does not check those)."""
+
+    compiled: Any
+    byte_sizes: tuple[tuple[str, int | None], ...]
+    """Byte fields: name and exact length (None: any length, GreedyBytes)."""
+
+    def fits(self, values: Mapping[str, Any]) -> bool:
+        """True if every byte field of `values` is bytes of its declared length."""
+        for name, size in self.byte_sizes:
+            value = values.get(name)
+            if not isinstance(value, bytes) or (size is not None and len(value) != size):
+                return False
+        return True
+
+
+@lru_cache(maxsize=256)
+def _compiled(schema: Any) -> _CompiledStruct | None:
+    """The compiled form of a Struct of fixed fields (once per schema), None if it has others."""
+    if not isinstance(schema, Struct):
+        return None
+    byte_sizes: list[tuple[str, int | None]] = []
+    for sub in schema.subcons:
+        field = getattr(sub, "subcon", None)
+        if sub.name is None or field is None:
+            return None
+        if field is GreedyBytes:
+            byte_sizes.append((sub.name, None))
+        elif type(field) is Bytes and isinstance(field.length, int):
+            byte_sizes.append((sub.name, field.length))
+        elif not isinstance(field, _COMPILABLE):
+            return None
+    try:
+        compiled = schema.compile()
+    except ConstructError:  # pragma: no cover - every field above compiles
+        return None
+    return _CompiledStruct(compiled, tuple(byte_sizes))
 
 
 @lru_cache(maxsize=256)
