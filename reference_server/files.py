@@ -92,9 +92,12 @@ class FileStore:
         if len(parts) != 2 or not _CLIENT_DIR.fullmatch(parts[0]) or parts[1] in ("", ".", ".."):
             raise StorageError(f"path name {path_name!r} is not '<client id hex>/<file>'")
         folder = self.root / parts[0]
-        final = (folder / parts[1]).resolve()
-        if folder.resolve() != folder or final.parent != folder or final.name != parts[1]:
-            raise StorageError(f"path name {path_name!r} resolves outside its client folder ({final})")
+        final = folder / parts[1]
+        # The root is canonical (resolved at start) and parts[1] one plain component, so the path
+        # resolves to itself unless the folder or the file is a symlink: two lstat calls, where
+        # resolving costs one per component of the whole path.
+        if os.path.islink(folder) or os.path.islink(final):
+            raise StorageError(f"path name {path_name!r} resolves outside its client folder (a symlink)")
         return final
 
     def _lock(self, client_id: bytes, file_name: str) -> threading.Lock:
