@@ -249,20 +249,24 @@ class Store:
             deferred.after.append(action)
 
     def _write(self, statements: list[tuple[str, tuple[object, ...]]]) -> None:
-        """Run one step's statements, all or none (a savepoint), in the open transaction."""
+        """Run one step's statements, all or none (a savepoint; one statement is atomic by itself),
+        in the open transaction."""
         try:
             if not self._db.in_transaction:
                 self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("SAVEPOINT step")
-            try:
-                for sql, values in statements:
-                    self._db.execute(sql, values)
-            except sqlite3.Error:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK TO step")
-                    self._db.execute("RELEASE step")
-                raise
-            self._db.execute("RELEASE step")
+            if len(statements) == 1:  # a failing statement undoes itself and leaves the transaction open
+                self._db.execute(*statements[0])
+            else:
+                self._db.execute("SAVEPOINT step")
+                try:
+                    for sql, values in statements:
+                        self._db.execute(sql, values)
+                except sqlite3.Error:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK TO step")
+                        self._db.execute("RELEASE step")
+                    raise
+                self._db.execute("RELEASE step")
         except sqlite3.Error as error:
             failure = StorageError(f"database write failed: {error}")
             if not self._db.in_transaction:  # SQLite rolled the whole batch back (e.g. disk full)
