@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import os
 import socket
@@ -150,6 +151,7 @@ class Server:
     def serve_forever(self) -> None:
         """Serve until `stop()`; then abort the sessions, wait for them, close the database."""
         assert self._listener is not None, "start() first"
+        gc.freeze()  # what start-up made lives for ever: the collector no longer walks it per collection
         asyncio.run(self._serve())
 
     async def _serve(self) -> None:
