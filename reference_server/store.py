@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Final
 
@@ -67,7 +68,13 @@ def _owner_only(path: Path) -> None:
 
 def utc_now() -> str:
     """The current UTC time as 'YYYY-MM-DD HH:MM:SS' (ISO-8601 with a space), as in clients.LastSeen."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())  # 5x cheaper than datetime's
+    return _utc_text(int(time.time()))
+
+
+@lru_cache(maxsize=1)
+def _utc_text(second: int) -> str:
+    """The text of one second since the epoch, formatted once: every step within that second reuses it."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second))  # 5x cheaper than datetime's
 
 
 @dataclass(frozen=True)
