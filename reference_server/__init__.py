@@ -32,13 +32,16 @@ sans-I/O core. The loop moves bytes, keeps time and does what costs microseconds
 1103's header (opening the temp file), and a small file's content (a chunk of at most
 16 KiB is decrypted, CRC'd and written to the page cache on the loop: cheaper than any
 hand-off). Every database step runs on one store thread (`store_thread.StoreThread`):
-requests 1100-1102 and 1104-1106 (SQLite, RSA) and each upload's end (for uploads up to
-1 MiB also the temp file's fsync; larger ones fsync in the pool first). The store thread
-takes every job waiting when it wakes, runs them in turn with their commits deferred, commits
-once, then runs what must follow the commit (renames, removal of expired versions) and
-wakes all their sessions in one call: one thread wake-up and one COMMIT per batch, where a
-pool cost a hand-off, a lock convoy and a commit per step (small sessions: server CPU per
-session 3.3-4.4 ms -> 1.7-2.3 ms, benchmarks/README.md). File content above 16 KiB runs in
+requests 1100-1102 and 1104-1106 (SQLite, RSA) and each upload's install (its temp file is
+fsync'd in the pool first, many at once). The store thread takes every job waiting when it
+wakes, runs them in turn with their commits deferred, commits once, then runs what must
+follow the commit (renames and folder fsyncs, removal of expired versions; those of
+different clients at once in the pool, those of one client in order) and wakes all their
+sessions in one call: one thread wake-up and one COMMIT per batch, where a pool cost a
+hand-off, a lock convoy and a commit per step (small sessions: server CPU per session
+3.3-4.4 ms -> 1.7-3.0 ms, benchmarks/README.md). No file fsync runs serially on the store
+thread: with a slow disk (4 ms per fsync while others wrote) one thread doing every
+session's fsyncs in turn capped the server near 75 sessions/s. File content above 16 KiB runs in
 one thread pool (32 threads): AES-CBC decryption (OpenSSL through `cryptography`, into one
 reused buffer), cksum and the file write. A connection keeps one chunk in the pool while the loop receives the
 next, so receiving overlaps decrypt/cksum/write; several uploads run on several pool

@@ -119,7 +119,7 @@ class FileStore:
             if current is not None and current.verified:
                 archived = self._archive(client_id, upload.final)
             store.put_file(client_id, file_name, upload.path_name, upload.version, archived)
-            store.after_commit(upload.commit)  # the rename, once the row is durable
+            store.after_commit(upload.commit, key=client_id)  # the rename, once the row is durable
 
     def _archive(self, client_id: bytes, final: Path) -> str | None:
         """Keep the verified file at `final` as an older version (a hard link); its PathName."""
@@ -149,7 +149,7 @@ class FileStore:
             expired = kept[: max(0, len(kept) - self.keep_versions)]
             store.forget_versions(expired)
         for path_name in expired:
-            store.after_commit(functools.partial(self._remove_version, path_name))  # row first
+            store.after_commit(functools.partial(self._remove_version, path_name), key=client_id)  # row first
         return True
 
     def _remove_version(self, path_name: str) -> None:

@@ -157,7 +157,7 @@ class Server:
     async def _serve(self) -> None:
         self._stopped = asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        self._store_thread = StoreThread(self.store)
+        self._store_thread = StoreThread(self.store, self.pool)
         if self._stopping.is_set():
             self._stopped.set()
         accepting = asyncio.create_task(self._accept_forever())

@@ -68,9 +68,6 @@ RECV_SIZE: Final = 1024 * 1024
 WRITE_ON_LOOP: Final = 16 * 1024
 """Content chunks up to this size are decrypted, CRC'd and written (to the page cache) on the loop:
 microseconds, where a pool hand-off costs more than the work (small files arrive in one chunk)."""
-FINISH_ON_STORE_THREAD: Final = 1024 * 1024
-"""Uploads up to this size are flushed (fsync) on the store thread with their install (one hand-off);
-larger ones in the pool first, so that their fsync does not hold up other sessions' steps."""
 LINGER_SECONDS: Final = 2.0
 LINGER_BYTES: Final = 64 * 1024
 """After 2107 the server half-closes and discards what still arrives for this long / this much,
@@ -450,14 +447,10 @@ class Session:
         assert upload is not None and request is not None
         try:
             await self._wait_writing()
-            crc: int
-            if upload.size > FINISH_ON_STORE_THREAD:
-                finished = await self._in_pool(self._finish_upload, upload, request)
-                assert isinstance(finished, int)
-                crc = finished
-                await self.store_thread.run(self._install_upload, upload, request)
-            else:
-                crc = await self.store_thread.run(self._store_upload, upload, request)
+            # The fsync in the pool (many at once), the row and the rename on the store thread.
+            crc = await self._in_pool(self._finish_upload, upload, request)
+            assert isinstance(crc, int)
+            await self.store_thread.run(self._install_upload, upload, request)
         except Exception:
             await self._drop_upload()
             raise
@@ -470,18 +463,12 @@ class Session:
         )
         return FileReceived(request.client_id, request.content_size, request.file_name, crc)
 
-    def _store_upload(self, upload: Upload, request: SendFile) -> int:
-        """On the store thread: check the padding, flush, commit the row and rename (spec 11.3); the cksum."""
-        crc = self._finish_upload(upload, request)
-        self._install_upload(upload, request)
-        return crc
-
     def _install_upload(self, upload: Upload, request: SendFile) -> None:
-        """On the store thread: the row (committed with its batch), then the rename."""
+        """On the store thread: the row (committed with its batch), then the rename (spec 11.3)."""
         self.files.install(self.store, request.client_id, request.file_name, upload)
 
     def _finish_upload(self, upload: Upload, request: SendFile) -> int:
-        """Check the padding and the size, flush the temp file; the cksum."""
+        """In the pool: check the padding and the size, flush the temp file; the cksum."""
         try:
             crc = upload.finish()
         except CryptoError:

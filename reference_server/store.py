@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -116,11 +116,13 @@ class Deferred:
     """One job's steps written while commits are deferred (`Store.deferring`), and the actions that
     must wait until they are committed (`Store.after_commit`)."""
 
-    __slots__ = ("after", "batches")
+    __slots__ = ("after", "batches", "key")
 
     def __init__(self) -> None:
         self.batches: list[_Batch] = []
         self.after: list[Callable[[], None]] = []
+        self.key: Hashable = None
+        """What the actions touch (`after_commit`'s key); None: anything (run them alone)."""
 
 
 class Store:
@@ -246,13 +248,18 @@ class Store:
         for batch in deferred.batches:
             self._commit(batch)
 
-    def after_commit(self, action: Callable[[], None]) -> None:
+    def after_commit(self, action: Callable[[], None], key: Hashable = None) -> None:
         """Run `action` once this thread's steps so far are durable: now, unless they are deferred
-        (then after `commit_deferred`, in the order the actions were asked for)."""
+        (then after `commit_deferred`, in the order the actions were asked for). `key` names what
+        the action touches (e.g. a client's folder): the store thread may run the actions of jobs
+        with other keys at the same time, those of one key in order; None: alone."""
         deferred: Deferred | None = getattr(self._local, "deferred", None)
         if deferred is None:
             action()
         else:
+            if deferred.after and deferred.key != key:
+                key = None  # one job's actions on two things: run them with nothing else
+            deferred.key = key
             deferred.after.append(action)
 
     def _write(self, statements: list[tuple[str, tuple[object, ...]]]) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,41 @@ def test_a_failed_commit_fails_every_job_of_its_batch_and_memory_forgets_them(st
     assert actions == []  # no rename runs for a step that is not durable
     assert [client.name for client in store.clients()] == []
     assert committed_names(store.path) == set()
+
+
+def test_after_commit_actions_of_other_keys_overlap_and_of_one_key_keep_their_order(store: Store) -> None:
+    """With a pool, client A's rename may wait for client B's (it would wait out the bound if the
+    two ran one after the other); A's two actions still run in the order of their jobs."""
+    other_ran, started, release = threading.Event(), threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def hold() -> None:
+        started.set()
+        assert release.wait(BOUND)
+
+    def first_of_a() -> None:
+        order.append(f"a1 saw b: {other_ran.wait(BOUND)}")
+
+    def job(name: str, key: str, action: Any) -> None:
+        store.register(name)
+        store.after_commit(action, key=key)
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            thread = StoreThread(store, pool)
+            try:
+                held = asyncio.create_task(thread.run(hold))
+                assert await asyncio.to_thread(started.wait, BOUND)  # the three below form one batch
+                jobs = [
+                    asyncio.create_task(thread.run(job, "a1", "A", first_of_a)),
+                    asyncio.create_task(thread.run(job, "a2", "A", lambda: order.append("a2"))),
+                    asyncio.create_task(thread.run(job, "b", "B", other_ran.set)),
+                ]
+                await asyncio.sleep(0)  # all three queued
+                release.set()
+                await asyncio.wait_for(asyncio.gather(held, *jobs), 2 * BOUND)
+            finally:
+                thread.stop()
+
+    asyncio.run(scenario())
+    assert order == ["a1 saw b: True", "a2"]
