@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from .dialect import V3, Dialect, RequestCode, ResponseCode
@@ -21,6 +23,14 @@ from .schemas import V3_SCHEMAS, Schemas
 from .states import WITHOUT_RESPONSE, State, after_response, requests_allowed
 
 
+@lru_cache(maxsize=16)
+def _rules(
+    dialect: Dialect,
+) -> tuple[Mapping[State, frozenset[RequestCode]], Mapping[tuple[RequestCode, ResponseCode], State]]:
+    """The dialect's turn-taking tables, made once per dialect (read-only: every connection shares them)."""
+    return MappingProxyType(requests_allowed(dialect)), MappingProxyType(after_response(dialect))
+
+
 class Conversation:
     """Tracks the state of one connection and checks each message against spec section 8.
 
@@ -31,8 +41,7 @@ class Conversation:
     def __init__(self, schemas: Schemas = V3_SCHEMAS) -> None:
         self.schemas = schemas
         self.dialect = schemas.dialect
-        self.requests_allowed = requests_allowed(self.dialect)
-        self.after_response = after_response(self.dialect)
+        self.requests_allowed, self.after_response = _rules(self.dialect)
         self.state = State.CONNECTED
         self.pending: Request | None = None
         """The request that awaits its response, if any."""

@@ -11,6 +11,8 @@ given as `bytes` of exactly the field size is sent as it is, unchecked.
 
 from __future__ import annotations
 
+import re
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,6 +22,7 @@ from construct import (
     Adapter,
     Bytes,
     ConstructError,
+    FormatField,
     GreedyBytes,
     Int8ul,
     Int16ul,
@@ -35,6 +38,9 @@ from .errors import ErrorKind, LocalProtocolError, MalformedMessage
 
 _PRINTABLE_LOW, _PRINTABLE_HIGH = 0x20, 0x7E
 _FORBIDDEN_IN_FILE_NAMES: Final = frozenset(b"/\\:")
+_NOT_PRINTABLE: Final = re.compile(b"[^%c-%c]" % (_PRINTABLE_LOW, _PRINTABLE_HIGH))
+_FORBIDDEN_PATTERN: Final = re.compile(b"[" + re.escape(bytes(sorted(_FORBIDDEN_IN_FILE_NAMES))) + b"]")
+"""The same checks as searches (C speed): the first offending byte, if any."""
 
 
 class _FieldFault(Exception):
@@ -56,39 +62,42 @@ def _check_name_bytes(raw: bytes, kind: ErrorKind, file_name: bool) -> str:
             f"at most {len(raw) - 1} characters and a NUL",
             len(raw) - 1,
         )
-    for index in range(end + 1, len(raw)):
-        if raw[index]:
-            raise _FieldFault(
-                ErrorKind.NONZERO_PADDING,
-                f"byte 0x{raw[index]:02x} after the NUL terminator",
-                "NUL bytes only after the terminator",
-                index,
-            )
+    padding = raw[end + 1 :]
+    if padding.count(0) != len(padding):
+        index = end + 1 + len(padding) - len(padding.lstrip(b"\x00"))
+        raise _FieldFault(
+            ErrorKind.NONZERO_PADDING,
+            f"byte 0x{raw[index]:02x} after the NUL terminator",
+            "NUL bytes only after the terminator",
+            index,
+        )
     text = raw[:end]
     if not text:
         raise _FieldFault(kind, "empty name", "1 to 254 printable ASCII characters", 0)
-    for index, byte in enumerate(text):
-        if not _PRINTABLE_LOW <= byte <= _PRINTABLE_HIGH:
-            raise _FieldFault(
-                kind,
-                f"byte 0x{byte:02x} is not printable ASCII",
-                "printable ASCII 0x20..0x7e",
-                index,
-            )
+    unprintable = _NOT_PRINTABLE.search(text)
+    if unprintable is not None:
+        index = unprintable.start()
+        raise _FieldFault(
+            kind,
+            f"byte 0x{text[index]:02x} is not printable ASCII",
+            "printable ASCII 0x20..0x7e",
+            index,
+        )
     if file_name:
         _check_file_name_text(text)
     return text.decode("ascii")
 
 
 def _check_file_name_text(text: bytes) -> None:
-    for index, byte in enumerate(text):
-        if byte in _FORBIDDEN_IN_FILE_NAMES:
-            raise _FieldFault(
-                ErrorKind.INVALID_FILE_NAME,
-                f"file name contains {chr(byte)!r}",
-                "a plain file name without '/', '\\' or ':'",
-                index,
-            )
+    forbidden = _FORBIDDEN_PATTERN.search(text)
+    if forbidden is not None:
+        index = forbidden.start()
+        raise _FieldFault(
+            ErrorKind.INVALID_FILE_NAME,
+            f"file name contains {chr(text[index])!r}",
+            "a plain file name without '/', '\\' or ':'",
+            index,
+        )
     if text in (b".", b".."):
         raise _FieldFault(
             ErrorKind.INVALID_FILE_NAME,
@@ -138,6 +147,8 @@ class NameField(Adapter):  # type: ignore[type-arg]
         self.size = size
         self.file_name = file_name
         self.kind = ErrorKind.INVALID_FILE_NAME if file_name else ErrorKind.INVALID_NAME
+        self._dialect = Dialect(name_size=size)
+        """For `check_name` (made once: a Dialect is costly to build per message)."""
 
     def _decode(self, obj: bytes, context: Any, path: Any) -> str:
         try:
@@ -155,7 +166,7 @@ class NameField(Adapter):  # type: ignore[type-arg]
                     expected=f"exactly {self.size} bytes",
                 )
             return bytes(obj)
-        check_name(obj, file_name=self.file_name, dialect=Dialect(name_size=self.size))
+        check_name(obj, file_name=self.file_name, dialect=self._dialect)
         return obj.encode("ascii").ljust(self.size, b"\x00")
 
 
@@ -501,10 +512,7 @@ class Schemas:
         With the header's `client_id`, a payload client_id (2022C) is checked against it
         (`client_id_mismatch`) and left out of the fields.
         """
-        try:
-            expected = schema.sizeof()
-        except SizeofError:
-            expected = None
+        expected = _fixed_size(schema)
         if expected is not None and len(data) != expected:
             raise MalformedMessage(
                 ErrorKind.TRUNCATED if len(data) < expected else ErrorKind.TRAILING_BYTES,
@@ -513,8 +521,9 @@ class Schemas:
                 offset=base + min(len(data), expected),
                 expected=f"{expected} bytes",
             )
-        try:
-            fields = _fields(schema.parse(data))
+        fast = _compiled(schema) if expected is not None else None
+        try:  # compiled code reads the fields as the Struct does once the size is known to fit
+            fields = _fields((schema if fast is None else fast.compiled).parse(data))
         except _FieldFault as fault:
             offsets = _field_offsets(schema)  # only on the error path
             raise MalformedMessage(
@@ -661,28 +670,30 @@ class Schemas:
         self, client_id: bytes, code: int, payload_size: int, version: int | None = None
     ) -> bytes:
         """Build a request header from any field values (also invalid ones, for test tools)."""
-        return build_struct(
-            self.request_header,
-            {
-                "client_id": client_id,
-                "version": self.dialect.version if version is None else version,
-                "code": self.wire_code(code),
-                "payload_size": payload_size,
-            },
-            "request header",
-        )
+        values = {
+            "client_id": client_id,
+            "version": self.dialect.version if version is None else version,
+            "code": self.wire_code(code),
+            "payload_size": payload_size,
+        }
+        if isinstance(client_id, bytes) and len(client_id) == self.dialect.client_id_size:
+            try:  # the compiled struct does not check byte lengths (done just above); numbers it does
+                return bytes(self._compiled_request_header.build(values))
+            except (ConstructError, struct.error):
+                pass  # the interpreted build names the value that does not fit
+        return build_struct(self.request_header, values, "request header")
 
     def build_response_header(self, code: int, payload_size: int, version: int | None = None) -> bytes:
         """Build a response header from any field values."""
-        return build_struct(
-            self.response_header,
-            {
-                "version": self.dialect.version if version is None else version,
-                "code": self.wire_code(code),
-                "payload_size": payload_size,
-            },
-            "response header",
-        )
+        values = {
+            "version": self.dialect.version if version is None else version,
+            "code": self.wire_code(code),
+            "payload_size": payload_size,
+        }
+        try:  # the compiled struct packs numbers only; a value that does not fit is named below
+            return bytes(self._compiled_response_header.build(values))
+        except (ConstructError, struct.error):
+            return build_struct(self.response_header, values, "response header")
 
     def _payload_schema(self, code: RequestCode | ResponseCode) -> Any:
         self.wire_code(code)  # a role the dialect does not have is a LocalProtocolError
@@ -727,6 +738,12 @@ class Schemas:
 
 def build_struct(schema: Any, values: Mapping[str, Any], what: str) -> bytes:
     """Build `schema` from `values`; a value that does not fit raises `LocalProtocolError` naming it."""
+    fast = _compiled(schema)
+    if fast is not None and fast.fits(values):
+        try:
+            return bytes(fast.compiled.build(values))
+        except (ConstructError, struct.error, KeyError):
+            pass  # the interpreted build below names the value that does not fit
     try:
         return bytes(schema.build(dict(values)))
     except ConstructError as error:
@@ -745,6 +762,62 @@ def build_struct(schema: Any, values: Mapping[str, Any], what: str) -> bytes:
             field=str(error.args[0]),
             expected="a value for every field",
         ) from None
+
+
+_COMPILABLE: Final = (NameField, PublicKeyField, FormatField)
+"""Field types whose compiled code checks what the interpreted code checks (their own code runs)."""
+
+
+@dataclass(frozen=True)
+class _CompiledStruct:
+    """A Struct's compiled code (construct's `compile()`: several times faster), used where it is
+    exactly as strict as the interpreted Struct: parsing data of the checked size, and building
+    values whose byte fields have the declared lengths (compiled code does not check those)."""
+
+    compiled: Any
+    byte_sizes: tuple[tuple[str, int | None], ...]
+    """Byte fields: name and exact length (None: any length, GreedyBytes)."""
+
+    def fits(self, values: Mapping[str, Any]) -> bool:
+        """True if every byte field of `values` is bytes of its declared length."""
+        for name, size in self.byte_sizes:
+            value = values.get(name)
+            if not isinstance(value, bytes) or (size is not None and len(value) != size):
+                return False
+        return True
+
+
+@lru_cache(maxsize=256)
+def _compiled(schema: Any) -> _CompiledStruct | None:
+    """The compiled form of a Struct of fixed fields (once per schema), None if it has others."""
+    if not isinstance(schema, Struct):
+        return None
+    byte_sizes: list[tuple[str, int | None]] = []
+    for sub in schema.subcons:
+        field = getattr(sub, "subcon", None)
+        if sub.name is None or field is None:
+            return None
+        if field is GreedyBytes:
+            byte_sizes.append((sub.name, None))
+        elif type(field) is Bytes and isinstance(field.length, int):
+            byte_sizes.append((sub.name, field.length))
+        elif not isinstance(field, _COMPILABLE):
+            return None
+    try:
+        compiled = schema.compile()
+    except ConstructError:  # pragma: no cover - every field above compiles
+        return None
+    return _CompiledStruct(compiled, tuple(byte_sizes))
+
+
+@lru_cache(maxsize=256)
+def _fixed_size(schema: Any) -> int | None:
+    """The size of a fixed-size schema, None if it varies (computed once per schema: sizeof is slow)."""
+    try:
+        size: int = schema.sizeof()
+    except SizeofError:
+        return None
+    return size
 
 
 def _fields(container: Any) -> Fields:

@@ -117,6 +117,11 @@ def sessions_per_second(
     return sum(counts) / elapsed
 
 
+def load_average() -> str:
+    """The machine's 1/5/15-minute load averages (other processes share the cores)."""
+    return " ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
 def idle_cost(checkout: Path, root: Path, count: int, *extra: str) -> tuple[float, float]:
     """(server RSS MiB without, KiB per idle connection with `count` held)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -150,7 +155,10 @@ def main() -> None:
     key = import_private_key(export_private_key(generate_private_key()))
     versions = [("this", ROOT)] + ([("baseline", options.baseline.resolve())] if options.baseline else [])
     levels = [int(text) for text in options.clients.split(",")]
-    print(f"{os.cpu_count()} CPUs; {options.seconds:g} s per measurement, best of {options.repeat}")
+    print(
+        f"{os.cpu_count()} CPUs; {options.seconds:g} s per measurement, best of {options.repeat}; "
+        f"load average {load_average()}"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-sessions-") as temp:
         root = Path(temp)
         for clients in levels:
@@ -181,8 +189,11 @@ def main() -> None:
             )
             line += f"; clients' CPU {min(client_cpu):.1f} ms/session"
             if options.baseline:
-                line += f"; ratio this/baseline {max(best['this']) / max(best['baseline']):.2f}x"
-            print(line, flush=True)
+                line += (
+                    f"; ratio this/baseline {max(best['this']) / max(best['baseline']):.2f}x sessions/s, "
+                    f"{min(cpu['baseline']) / min(cpu['this']):.2f}x less server CPU per session"
+                )
+            print(f"{line}; load average {load_average()}", flush=True)
         if options.idle:
             for tag, checkout in versions:
                 extra = ("--max-per-address", "0") if tag == "this" else ()

@@ -28,29 +28,42 @@ the dialect(s) its header fits (`backupproto.detect`): "the client likely speaks
 
 Concurrency: one asyncio event loop (``Server.serve_forever``) runs the accept loop and one
 coroutine per connection (`session.Session`), the way aioquic layers ``asyncio/`` over its
-sans-I/O core. The loop only moves bytes and keeps time; everything that blocks or burns
-CPU runs in one thread pool (32 threads): SQLite, fsync, rename, RSA, and a 1103's
-content. Bytes of requests arrive through `wire.Wire`, a buffered protocol: the kernel
-writes them straight into the connection's buffer (16 KiB, doubling up to 256 KiB, dropped
-while idle), one copy out per read. An idle connection costs a coroutine, a transport and
-an engine: about 5 KiB, no thread (10,000 idle connections measured at +52 MiB).
+sans-I/O core. The loop moves bytes, keeps time and does what costs microseconds: parsing,
+1103's header (opening the temp file), and a small file's content (a file of at most
+16 KiB, `session.SMALL_FILE`, is decrypted, CRC'd and written to the page cache on the
+loop: cheaper than any hand-off). Every database step runs on one store thread
+(`store_thread.StoreThread`): requests 1100-1102 and 1104-1106 (SQLite, RSA) and each
+upload's install (its temp file is fsync'd in the pool first, many at once). The store
+thread takes every job waiting when it wakes, runs them in turn with their commits
+deferred, commits once, then runs what must follow the commit (renames and folder fsyncs,
+removal of expired versions; those of different clients at once in the pool, those of one
+client in order) and wakes all their sessions in one call: one thread wake-up and one
+COMMIT per batch, where a pool cost a hand-off, a lock convoy and a commit per step (small
+sessions: server CPU per session 3.3-4.4 ms -> 1.7-3.0 ms, benchmarks/README.md). No file
+fsync runs serially on the store thread: with a slow disk (4 ms per fsync while others
+wrote) one thread doing every session's fsyncs in turn capped the server near 75
+sessions/s. Everything else that blocks or burns CPU runs in one thread pool (32 threads).
+Bytes of requests arrive through `wire.Wire`, a buffered protocol: the kernel writes them
+straight into the connection's buffer (16 KiB, doubling up to 256 KiB, dropped while
+idle), one copy out per read. An idle connection costs a coroutine, a transport and an
+engine: about 5 KiB, no thread (10,000 idle connections measured at +52 MiB).
 
-File content (`content.ContentPump`): once a 1103's content starts, the session stops the
-loop's reading of that socket (`Wire.hold`) and one pool job reads the socket itself
-(non-blocking ``recv`` of up to 256 KiB, ``poll`` while it is empty), feeds the engine and
-hands each chunk to the upload: AES-CBC decryption (OpenSSL through `cryptography`, into a
-reused buffer), cksum and the write, all in that thread, with no Python copy and no trip
-through the loop per chunk. The job gives its thread back when the socket has been quiet
-for 50 ms (the loop then waits for bytes as for any message, with the same deadlines, and
-starts a new job when they come: a slow client holds no thread) and after 0.25 s of work
-(it queues itself again behind the pool's other jobs, so big uploads cannot keep every
-pool thread from registrations and verdicts). The job checks the message deadline and the
-stall timeout below before every wait. Shutdown ends a waiting job by shutting the
-socket's reading side (``shutdown(SHUT_RD)``), never by closing the socket under it; the
-session closes the socket only after the job has returned. Several uploads run on several
-pool threads; OpenSSL, recv, poll and write release the GIL, so both cores work. CPU per
-GiB received on the 2-vCPU VM: about 0.5 s (before: 1.2-1.6 s with a pool hand-off and a
-copy per read and page-cache writes).
+File content of larger files (`content.ContentPump`): once a 1103's content starts, the
+session stops the loop's reading of that socket (`Wire.hold`) and one pool job reads the
+socket itself (non-blocking ``recv`` of up to 256 KiB, ``poll`` while it is empty), feeds
+the engine and hands each chunk to the upload: AES-CBC decryption (OpenSSL through
+`cryptography`, into a reused buffer), cksum and the write, all in that thread, with no
+Python copy and no trip through the loop per chunk. The job gives its thread back when the
+socket has been quiet for 50 ms (the loop then waits for bytes as for any message, with
+the same deadlines, and starts a new job when they come: a slow client holds no thread)
+and after 0.25 s of work (it queues itself again behind the pool's other jobs, so big
+uploads cannot keep every pool thread from registrations and verdicts). The job checks the
+message deadline and the stall timeout below before every wait. Shutdown ends a waiting
+job by shutting the socket's reading side (``shutdown(SHUT_RD)``), never by closing the
+socket under it; the session closes the socket only after the job has returned. Several
+uploads run on several pool threads; OpenSSL, recv, poll and write release the GIL, so
+both cores work. CPU per GiB received on the 2-vCPU VM: about 0.5 s (before: 1.2-1.6 s
+with a pool hand-off and a copy per read and page-cache writes).
 
 Deadlines (spec 2.4, 13.11), all per connection: at a message boundary ``--idle-timeout``
 (60 s; close silently). Once a message's first byte has arrived, the whole message must
@@ -80,10 +93,12 @@ CPU, so 256 KiB).
 Storage (`store`, `files`; spec 9.2 and 11): SQLite ``server.db`` (or ``defensive.db``) with
 the tables ``clients``, ``files``, ``versions`` and ``settings`` (WAL journal,
 synchronous=FULL, bound parameters only) plus clients and files in memory for lookups; one
-lock keeps both in step. Group
-commit: each change runs in a savepoint of the open transaction, then waits for a COMMIT;
-the first waiter commits every change written meanwhile, so concurrent sessions share one
-fsync, and no response leaves before the commit holding its change. Owner-only: the data
+lock keeps both in step. Group commit: each change runs in a savepoint of the open
+transaction (a one-statement change needs none), then waits for a COMMIT: on the store
+thread, the one COMMIT after its batch (`Store.deferring`); from any other thread the first
+waiter commits every change written meanwhile. So concurrent sessions share one fsync, no
+response leaves before the commit holding its change, and a failed COMMIT fails every
+change in it (2107) and reloads memory from the database. Owner-only: the data
 dir is made 0700 and ``server.db`` 0600 (its -wal/-shm inherit that mode) whatever the
 umask; client folders, ``.tmp``, ``.versions`` 0700, files 0600.
 
@@ -108,7 +123,10 @@ version tag; rename over the final name and fsync the folder; answer 2103. A 110
 the same lock, sets Verified=1 only if the remembered tag is still this connection's
 upload, then drops kept versions beyond ``--keep-versions`` (rows committed, then files
 unlinked). Because tag, row and rename of one upload happen under one lock, two uploads of
-one name can never commit in one order and rename in the other.
+one name can never commit in one order and rename in the other. On the store thread the rename waits
+for its batch's COMMIT (after the lock); that one thread runs every install and 1104 in
+turn, and the renames of a batch in the order of its row updates, so the order holds there
+too, and a 1104 can only name an upload whose 2103 (sent after its rename) it followed.
 
 What a crash (kill -9, power loss) at each step leaves, and what start-up does:
 - while content arrives, or before the temp file's fsync: a temp file; start-up deletes it

@@ -19,6 +19,7 @@ not confirm. 1104 takes the same lock, and expires kept versions beyond the rete
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import logging
 import mmap
@@ -98,9 +99,12 @@ class FileStore:
         if len(parts) != 2 or not _CLIENT_DIR.fullmatch(parts[0]) or parts[1] in ("", ".", ".."):
             raise StorageError(f"path name {path_name!r} is not '<client id hex>/<file>'")
         folder = self.root / parts[0]
-        final = (folder / parts[1]).resolve()
-        if folder.resolve() != folder or final.parent != folder or final.name != parts[1]:
-            raise StorageError(f"path name {path_name!r} resolves outside its client folder ({final})")
+        final = folder / parts[1]
+        # The root is canonical (resolved at start) and parts[1] one plain component, so the path
+        # resolves to itself unless the folder or the file is a symlink: two lstat calls, where
+        # resolving costs one per component of the whole path.
+        if os.path.islink(folder) or os.path.islink(final):
+            raise StorageError(f"path name {path_name!r} resolves outside its client folder (a symlink)")
         return final
 
     def _lock(self, client_id: bytes, file_name: str) -> threading.Lock:
@@ -112,7 +116,9 @@ class FileStore:
 
         Both steps run under the file's lock, so the version tag in the store always names the
         bytes at the final path: two uploads of one name can never commit in one order and
-        rename in the other (spec 9.2 rule 2).
+        rename in the other (spec 9.2 rule 2). On the store thread (commits deferred) the rename
+        waits for the batch's COMMIT; that one thread runs every install and verify in turn, so
+        renames happen in the order of the row updates there too.
         """
         with self._lock(client_id, file_name):
             current = store.file(client_id, file_name)
@@ -120,7 +126,7 @@ class FileStore:
             if current is not None and current.verified:
                 archived = self._archive(client_id, upload.final)
             store.put_file(client_id, file_name, upload.path_name, upload.version, archived)
-            upload.commit()
+            store.after_commit(upload.commit, key=client_id)  # the rename, once the row is durable
 
     def _archive(self, client_id: bytes, final: Path) -> str | None:
         """Keep the verified file at `final` as an older version (a hard link); its PathName."""
@@ -150,7 +156,7 @@ class FileStore:
             expired = kept[: max(0, len(kept) - self.keep_versions)]
             store.forget_versions(expired)
         for path_name in expired:
-            self._remove_version(path_name)
+            store.after_commit(functools.partial(self._remove_version, path_name), key=client_id)  # row first
         return True
 
     def _remove_version(self, path_name: str) -> None:

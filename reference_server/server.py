@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import os
 import socket
@@ -28,11 +29,13 @@ from .limits import ConnectionTable
 from .lockout import DecryptionFailures
 from .session import Session
 from .store import Store
+from .store_thread import StoreThread
 
 log = logging.getLogger(__name__)
 
 POOL_THREADS: Final = 32
-"""Threads for blocking work (SQLite, fsync, AES, RSA): enough to keep both cores and the disk busy."""
+"""Threads for file content (AES, cksum, write, a large upload's fsync): enough for both cores and the disk.
+Database steps, RSA and small uploads' fsync and rename run on the one store thread (`store_thread`)."""
 BACKLOG: Final = 4096
 ACCEPT_PAUSE: Final = 0.2
 """Seconds accepting pauses after running out of file descriptors (instead of spinning)."""
@@ -102,6 +105,7 @@ class Server:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
         self._tasks: dict[Session, asyncio.Task[None]] = {}
+        self._store_thread: StoreThread | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -147,11 +151,13 @@ class Server:
     def serve_forever(self) -> None:
         """Serve until `stop()`; then abort the sessions, wait for them, close the database."""
         assert self._listener is not None, "start() first"
+        gc.freeze()  # what start-up made lives for ever: the collector no longer walks it per collection
         asyncio.run(self._serve())
 
     async def _serve(self) -> None:
         self._stopped = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        self._store_thread = StoreThread(self.store, self.pool)
         if self._stopping.is_set():
             self._stopped.set()
         accepting = asyncio.create_task(self._accept_forever())
@@ -189,8 +195,17 @@ class Server:
             self.table.remove(victim)
             victim.drop()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        assert self._store_thread is not None
         session = Session(
-            sock, peer, self.store, self.files, self.config, self.failures, self.pool, self.table
+            sock,
+            peer,
+            self.store,
+            self.files,
+            self.config,
+            self.failures,
+            self.pool,
+            self.table,
+            self._store_thread,
         )
         self.table.add(session, host)
         self.table.idle(session)  # nothing received yet: at a message boundary
@@ -224,6 +239,8 @@ class Server:
                 for task in late:
                     task.cancel()
                 await asyncio.wait(late, timeout=1.0)  # let their clean-up use the pool first
+        if self._store_thread is not None:
+            self._store_thread.stop()  # its last jobs' sessions have ended: nobody waits for them
         self.pool.shutdown(wait=True)
         self.store.close()
         log.info("stopped")

@@ -63,8 +63,12 @@ from .files import FileStore, Upload
 from .limits import ConnectionTable
 from .lockout import DecryptionFailures
 from .store import Store
+from .store_thread import StoreThread
 from .wire import Wire
 
+SMALL_FILE: Final = 16 * 1024
+"""A file whose content_size is at most this is decrypted, CRC'd and written on the loop:
+microseconds, where a pool hand-off (and the content pump) costs more than the work."""
 LINGER_SECONDS: Final = 2.0
 LINGER_BYTES: Final = 64 * 1024
 """After 2107 the server half-closes and discards what still arrives for this long / this much,
@@ -90,6 +94,7 @@ class Session:
         failures: DecryptionFailures,
         pool: Executor,
         table: ConnectionTable[Session],
+        store_thread: StoreThread,
     ) -> None:
         self.sock = sock
         self.wire: Wire | None = None
@@ -100,6 +105,7 @@ class Session:
         self.failures = failures
         self.pool = pool
         self.table = table
+        self.store_thread = store_thread
         self.dialect = config.dialect
         self.engine = ServerConnection(config.dialect, max_content_size=config.max_file_size)
         self._message_head = b""
@@ -184,6 +190,10 @@ class Session:
                 log.debug("%s: client closed the connection", self.peer)
                 return
             try:
+                if isinstance(event, FileChunk) and self._small_file():
+                    self._write_on_loop(event.data)
+                    event = None
+                    continue
                 if isinstance(event, FileChunk):
                     event = await self._pump_content(event.data)
                     if event is None:
@@ -191,9 +201,12 @@ class Session:
                     continue
                 if isinstance(event, FileEnd):
                     response: Response | None = await self._on_file_end()
+                elif isinstance(event, SendFile):  # memory lookups and a temp file: no database step
+                    self._send_file(event)
+                    response = None
                 else:
                     assert isinstance(event, Request)
-                    response = await self._in_pool(self._on_request, event)  # type: ignore[assignment]
+                    response = await self.store_thread.run(self._on_request, event)
             except (ReferenceServerError, BackupProtoError) as error:
                 # the end or a chunk of a file is refused as that file's SEND_FILE
                 subject = event if isinstance(event, Request) else engine.conversation.file or event
@@ -202,6 +215,20 @@ class Session:
             event = None
             if response is not None and not await self._send(engine.send(response)):
                 return
+
+    def _small_file(self) -> bool:
+        request = self.engine.conversation.file
+        return request is not None and request.content_size <= SMALL_FILE
+
+    def _write_on_loop(self, data: bytes) -> None:
+        """A small file's chunk, written here: a storage failure is refused as its 1103."""
+        upload = self.upload
+        assert upload is not None
+        self._content_received += len(data)
+        try:
+            upload.write(data)
+        except ReferenceServerError as error:
+            raise RequestRefused(str(error)) from None
 
     async def _pump_content(self, first: bytes) -> object:
         """Run the content pump in the pool from this chunk on: the event it ends with (FileEnd,
@@ -384,9 +411,6 @@ class Session:
             return self._send_public_key(request)
         if isinstance(request, Reconnect):
             return self._reconnect(request)
-        if isinstance(request, SendFile):
-            self._send_file(request)
-            return None
         if isinstance(request, CrcOk | CrcGiveUp):
             return self._verdict(request)
         if isinstance(request, CrcRetry):
@@ -475,11 +499,13 @@ class Session:
         request = self.engine.conversation.file
         assert upload is not None and request is not None
         try:
-            crc = await self._in_pool(self._store_upload, upload, request)
+            # The fsync in the pool (many at once), the row and the rename on the store thread.
+            crc = await self._in_pool(self._finish_upload, upload, request)
+            assert isinstance(crc, int)
+            await self.store_thread.run(self._install_upload, upload, request)
         except Exception:
             await self._drop_upload()
             raise
-        assert isinstance(crc, int)
         self.upload = None
         self.written_version = upload.version
         self._log(
@@ -489,8 +515,12 @@ class Session:
         )
         return FileReceived(request.client_id, request.content_size, request.file_name, crc)
 
-    def _store_upload(self, upload: Upload, request: SendFile) -> int:
-        """In the pool: check the padding, flush, commit the row and rename (spec 11.3); the cksum."""
+    def _install_upload(self, upload: Upload, request: SendFile) -> None:
+        """On the store thread: the row (committed with its batch), then the rename (spec 11.3)."""
+        self.files.install(self.store, request.client_id, request.file_name, upload)
+
+    def _finish_upload(self, upload: Upload, request: SendFile) -> int:
+        """In the pool: check the padding and the size, flush the temp file; the cksum."""
         try:
             crc = upload.finish()
         except CryptoError:
@@ -504,7 +534,6 @@ class Session:
                 offset=self.engine.schemas.offset(RequestCode.SEND_FILE, "orig_file_size"),
                 expected=f"{request.orig_file_size} bytes (orig_file_size of every packet)",
             )
-        self.files.install(self.store, request.client_id, request.file_name, upload)
         return crc
 
     def _count_failure(self, client_id: bytes) -> None:

@@ -16,8 +16,9 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Final
 
@@ -67,7 +68,13 @@ def _owner_only(path: Path) -> None:
 
 def utc_now() -> str:
     """The current UTC time as 'YYYY-MM-DD HH:MM:SS' (ISO-8601 with a space), as in clients.LastSeen."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())  # 5x cheaper than datetime's
+    return _utc_text(int(time.time()))
+
+
+@lru_cache(maxsize=1)
+def _utc_text(second: int) -> str:
+    """The text of one second since the epoch, formatted once: every step within that second reuses it."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second))  # 5x cheaper than datetime's
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,19 @@ class _Batch:
         self.error: StorageError | None = None
 
 
+class Deferred:
+    """One job's steps written while commits are deferred (`Store.deferring`), and the actions that
+    must wait until they are committed (`Store.after_commit`)."""
+
+    __slots__ = ("after", "batches", "key")
+
+    def __init__(self) -> None:
+        self.batches: list[_Batch] = []
+        self.after: list[Callable[[], None]] = []
+        self.key: Hashable = None
+        """What the actions touch (`after_commit`'s key); None: anything (run them alone)."""
+
+
 class Store:
     """The server's registry of clients and files; every method is thread-safe."""
 
@@ -137,6 +157,8 @@ class Store:
         self._batch = _Batch()
         """The steps written since the last COMMIT (the open transaction)."""
         self._stepped: _Batch | None = None
+        self._local = threading.local()
+        """`deferred`: the `Deferred` of the job this thread runs inside `deferring()`, if any."""
 
     def _claim_dialect(self, dialect: str) -> str:
         """The dialect recorded in `settings`; a new database records `dialect`, one older than
@@ -199,24 +221,66 @@ class Store:
             self._stepped = None
             yield
             batch, self._stepped = self._stepped, None
-        if batch is not None:
+        if batch is None:
+            return
+        deferred: Deferred | None = getattr(self._local, "deferred", None)
+        if deferred is None:
+            self._commit(batch)
+        elif batch not in deferred.batches:
+            deferred.batches.append(batch)
+
+    @contextlib.contextmanager
+    def deferring(self) -> Iterator[Deferred]:
+        """Inside, this thread's steps are written but not committed: the caller runs several jobs
+        this way, then `commit_deferred` for each before it reports any of them (one COMMIT and
+        one fsync for all). Only one thread may defer (the store thread), so the order in which it
+        runs the jobs is the order of their steps and of their `after_commit` actions."""
+        deferred = Deferred()
+        self._local.deferred = deferred
+        try:
+            yield deferred
+        finally:
+            self._local.deferred = None
+
+    def commit_deferred(self, deferred: Deferred) -> None:
+        """Make the steps of one deferred job durable (the first call commits every step written
+        so far); StorageError if their COMMIT failed. Then the caller runs `deferred.after`."""
+        for batch in deferred.batches:
             self._commit(batch)
 
+    def after_commit(self, action: Callable[[], None], key: Hashable = None) -> None:
+        """Run `action` once this thread's steps so far are durable: now, unless they are deferred
+        (then after `commit_deferred`, in the order the actions were asked for). `key` names what
+        the action touches (e.g. a client's folder): the store thread may run the actions of jobs
+        with other keys at the same time, those of one key in order; None: alone."""
+        deferred: Deferred | None = getattr(self._local, "deferred", None)
+        if deferred is None:
+            action()
+        else:
+            if deferred.after and deferred.key != key:
+                key = None  # one job's actions on two things: run them with nothing else
+            deferred.key = key
+            deferred.after.append(action)
+
     def _write(self, statements: list[tuple[str, tuple[object, ...]]]) -> None:
-        """Run one step's statements, all or none (a savepoint), in the open transaction."""
+        """Run one step's statements, all or none (a savepoint; one statement is atomic by itself),
+        in the open transaction."""
         try:
             if not self._db.in_transaction:
                 self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("SAVEPOINT step")
-            try:
-                for sql, values in statements:
-                    self._db.execute(sql, values)
-            except sqlite3.Error:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK TO step")
-                    self._db.execute("RELEASE step")
-                raise
-            self._db.execute("RELEASE step")
+            if len(statements) == 1:  # a failing statement undoes itself and leaves the transaction open
+                self._db.execute(*statements[0])
+            else:
+                self._db.execute("SAVEPOINT step")
+                try:
+                    for sql, values in statements:
+                        self._db.execute(sql, values)
+                except sqlite3.Error:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK TO step")
+                        self._db.execute("RELEASE step")
+                    raise
+                self._db.execute("RELEASE step")
         except sqlite3.Error as error:
             failure = StorageError(f"database write failed: {error}")
             if not self._db.in_transaction:  # SQLite rolled the whole batch back (e.g. disk full)
