@@ -21,6 +21,7 @@ from backupproto.io.channel import ByteChannel, ChannelTimeout, ConnectionLost
 from backupproto.schemas import schemas_for
 
 from .describe import RESPONSE_CODE_BYTES, RESPONSE_HEADER_SIZE, RESPONSE_SIZE_BYTES
+from .transport import connect_retrying
 
 _2022C, _2023A, _2023C, _2024A, _2024C = (
     DIALECTS[name] for name in ("2022C", "2023A", "2023C", "2024A", "2024C")
@@ -95,15 +96,7 @@ def _ask(target: tuple[str, int], data: bytes, seconds: float, *, retry: bool) -
 def connected(target: tuple[str, int], seconds: float, *, retry: bool) -> Iterator[socket.socket]:
     """A connection; with `retry`, a refused connect is tried again within `seconds` (a server
     that re-binds its listening socket between connections)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            sock = socket.create_connection(target, timeout=seconds)
-            break
-        except ConnectionRefusedError:
-            if not retry or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    sock = connect_retrying(target, seconds, lambda: retry, time.monotonic() + seconds)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         yield sock
