@@ -1,10 +1,12 @@
 """Cutting a byte stream into messages by their headers alone, without the state machine.
 
 `Framer` is the framing the engine uses, offered on its own for tools that record or
-inspect traffic: it reads each header's code and payload_size (even when the header is
-invalid, so malformed traffic stays with the header that announced it), buffers the part
-of the payload that is parsed as a whole, and streams the rest as `Body` pieces, so a
-file of any size passes in constant memory. Pure: bytes in, pieces out.
+inspect traffic (the session splitter is built on it): it reads each header's code and
+payload_size (even when the header is invalid, so malformed traffic stays with the header
+that announced it), buffers the part of the payload that is parsed as a whole, and streams
+the rest as `Body` pieces, so a file of any size passes in constant memory. Only a header
+the dialect accepts (version, code and payload_size, spec 3.6) has payload buffered: the
+payload of a rejected header streams, unparsed, as `Body`. Pure: bytes in, pieces out.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .dialect import RequestCode, ResponseCode
+from .errors import MalformedMessage
 from .schemas import V3_SCHEMAS, Schemas
 
 
@@ -122,8 +125,7 @@ class Framer:
             header = self.schemas.request_header if self.requests else self.schemas.response_header
             values = header.parse(bytes(self._buffer))
             code, payload_size = values["code"], values["payload_size"]
-            role = self.schemas.request_role(code) if self.requests else self.schemas.response_role(code)
-            buffered = buffered_payload_size(self.schemas, role, payload_size)
+            buffered = buffered_payload_size(self.schemas, self._accepted_role(), payload_size)
             self._head = (code, payload_size)
             if buffered:
                 self._want = self.header_size + buffered
@@ -137,3 +139,13 @@ class Framer:
             self._body_left = streamed
             return [Head(raw, code, payload_size, streamed)]
         return [Head(raw, code, payload_size, 0), End()]
+
+    def _accepted_role(self) -> RequestCode | ResponseCode | None:
+        """The role of the header in the buffer if the dialect accepts the header, else None."""
+        header = bytes(self._buffer)
+        try:
+            if self.requests:
+                return self.schemas.parse_request_header(header).code
+            return self.schemas.parse_response_header(header).code
+        except MalformedMessage:
+            return None

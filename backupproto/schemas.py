@@ -452,23 +452,29 @@ class Schemas:
 
     def parse_request_header(self, data: bytes) -> RequestHeader:
         """Parse and validate a 23-byte request header (version, code, payload_size; spec 3.6)."""
-        raw = self._parse_header(data, self.request_header_size, self._compiled_request_header)
-        self._check_version(raw["version"], self._request_header_offsets["version"])
-        code = self._known(raw["code"], self._request_header_offsets["code"], requests=True)
-        size_at = self._request_header_offsets["payload_size"]
-        _check_payload_size(raw["payload_size"], self.request_size_rule(code), code, size_at)
+        raw, code = self._parse_header(data, requests=True)
         return RequestHeader(raw["client_id"], raw["version"], code, raw["payload_size"])
 
     def parse_response_header(self, data: bytes) -> ResponseHeader:
         """Parse and validate a 7-byte response header."""
-        raw = self._parse_header(data, self.response_header_size, self._compiled_response_header)
-        self._check_version(raw["version"], self._response_header_offsets["version"])
-        code = self._known(raw["code"], self._response_header_offsets["code"], requests=False)
-        size_at = self._response_header_offsets["payload_size"]
-        _check_payload_size(raw["payload_size"], self.response_size_rule(code), code, size_at)
+        raw, code = self._parse_header(data, requests=False)
         return ResponseHeader(raw["version"], code, raw["payload_size"])
 
-    def _parse_header(self, data: bytes, size: int, compiled: Any) -> Fields:
+    def _parse_header(self, data: bytes, *, requests: bool) -> tuple[Fields, Any]:
+        """A header's raw fields and its role, checked in the order of spec 3.6: length, version,
+        code, payload_size."""
+        if requests:
+            size, compiled, offsets = (
+                self.request_header_size,
+                self._compiled_request_header,
+                self._request_header_offsets,
+            )
+        else:
+            size, compiled, offsets = (
+                self.response_header_size,
+                self._compiled_response_header,
+                self._response_header_offsets,
+            )
         if len(data) != size:
             raise MalformedMessage(
                 ErrorKind.TRUNCATED if len(data) < size else ErrorKind.TRAILING_BYTES,
@@ -478,7 +484,12 @@ class Schemas:
                 expected=f"{size} bytes",
             )
         # Safe to use the compiled parser: the length was checked above.
-        return _fields(compiled.parse(data))
+        raw = _fields(compiled.parse(data))
+        self._check_version(raw["version"], offsets["version"])
+        code = self._known(raw["code"], offsets["code"], requests=requests)
+        rule = self.request_size_rule(code) if requests else self.response_size_rule(code)
+        _check_payload_size(raw["payload_size"], rule, code, offsets["payload_size"])
+        return raw, code
 
     def _known(self, code: int, offset: int, *, requests: bool) -> Any:
         d = self.dialect

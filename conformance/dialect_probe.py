@@ -17,9 +17,11 @@ from dataclasses import dataclass
 
 from backupproto.dialect import DIALECTS, Dialect, RequestCode, ResponseCode
 from backupproto.errors import BackupProtoError
+from backupproto.io.channel import ByteChannel, ChannelTimeout, ConnectionLost
 from backupproto.schemas import schemas_for
 
 from .describe import RESPONSE_CODE_BYTES, RESPONSE_HEADER_SIZE, RESPONSE_SIZE_BYTES
+from .transport import connect_retrying
 
 _2022C, _2023A, _2023C, _2024A, _2024C = (
     DIALECTS[name] for name in ("2022C", "2023A", "2023C", "2024A", "2024C")
@@ -73,19 +75,20 @@ _Ask = Callable[[Dialect, bytes, str], _Answer]
 def _ask(target: tuple[str, int], data: bytes, seconds: float, *, retry: bool) -> _Answer:
     """Send `data` on a new connection; the response code and payload (bounded reads)."""
     with connected(target, seconds, retry=retry) as sock:
+        channel = ByteChannel.around(sock, timeout=seconds)
         try:
-            sock.sendall(data)
-        except OSError:
+            channel.send_bytes(data)
+        except (ChannelTimeout, ConnectionLost):
             return _Answer(None, closed=True)
-        head, closed = _read(sock, RESPONSE_HEADER_SIZE, seconds)
+        head = channel.receive_up_to(RESPONSE_HEADER_SIZE, seconds)
         if len(head) < RESPONSE_HEADER_SIZE:
-            return _Answer(None, closed=closed)
+            return _Answer(None, closed=channel.peer_closed)
         code = int.from_bytes(head[RESPONSE_CODE_BYTES], "little")
         size = int.from_bytes(head[RESPONSE_SIZE_BYTES], "little")
         if code not in _ALL_RESPONSES and int.from_bytes(head[RESPONSE_CODE_BYTES], "big") in _ALL_RESPONSES:
             code = int.from_bytes(head[RESPONSE_CODE_BYTES], "big")
             size = int.from_bytes(head[RESPONSE_SIZE_BYTES], "big")
-        payload, _ = _read(sock, min(size, 1 << 12), seconds)
+        payload = channel.receive_up_to(min(size, 1 << 12), seconds)
         return _Answer(code, payload)
 
 
@@ -93,41 +96,12 @@ def _ask(target: tuple[str, int], data: bytes, seconds: float, *, retry: bool) -
 def connected(target: tuple[str, int], seconds: float, *, retry: bool) -> Iterator[socket.socket]:
     """A connection; with `retry`, a refused connect is tried again within `seconds` (a server
     that re-binds its listening socket between connections)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            sock = socket.create_connection(target, timeout=seconds)
-            break
-        except ConnectionRefusedError:
-            if not retry or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+    sock = connect_retrying(target, seconds, lambda: retry, time.monotonic() + seconds)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         yield sock
     finally:
         sock.close()
-
-
-def _read(sock: socket.socket, size: int, seconds: float) -> tuple[bytes, bool]:
-    """Up to `size` bytes within `seconds`; (data, closed)."""
-    data = bytearray()
-    deadline = time.monotonic() + seconds
-    while len(data) < size:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return bytes(data), False
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(size - len(data))
-        except TimeoutError:
-            return bytes(data), False
-        except OSError:
-            return bytes(data), True
-        if not chunk:
-            return bytes(data), True
-        data += chunk
-    return bytes(data), False
 
 
 def _register(dialect: Dialect) -> tuple[bytes, str]:

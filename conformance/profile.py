@@ -23,6 +23,7 @@ import pytest
 from backupproto.crypto import public_key_der
 from backupproto.dialect import DIALECT_2023A, Dialect, RequestCode, ResponseCode
 from backupproto.errors import BackupProtoError
+from backupproto.io.channel import ByteChannel, ChannelTimeout, ConnectionLost
 from backupproto.schemas import Schemas, schemas_for
 
 from .case import Target
@@ -236,39 +237,25 @@ def oaep_sha256(found_in: str) -> Finding:
 
 
 class _Conversation:
-    """A raw socket with bounded reads (the profile must not trust the server's framing)."""
+    """A connection read by bounded reads (the profile must not trust the server's framing)."""
 
     def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.closed = False
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.channel = ByteChannel.around(sock, timeout=sock.gettimeout())
+
+    @property
+    def closed(self) -> bool:
+        """True once the server closed or reset the connection, or sending to it failed."""
+        return self.channel.peer_closed
 
     def read(self, size: int, seconds: float) -> bytes:
         """Up to `size` bytes within `seconds` (fewer on close or silence)."""
-        data = bytearray()
-        deadline = time.monotonic() + seconds
-        while len(data) < size and not self.closed:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(size - len(data))
-            except TimeoutError:
-                break
-            except OSError:
-                self.closed = True
-                break
-            if not chunk:
-                self.closed = True
-            data += chunk
-        return bytes(data)
+        return self.channel.receive_up_to(size, seconds)
 
     def send(self, data: bytes) -> bool:
         try:
-            self.sock.sendall(data)
-        except OSError:
-            self.closed = True
+            self.channel.send_bytes(data)
+        except (ChannelTimeout, ConnectionLost):
+            self.channel.feed_end()  # nothing more is read from a failed connection
             return False
         return True
 
@@ -530,7 +517,7 @@ def _second_connection(profile: Profile, bound_s: float) -> None:
             if answered:
                 return
             refused = "a second connection got no answer while the first was open"
-        idle.sock.close()
+        idle.channel.close()
     with _opened(profile.target, bound_s) as later:
         later.send(_register_bytes(profile.schemas))
         if _read_answer(profile.schemas, later, bound_s) is None:

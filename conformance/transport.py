@@ -135,6 +135,20 @@ def response_wait_s(info: CaseInfo | None, waiting_for: str, timeout_s: float) -
     return timeout_s
 
 
+def connect_retrying(
+    address: tuple[str, int], timeout_s: float, retry_refused: Callable[[], bool], deadline: float
+) -> socket.socket:
+    """A TCP connection to `address`; a refused connect is tried again (50 ms later) while
+    `retry_refused()` says so and `deadline` (time.monotonic) has not passed. Raises OSError."""
+    while True:
+        try:
+            return socket.create_connection(address, timeout=timeout_s)
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline or not retry_refused():
+                raise
+            time.sleep(0.05)
+
+
 def connect(
     info: CaseInfo | None, address: tuple[str, int], timeout_s: float, make_room: Callable[[], None]
 ) -> socket.socket:
@@ -143,16 +157,16 @@ def connect(
     Raises OSError."""
     deadline = time.monotonic() + timeout_s
     adapted = False
-    while True:
-        try:
-            sock = socket.create_connection(address, timeout=timeout_s)
-        except ConnectionRefusedError:
-            adapted = adapted or adapting(info, "one-connection-at-a-time")
-            if not adapted or time.monotonic() > deadline:
-                raise
+
+    def room_made() -> bool:
+        nonlocal adapted
+        adapted = adapted or adapting(info, "one-connection-at-a-time")
+        if adapted:
             make_room()
-            time.sleep(0.05)
-            continue
+        return adapted
+
+    while True:
+        sock = connect_retrying(address, timeout_s, room_made, deadline)
         adaptation = current()
         if adaptation is None or not adaptation.applies(info, "one-connection-at-a-time") or _settled(sock):
             return sock

@@ -3,14 +3,14 @@
 Requests are built with backupproto.schemas (well-formed, or deliberately malformed from
 raw field values); responses are read leniently first (to name a deviation precisely:
 big-endian fields, zero padding, a payload_size that disagrees with the bytes) and then
-parsed strictly with backupproto.schemas.
+parsed strictly with backupproto.schemas. The bytes move through the library's one channel
+(`backupproto.io.channel.ByteChannel`: raw bytes by count, no framing trusted).
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ from backupproto.engine import event_fields
 from backupproto.errors import BackupProtoError
 from backupproto.events import RESPONSE_EVENTS, Registered, Request, Response, ServerError
 from backupproto.frames import send_file_start
+from backupproto.io.channel import ByteChannel, ByteStream, ChannelTimeout, ConnectionLost, StreamEnded
 from backupproto.packets import PacketSender
 from backupproto.schemas import Schemas, schemas_for
 
@@ -140,13 +141,19 @@ class Wire:
         self.dialect = context.dialect
         self.schemas = schemas_for(context.dialect)
         self._entries: list[_Entry] = []
-        self._buffer = bytearray()
-        self.peer_closed = False
         self.send_error: OSError | None = None
         self._reconnect_before_send = ""
         """Why the next send opens a new connection first (adaptation); '' for no reconnect."""
-        self.sock: socket.socket | None = None
+        self.channel: ByteChannel | None = None
+        """The connection (None once closed by the suite)."""
+        self._stream = ByteStream()
+        """The bytes received on the current connection and not read yet."""
         self._open()
+
+    @property
+    def peer_closed(self) -> bool:
+        """True once the server closed (or reset) the current connection."""
+        return self._stream.ended
 
     def _open(self) -> None:
         """Connect (adaptation: a server serving one connection at a time gets the others closed first)."""
@@ -155,13 +162,13 @@ class Wire:
             sock = transport.connect(self.context.info, target, self.timeout_s, self._close_others)
         except OSError as error:
             self.fail(f"a TCP connection to {self.context.target}", f"connect failed: {error}")
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock = sock
+        self.channel = ByteChannel.around(sock, timeout=self.timeout_s)
+        self._stream = self.channel.receiver
 
     def _close_others(self) -> None:
         """Adaptation for a server that serves one connection at a time: close the case's others."""
         for wire in self.context.wires:
-            if wire is not self and wire.sock is not None:
+            if wire is not self and wire.channel is not None:
                 wire.note("closed by the suite (adaptation: the server serves one connection at a time)")
                 wire.close()
                 wire._reconnect_before_send = "the server serves one connection at a time"
@@ -169,8 +176,6 @@ class Wire:
     def _reopen(self) -> None:
         """Adaptation (one request per connection, one connection at a time): a new connection."""
         self.close()
-        self._buffer.clear()
-        self.peer_closed = False
         self.send_error = None
         self.note(f"new connection for the next request (adaptation: {self._reconnect_before_send})")
         self._reconnect_before_send = ""
@@ -214,15 +219,24 @@ class Wire:
         if self._reconnect_before_send:
             self._reopen()
         self._record("->", description or describe_request_bytes(data, self.schemas), data)
-        if self.sock is None or self.send_error is not None:
+        if self.channel is None or self.send_error is not None:
             return False
-        try:
-            self.sock.sendall(data)
-        except OSError as error:  # the server may close early after refusing a header
-            self.send_error = error
-            self.note(f"sending stopped: {error}")
+        if not self._send_raw(data):  # the server may close early after refusing a header
+            self.note(f"sending stopped: {self.send_error}")
             return False
         return True
+
+    def _send_raw(self, data: bytes) -> bool:
+        """Send unrecorded bytes; False (and `send_error` set if sending failed) when not sent."""
+        if self.channel is None or self.send_error is not None:
+            return False
+        try:
+            self.channel.send_bytes(data)
+        except ChannelTimeout as silence:
+            self.send_error = silence
+        except ConnectionLost as lost:
+            self.send_error = lost.error
+        return self.send_error is None
 
     def send(self, request: Request, *, version: int | None = None) -> bool:
         """Send a well-formed request (any request, in any state), built by backupproto.schemas."""
@@ -257,11 +271,8 @@ class Wire:
         for chunk in itertools.chain(chunks, [None]):
             data = encryptor.update(chunk) if chunk is not None else encryptor.finalize()
             sent += len(data)
-            if data and self.send_error is None and self.sock is not None:
-                try:
-                    self.sock.sendall(framed(data))
-                except OSError as error:
-                    self.send_error = error
+            if data:
+                self._send_raw(framed(data))
             if self.send_error is not None:
                 break
         self._record("->", f"content: {sent} of {content_size} encrypted bytes ({size} plaintext)", b"")
@@ -284,61 +295,33 @@ class Wire:
     def shutdown_write(self) -> None:
         """Half-close: tell the server we send nothing more."""
         self.note("client shuts down its sending side")
-        if self.sock is not None:
-            with contextlib.suppress(OSError):
-                self.sock.shutdown(socket.SHUT_WR)
+        if self.channel is not None:
+            with contextlib.suppress(ConnectionLost):
+                self.channel.shutdown_write()
 
     # -- receiving --------------------------------------------------------------------------
 
     def _recv_exact(self, size: int, timeout_s: float) -> bytes:
-        deadline = time.monotonic() + timeout_s
-        while len(self._buffer) < size:
-            if self.peer_closed or self.sock is None:
-                data = bytes(self._buffer)
-                self._buffer.clear()
-                raise Closed(data)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise _Timeout(bytes(self._buffer))
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(max(65536, size - len(self._buffer)))
-            except TimeoutError:
-                raise _Timeout(bytes(self._buffer)) from None
-            except (ConnectionResetError, ConnectionAbortedError):
-                self.peer_closed = True
-                data = bytes(self._buffer)
-                self._buffer.clear()
-                raise Closed(data, reset=True) from None
-            if not chunk:
-                self.peer_closed = True
-            self._buffer += chunk
-        data = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return data
+        """Exactly `size` bytes; `Closed` with what arrived (cleared), `_Timeout` with what arrived
+        so far (kept)."""
+        if self.channel is None:
+            raise Closed(self._stream.take())
+        try:
+            return self.channel.receive_exact(size, timeout_s)
+        except ChannelTimeout as silence:
+            raise _Timeout(silence.received) from None
+        except StreamEnded:
+            raise Closed(self._stream.take()) from None
+        except ConnectionLost as lost:
+            if not isinstance(lost.error, ConnectionResetError | ConnectionAbortedError):
+                raise
+            raise Closed(self._stream.take(), reset=True) from None
 
     def drain(self, seconds: float, limit: int = 65536) -> bytes:
         """Whatever arrives within `seconds` (at most `limit` bytes), without failing."""
-        deadline = time.monotonic() + seconds
-        while len(self._buffer) < limit and not self.peer_closed and self.sock is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(limit - len(self._buffer))
-            except TimeoutError:
-                break
-            except OSError:
-                self.peer_closed = True
-                break
-            if not chunk:
-                self.peer_closed = True
-                break
-            self._buffer += chunk
-        data = bytes(self._buffer)
-        self._buffer.clear()
-        return data
+        if self.channel is None:
+            return self._stream.take(limit)
+        return self.channel.receive_up_to(limit, seconds)
 
     def receive(
         self, timeout_s: float | None = None, *, waiting_for: str = "a response", silence_hint: str = ""
@@ -655,9 +638,9 @@ class Wire:
         return ""
 
     def close(self) -> None:
-        """Close the socket (idempotent)."""
-        if self.sock is not None:
+        """Close the connection (idempotent)."""
+        if self.channel is not None:
             try:
-                self.sock.close()
+                self.channel.close()
             finally:
-                self.sock = None
+                self.channel = None

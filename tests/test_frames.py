@@ -90,6 +90,20 @@ def test_framer_keeps_malformed_traffic_with_its_header() -> None:
     assert framer.end() == [Head(b"\x01", None, None, 0), End(22)]
 
 
+def test_framer_streams_the_payload_of_a_rejected_header() -> None:
+    """A header the dialect rejects (version 2, known code, valid size) buffers nothing: its 255
+    payload bytes stream unparsed; an accepted header's payload is buffered whole."""
+    version_2 = CID + bytes.fromhex("02 4c04 ff000000") + name_field("alice")
+    framer = Framer(requests=True)
+    assert framer.feed(version_2 + REGISTER_ALICE) == [
+        Head(version_2[:23], 1100, 255, 255),
+        Body(name_field("alice")),
+        End(),
+        Head(REGISTER_ALICE, 1100, 255, 0),
+        End(),
+    ]
+
+
 def test_framer_on_responses() -> None:
     registered = bytes.fromhex("03 3408 10000000") + CID
     framer = Framer(requests=False)

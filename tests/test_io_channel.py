@@ -10,7 +10,15 @@ import pytest
 
 from backupproto.engine import ClientConnection, ServerConnection
 from backupproto.events import ConnectionClosed, Register, Registered
-from backupproto.io.channel import BYTES_ONLY, Channel, ChannelTimeout, ConnectionLost, EngineChannel
+from backupproto.io.channel import (
+    BYTES_ONLY,
+    ByteChannel,
+    Channel,
+    ChannelTimeout,
+    ConnectionLost,
+    EngineChannel,
+    StreamEnded,
+)
 from backupproto.sessions import Direction, End, Splitter, Start
 
 # spec/protocol.md 3: client_id 16 zero bytes, version 3, code 1100 (0x044c LE), payload_size 255,
@@ -135,3 +143,51 @@ def test_sending_to_a_closed_peer_is_connection_lost(pair: tuple[socket.socket, 
     with pytest.raises(ConnectionLost):
         for _ in range(100):  # the reset arrives after at most a few writes
             client.send_bytes(b"x" * 65536)
+
+
+def test_byte_channel_reads_by_count_and_keeps_the_rest(pair: tuple[socket.socket, socket.socket]) -> None:
+    channel = ByteChannel.around(pair[0], timeout=10)
+    pair[1].sendall(b"abcdefgh")
+    assert channel.receive_exact(3) == b"abc"
+    assert channel.receive_exact(5) == b"defgh"
+
+
+def test_byte_channel_silence_keeps_what_arrived(pair: tuple[socket.socket, socket.socket]) -> None:
+    channel = ByteChannel.around(pair[0], timeout=10)
+    pair[1].sendall(b"abc")
+    with pytest.raises(ChannelTimeout) as caught:
+        channel.receive_exact(5, timeout=0.05)
+    assert caught.value.received == b"abc"
+    pair[1].sendall(b"de")
+    assert channel.receive_exact(5) == b"abcde"
+
+
+def test_byte_channel_end_of_stream_keeps_what_arrived(pair: tuple[socket.socket, socket.socket]) -> None:
+    channel = ByteChannel.around(pair[0], timeout=10)
+    pair[1].sendall(b"ab")
+    pair[1].shutdown(socket.SHUT_WR)
+    with pytest.raises(StreamEnded):
+        channel.receive_exact(5)
+    assert channel.peer_closed and channel.receiver.ended
+    assert channel.receiver.take() == b"ab"
+
+
+def test_byte_channel_reset_ends_the_stream(pair: tuple[socket.socket, socket.socket]) -> None:
+    channel = ByteChannel.around(pair[0], timeout=10)
+    pair[1].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    pair[1].close()  # RST
+    with pytest.raises(ConnectionLost) as caught:
+        channel.receive_exact(1)
+    assert not isinstance(caught.value, StreamEnded) and isinstance(caught.value.error, ConnectionResetError)
+    assert channel.peer_closed
+    assert channel.receive_up_to(10, timeout=0.05) == b""
+
+
+def test_byte_channel_receive_up_to_takes_what_arrives(pair: tuple[socket.socket, socket.socket]) -> None:
+    channel = ByteChannel.around(pair[0], timeout=10)
+    pair[1].sendall(b"abcdef")
+    assert channel.receive_exact(1) == b"a"
+    assert channel.receive_up_to(3, timeout=5) == b"bcd"  # at most 3; the rest stays buffered
+    pair[1].shutdown(socket.SHUT_WR)
+    assert channel.receive_up_to(100, timeout=5) == b"ef"  # the close ends the wait
+    assert channel.peer_closed

@@ -135,6 +135,26 @@ def test_truncated_message(cut: int) -> None:
     assert isinstance(end, End) and end.error is not None and end.error["missing"] == known - cut
 
 
+def test_bad_version_keeps_the_payload_as_content() -> None:
+    """Version 2 on a well-formed 1100: the header is the message, its 255 bytes its content."""
+    version_2 = REGISTER_BOB[:16] + b"\x02" + REGISTER_BOB[17:]
+    pieces = split_all(Direction.REQUEST, version_2 + REGISTER_BOB)
+    assert messages(pieces) == [
+        (version_2[:23], version_2[23:], "unsupported_version"),
+        (REGISTER_BOB, b"", None),
+    ]
+
+
+@pytest.mark.parametrize("cut", [30, 281])
+def test_truncated_send_file_prefix_misses_the_whole_payload(cut: int) -> None:
+    """Once a 1103's header is whole, the bytes due run to the end of its payload (23 + 291)."""
+    pieces = split_all(Direction.REQUEST, SEND_FILE[:cut])
+    assert messages(pieces) == [(SEND_FILE[:cut], b"", "truncated")]
+    end = pieces[-1]
+    assert isinstance(end, End) and end.error is not None and end.error["missing"] == 314 - cut
+    assert end.error["header"] == {"code": 1103, "type": "SEND_FILE", "payload_size": 291}
+
+
 def test_truncated_content() -> None:
     pieces = split_all(Direction.REQUEST, SEND_FILE[:-5])
     assert messages(pieces) == [(SEND_FILE[:282], b"\xab" * 27, "truncated")]

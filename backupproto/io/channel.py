@@ -1,9 +1,11 @@
 """One blocking TCP connection driving a sans-I/O receiver: the only socket-to-engine loop.
 
 The receiver is anything with ``receive_data(bytes)`` (``b""``: the peer closed its side) and
-``next_event()`` returning an event or `NEED_DATA`: `ClientConnection`, `ServerConnection`, or
-the session splitter's adapter. `Channel.next_event` feeds it from the socket until it has an
-event; timeouts raise `ChannelTimeout`, socket failures `ConnectionLost`.
+``next_event()`` returning an event or `NEED_DATA`: `ClientConnection`, `ServerConnection`,
+the session `Splitter`, or `ByteStream` (raw bytes by count, for peers whose framing is not
+trusted: the conformance suite's `ByteChannel`). `Channel.next_event` feeds it from the socket
+until it has an event; timeouts raise `ChannelTimeout`, the end of the stream `StreamEnded`,
+socket failures `ConnectionLost`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from typing import Any, Final, Generic, Protocol, Self, TypeVar
 
 from backupproto.address import Address
-from backupproto.events import NEED_DATA
+from backupproto.events import NEED_DATA, _NeedData
 
 RECEIVE_SIZE: Final = 64 * 1024
 
@@ -35,6 +37,13 @@ class ConnectionLost(ConnectionError):
         self.reason = error.strerror or str(error) or type(error).__name__
         super().__init__(f"{what}: {self.reason}")
         self.error = error
+
+
+class StreamEnded(ConnectionLost):
+    """The peer closed its side before the receiver had a complete event."""
+
+    def __init__(self) -> None:
+        super().__init__("the stream ended", ConnectionResetError(0, "end of stream"))
 
 
 class Receiver(Protocol):
@@ -63,6 +72,50 @@ class _BytesOnly:
 
 BYTES_ONLY: Final = _BytesOnly()
 """Receiver for channels that only move bytes."""
+
+class ByteStream:
+    """A receiver that keeps the raw bytes and hands them out by count, trusting no framing.
+
+    `want(size)`: `next_event` then returns exactly `size` bytes once they are buffered; bytes
+    beyond stay buffered for the next read. `ended` is True once the end of stream was fed.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._wanted: int | None = None
+        self.ended = False
+
+    def receive_data(self, data: bytes) -> None:
+        """Keep `data` (``b""``: the stream ended)."""
+        if data:
+            self._buffer += data
+        else:
+            self.ended = True
+
+    def want(self, size: int | None) -> None:
+        """The count `next_event` waits for (None: nothing is wanted)."""
+        self._wanted = size
+
+    def next_event(self) -> bytes | _NeedData:
+        """The wanted bytes, once buffered, or NEED_DATA."""
+        size = self._wanted
+        if size is None or len(self._buffer) < size:
+            return NEED_DATA
+        self._wanted = None
+        return self.take(size)
+
+    @property
+    def pending(self) -> bytes:
+        """A copy of the bytes buffered and not taken yet."""
+        return bytes(self._buffer)
+
+    def take(self, size: int | None = None) -> bytes:
+        """Up to `size` buffered bytes (None: all of them), removed from the buffer."""
+        end = len(self._buffer) if size is None else min(size, len(self._buffer))
+        data = bytes(self._buffer[:end])
+        del self._buffer[:end]
+        return data
+
 
 R = TypeVar("R", bound=Receiver)
 E = TypeVar("E", bound=Engine)
@@ -176,7 +229,7 @@ class Channel(Generic[R]):
             if event is not NEED_DATA:
                 return event
             if self.peer_closed:
-                raise ConnectionLost("the stream ended", ConnectionResetError(0, "end of stream"))
+                raise StreamEnded
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise ChannelTimeout("no complete message arrived", wait)
@@ -213,3 +266,41 @@ class EngineChannel(Channel[E]):
     def send(self, event: Any) -> None:
         """Build `event` with the engine and send its bytes."""
         self.send_bytes(self.receiver.send(event))
+
+
+class ByteChannel(Channel[ByteStream]):
+    """A channel of raw bytes read by count, for peers whose framing is not trusted (the
+    conformance suite and its profile): exact reads that keep what arrived on a timeout or an
+    end of stream, and lenient reads that take whatever arrives in time."""
+
+    @classmethod
+    def around(cls, sock: socket.socket, *, timeout: float | None) -> ByteChannel:
+        """A byte channel on a connected socket (no Nagle delay)."""
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(sock, ByteStream(), timeout=timeout)
+
+    def receive_exact(self, size: int, timeout: float | None = None) -> bytes:
+        """Exactly `size` bytes within `timeout`. `ChannelTimeout` (with the bytes so far in
+        `received`; they stay buffered), `StreamEnded` or `ConnectionLost` (the stream counts as
+        ended; the bytes so far stay in `receiver`) when they do not all arrive."""
+        self.receiver.want(size)
+        try:
+            data: bytes = self.next_event(timeout)
+        except ChannelTimeout as silence:
+            received = self.receiver.pending
+            raise ChannelTimeout("no complete message arrived", silence.seconds, received) from None
+        except ConnectionLost:
+            self.feed_end()
+            raise
+        finally:
+            self.receiver.want(None)
+        return data
+
+    def receive_up_to(self, size: int, timeout: float | None = None) -> bytes:
+        """What arrives within `timeout`, at most `size` bytes (buffered ones first); fewer on
+        silence, at the end of the stream or when the connection fails (then it counts as ended)."""
+        if not self.peer_closed:
+            with contextlib.suppress(ChannelTimeout, ConnectionLost):
+                return self.receive_exact(size, timeout)
+        return self.receiver.take(size)

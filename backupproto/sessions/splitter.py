@@ -1,7 +1,8 @@
 """The splitter: cuts one direction's byte stream into protocol messages (spec/sessions.md 3).
 
-Sans-I/O: fed bytes, it returns pieces; a 1103's content (and the body after an unparseable
-header) leaves it as `Body` pieces, so a file of any size passes in constant memory.
+Sans-I/O: fed bytes, it returns pieces; the framing is `backupproto.framing.Framer`'s, so a
+1103's content (and the body after an invalid header) leaves it as `Body` pieces and a file of
+any size passes in constant memory.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from ..dialect import RequestCode, ResponseCode
+from ..dialect import RequestCode
 from ..errors import BackupProtoError, ErrorKind, MalformedMessage
 from ..events import NEED_DATA, _NeedData
+from ..framing import Body, Framer, Head
+from ..framing import End as FramerEnd
+from ..framing import Piece as FramerPiece
 from ..schemas import V3_SCHEMAS, Schemas
 from .model import Direction, SessionError
 
@@ -76,13 +80,6 @@ class Start:
 
 
 @dataclass
-class Body:
-    """A piece of the body announced by the last `Start`."""
-
-    data: bytes
-
-
-@dataclass
 class End:
     """The message is complete (or `error`: the stream ended inside it)."""
 
@@ -90,60 +87,38 @@ class End:
 
 
 Piece = Start | Body | End
+"""`Body`: a piece of the body announced by the last `Start` (the `Framer`'s own)."""
 
 
 class Splitter:
     """Cuts one direction's byte stream into protocol messages (spec/sessions.md 3).
 
-    Framing follows the header's payload_size even when the header is invalid, so the bytes of
-    malformed traffic stay together with the header that announced them. Only a 1103's content and
-    the body after an invalid header are streamed out as `Body`; everything else is buffered whole
-    (at most 23 + 415 bytes for a request, 7 + 528 for a response).
+    The framing is `backupproto.framing.Framer`'s: payload_size frames a message even when its
+    header is invalid, so the bytes of malformed traffic stay together with the header that
+    announced them. A valid header's message is decoded from its first bytes (a 1103's header and
+    prefix, any other message whole: at most 23 + 415 bytes for a request, 7 + 528 for a
+    response); a 1103's content and the payload after an invalid header stream out as `Body`.
+    What the splitter adds to the framing: the decoded fields or the parse error of each message,
+    and a stream that ends inside a message as a `truncated` error (spec/sessions.md 3.1).
     """
 
     def __init__(self, direction: Direction, schemas: Schemas = V3_SCHEMAS) -> None:
         self.direction = direction
         self.schemas = schemas
-        self._buffer = bytearray()
-        self._body_left: int | None = None
-        self._want: int | None = None
-        self._payload_size = 0
+        self._framer = Framer(schemas, requests=direction is Direction.REQUEST)
         self._ended = False
         self._ready: deque[Piece] = deque()
 
     @property
-    def _header_size(self) -> int:
-        s = self.schemas
-        return s.request_header_size if self.direction is Direction.REQUEST else s.response_header_size
-
-    @property
     def inside_message(self) -> bool:
         """True when the stream stopped in the middle of a message."""
-        return bool(self._buffer) or self._body_left is not None
+        return self._framer.inside_message
 
     def feed(self, data: bytes) -> list[Piece]:
         """Bytes received in this direction; the pieces they complete."""
         if self._ended:
             raise SessionError("data fed to a splitter after its stream ended")
-        pieces: list[Piece] = []
-        view = memoryview(data)
-        while view:
-            if self._body_left is not None:
-                take = min(self._body_left, len(view))
-                pieces.append(Body(bytes(view[:take])))
-                view = view[take:]
-                self._body_left -= take
-                if self._body_left == 0:
-                    self._body_left = None
-                    pieces.append(End())
-                continue
-            want = self._want if self._want is not None else self._header_size
-            take = min(want - len(self._buffer), len(view))
-            self._buffer += view[:take]
-            view = view[take:]
-            if len(self._buffer) == want:
-                pieces.extend(self._framed())
-        return pieces
+        return [self._message_piece(piece) for piece in self._framer.feed(data)]
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes (``b""``: the stream ended); pieces wait for `next_event` (a channel's receiver)."""
@@ -154,86 +129,42 @@ class Splitter:
         return self._ready.popleft() if self._ready else NEED_DATA
 
     def end(self) -> list[Piece]:
-        """The stream ended; closes a message left open (with a `truncated` error)."""
+        """The stream ended; closes a message left open with a `truncated` error whose `missing`
+        counts the bytes the message still lacked (up to the end of its payload, once its header
+        is whole; up to the end of the header before)."""
         self._ended = True
-        if self._body_left is not None:
-            left, self._body_left = self._body_left, None
+        pieces = self._framer.end()
+        if not pieces:
+            return []
+        last = pieces[-1]
+        assert isinstance(last, FramerEnd)
+        if len(pieces) == 1:  # inside a streamed body
+            left = last.missing
             return [End(_truncated(f"stream ended {left} bytes before the end of the body", left))]
-        if self._buffer:
-            raw = bytes(self._buffer)
-            self._buffer.clear()
-            want = self._want if self._want is not None else self._header_size
-            error = _truncated(f"stream ended {len(raw)} bytes into a message", want - len(raw))
-            decoded = None
-            if self._want is not None and self.direction is Direction.REQUEST:
-                decoded_header = self._try_header(raw[: self._header_size])
-                if decoded_header is not None:
-                    error["header"] = decoded_header
-            self._want = None
-            return [Start(raw, decoded, error, 0), End(error)]
-        return []
+        head = pieces[0]
+        assert isinstance(head, Head)
+        error = _truncated(f"stream ended {len(head.data)} bytes into a message", last.missing)
+        if head.code is not None and self.direction is Direction.REQUEST:
+            role = self.schemas.request_role(head.code)  # a whole header that buffers is valid
+            if role is not None:
+                error["header"] = {"code": head.code, "type": role.name, "payload_size": head.payload_size}
+        return [Start(head.data, None, error, 0), End(error)]
 
-    def _framed(self) -> list[Piece]:
-        """The buffer holds what was wanted: a header, or a header and the bytes to decode."""
-        schemas, size = self.schemas, self._header_size
-        raw = bytes(self._buffer)
-        if self._want is None:  # a header is complete
-            try:
-                code, payload_size = self._parse_header(raw)
-            except MalformedMessage as error:
-                payload_size = self._raw_payload_size(raw)
-                self._buffer.clear()
-                return self._start(raw, None, error_record(error), payload_size)
-            self._payload_size = payload_size
-            if code is RequestCode.SEND_FILE:
-                self._want = size + schemas.send_file_prefix_size
-            else:
-                self._want = size + payload_size
-            if len(self._buffer) < self._want:
-                return []
-        self._buffer.clear()
-        self._want = None
-        payload_size = self._payload_size
+    def _message_piece(self, piece: FramerPiece) -> Piece:
+        """A framed piece as a message piece: a `Head` decoded into a `Start`."""
+        if isinstance(piece, Body):
+            return piece
+        if isinstance(piece, FramerEnd):
+            return End()
+        assert piece.payload_size is not None
         try:
             if self.direction is Direction.REQUEST:
-                decoded = decode_request_start(schemas, raw, payload_size)
+                decoded = decode_request_start(self.schemas, piece.data, piece.payload_size)
             else:
-                decoded = decode_response(schemas, raw)
+                decoded = decode_response(self.schemas, piece.data)
         except MalformedMessage as error:
-            return self._start(raw, None, error_record(error), size + payload_size - len(raw))
-        return self._start(raw, decoded, None, size + payload_size - len(raw))
-
-    def _start(self, raw: bytes, decoded: Any, error: Any, body_size: int) -> list[Piece]:
-        pieces: list[Piece] = [Start(raw, decoded, error, body_size)]
-        if body_size > 0:
-            self._body_left = body_size
-        else:
-            pieces.append(End())
-        return pieces
-
-    def _parse_header(self, raw: bytes) -> tuple[RequestCode | ResponseCode, int]:
-        if self.direction is Direction.REQUEST:
-            header = self.schemas.parse_request_header(raw)
-            return header.code, header.payload_size
-        response = self.schemas.parse_response_header(raw)
-        return response.code, response.payload_size
-
-    def _raw_payload_size(self, raw: bytes) -> int:
-        """payload_size read without validation (it frames even a rejected header)."""
-        schema = (
-            self.schemas.request_header
-            if self.direction is Direction.REQUEST
-            else self.schemas.response_header
-        )
-        return int(schema.parse(raw)["payload_size"])
-
-    def _try_header(self, raw: bytes) -> dict[str, Any] | None:
-        try:
-            header = self.schemas.parse_request_header(raw)
-        except MalformedMessage:
-            return None
-        code = self.schemas.wire_code(header.code)
-        return {"code": code, "type": header.code.name, "payload_size": header.payload_size}
+            return Start(piece.data, None, error_record(error), piece.streamed)
+        return Start(piece.data, decoded, None, piece.streamed)
 
 
 def _truncated(message: str, missing: int) -> dict[str, Any]:
