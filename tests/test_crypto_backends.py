@@ -1,5 +1,6 @@
-"""Bulk AES-CBC on every backend (OpenSSL via `cryptography`, pycryptodome): the vectors of
-spec/vectors/crypto.json, AES-256 against the `openssl` command line, any split of the stream."""
+"""Bulk AES-CBC and OAEP unwrapping on every backend (OpenSSL via `cryptography`, pycryptodome):
+the vectors of spec/vectors/crypto.json, AES-256 against the `openssl` command line, any split
+of the stream, the same refusals word for word."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_vectors import cases, expand
+from test_vectors import CRYPTO, cases, expand
 
 from backupproto import crypto
 from backupproto.errors import CryptoError
 
 OPENSSL = shutil.which("openssl")
 AES_CASES = [case for case in cases("crypto") if case.values[0]["type"] == "aes-cbc"]
+OAEP_CASES = [case for case in cases("crypto") if case.values[0]["type"] == "oaep"]
 KEY_256 = bytes(range(32))
 
 
@@ -63,6 +65,52 @@ def test_aes_256_matches_the_openssl_command(backend: str, size: int) -> None:
     assert decryptor.update(expected) + decryptor.finalize() == plaintext
 
 
+@pytest.mark.parametrize("backend", crypto.AES_BACKENDS)
+@pytest.mark.parametrize("case", OAEP_CASES)
+def test_oaep_vectors_on_every_backend(backend: str, case: dict[str, Any]) -> None:
+    private_key = crypto.import_private_key(bytes.fromhex(CRYPTO["private_key_pkcs8"]))
+    wrapped = expand(case["wrapped"])
+    if case["expect"] == "valid":
+        assert crypto.unwrap_aes_key(private_key, wrapped, backend=backend) == bytes.fromhex(case["aes_key"])
+        return
+    with pytest.raises(CryptoError) as info:
+        crypto.unwrap_aes_key(private_key, wrapped, backend=backend)
+    assert info.value.kind.value == case["expect"]
+
+
+def test_oaep_backends_refuse_alike() -> None:
+    """Same kind and message on both backends, for each way a wrapped key can be wrong."""
+    private_key = crypto.import_private_key(bytes.fromhex(CRYPTO["private_key_pkcs8"]))
+    public_key = private_key.public_key()
+    wrong = [
+        bytes(128),  # an integer of 0: not OAEP
+        b"\xff" * 128,  # larger than the modulus
+        b"\x01" * 127,  # one byte short
+        crypto.wrap_aes_key(public_key, bytes(32)),  # a 32-byte key where 16 are expected
+        crypto.wrap_aes_key(public_key, bytes(16), "sha256"),  # SHA-256 when only SHA-1 is tried
+    ]
+    for wrapped in wrong:
+        messages = []
+        for backend in crypto.AES_BACKENDS:
+            with pytest.raises(CryptoError) as info:
+                crypto.unwrap_aes_key(private_key, wrapped, hash_names=("sha1",), backend=backend)
+            messages.append((info.value.kind, str(info.value)))
+        assert len(set(messages)) == 1, messages
+
+
+def test_oaep_openssl_key_is_converted_once_per_key_object() -> None:
+    private_key = crypto.import_private_key(bytes.fromhex(CRYPTO["private_key_pkcs8"]))
+    wrapped = crypto.wrap_aes_key(private_key.public_key(), bytes(16))
+    assert crypto.unwrap_aes_key(private_key, wrapped) == bytes(16)
+    converted = crypto._OPENSSL_PRIVATE_KEYS[id(private_key)][1]
+    assert converted is not None
+    assert crypto.unwrap_aes_key(private_key, wrapped) == bytes(16)
+    assert crypto._OPENSSL_PRIVATE_KEYS[id(private_key)][1] is converted
+    ident = id(private_key)
+    del private_key
+    assert ident not in crypto._OPENSSL_PRIVATE_KEYS  # dropped with its key
+
+
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     """`data` cut at these offsets (clamped, sorted): pieces that join back to `data`."""
     bounds = [0, *sorted(min(cut, len(data)) for cut in cuts), len(data)]
@@ -101,6 +149,8 @@ def test_key_sizes() -> None:
         crypto.CbcDecryptor(bytes(24))
     with pytest.raises(ValueError, match="backend"):
         crypto.CbcEncryptor(bytes(16), backend="rot13")
+    with pytest.raises(ValueError, match="backend"):
+        crypto.unwrap_aes_key(crypto.generate_private_key(), bytes(128), backend="rot13")
 
 
 @settings(max_examples=40, deadline=None)
