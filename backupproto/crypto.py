@@ -24,7 +24,8 @@ from __future__ import annotations
 import base64
 import binascii
 import weakref
-from typing import TYPE_CHECKING, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
 from Crypto.PublicKey import RSA
 from Crypto.PublicKey.RSA import RsaKey
@@ -81,6 +82,43 @@ UPDATE_INTO_SLACK: Final = 2 * BLOCK
 """`update_into` needs room for len(data) plus this (held bytes, and OpenSSL's one-block margin)."""
 
 _Buffer = bytes | bytearray | memoryview
+_Twin = TypeVar("_Twin")
+
+
+# --- OpenSSL twins of pycryptodome keys ----------------------------------------------------
+
+
+class _OpenSslTwins(Generic[_Twin]):
+    """OpenSSL twins of pycryptodome keys, by key object (its id(), checked by a weak
+    reference); an entry goes when its key is garbage collected. A key is converted once,
+    then found in about 0.2 us."""
+
+    def __init__(self) -> None:
+        self._twins: dict[int, tuple[weakref.ref[RsaKey], _Twin]] = {}
+
+    def get(self, key: RsaKey, convert: Callable[[RsaKey], _Twin]) -> _Twin:
+        """The twin of `key`, made by `convert` the first time."""
+        entry = self._twins.get(id(key))
+        if entry is not None and entry[0]() is key:
+            return entry[1]
+        twin = convert(key)
+        self.put(key, twin)
+        return twin
+
+    def put(self, key: RsaKey, twin: _Twin) -> None:
+        """Remember `twin` for `key` (for as long as `key` lives)."""
+        ident = id(key)
+        self._twins[ident] = (weakref.ref(key, lambda _: self._twins.pop(ident, None)), twin)
+
+    def __contains__(self, key: RsaKey) -> bool:
+        entry = self._twins.get(id(key))
+        return entry is not None and entry[0]() is key
+
+
+_PRIVATE_TWINS: _OpenSslTwins[rsa.RSAPrivateKey | None] = _OpenSslTwins()
+"""Private keys for `unwrap_aes_key` (None: OpenSSL refused the key, pycryptodome decrypts)."""
+_PUBLIC_TWINS: _OpenSslTwins[rsa.RSAPublicKey] = _OpenSslTwins()
+"""Public keys for `wrap_aes_key`; `import_public_key` leaves the key OpenSSL parsed here."""
 
 
 # --- RSA keys -------------------------------------------------------------------------------
@@ -158,7 +196,9 @@ def _import_canonical_public_key(data: bytes) -> RsaKey | None:
     ):
         return None
     numbers = parsed.public_numbers()
-    return RSA.construct((numbers.n, numbers.e), consistency_check=False)
+    key = RSA.construct((numbers.n, numbers.e), consistency_check=False)
+    _PUBLIC_TWINS.put(key, parsed)  # spares `wrap_aes_key` a conversion
+    return key
 
 
 def _import_any_public_key(data: bytes) -> RsaKey:
@@ -249,8 +289,13 @@ def wrap_aes_key(public_key: RsaKey, aes_key: _Buffer, hash_name: str = "sha1") 
     if Cipher is None:  # pragma: no cover - without `cryptography`
         wrapped: bytes = _oaep(public_key, hash_name).encrypt(bytes(aes_key))
         return wrapped
-    oaep = _openssl_oaep(hash_name)
-    return rsa.RSAPublicNumbers(public_key.e, public_key.n).public_key().encrypt(bytes(aes_key), oaep)
+    return _PUBLIC_TWINS.get(public_key, _to_openssl_public_key).encrypt(
+        bytes(aes_key), _openssl_oaep(hash_name)
+    )
+
+
+def _to_openssl_public_key(key: RsaKey) -> rsa.RSAPublicKey:
+    return rsa.RSAPublicNumbers(key.e, key.n).public_key()
 
 
 def _openssl_oaep(hash_name: str) -> padding.OAEP:
@@ -286,7 +331,7 @@ def unwrap_aes_key(
             field="encrypted_aes_key",
             expected=f"{modulus_size} bytes (the RSA modulus size)",
         )
-    openssl_key = _openssl_private_key(private_key) if backend == "openssl" else None
+    openssl_key = _PRIVATE_TWINS.get(private_key, _to_openssl_private_key) if backend == "openssl" else None
     for hash_name in hash_names:
         try:
             if openssl_key is None:
@@ -310,25 +355,8 @@ def unwrap_aes_key(
     )
 
 
-_OPENSSL_PRIVATE_KEYS: dict[int, tuple[weakref.ref[RsaKey], rsa.RSAPrivateKey | None]] = {}
-"""OpenSSL twins of the private keys in use, by id() of the pycryptodome key; an entry goes
-when its key is garbage collected."""
-
-
-def _openssl_private_key(key: RsaKey) -> rsa.RSAPrivateKey | None:
-    """`key` as an OpenSSL key, converted once per key object (0.07 ms, then 0.2 us a lookup);
-    None if OpenSSL refuses it (pycryptodome then decrypts)."""
-    entry = _OPENSSL_PRIVATE_KEYS.get(id(key))
-    if entry is not None and entry[0]() is key:
-        return entry[1]
-    ident = id(key)
-    reference = weakref.ref(key, lambda _: _OPENSSL_PRIVATE_KEYS.pop(ident, None))
-    converted = _to_openssl_private_key(key)
-    _OPENSSL_PRIVATE_KEYS[ident] = (reference, converted)
-    return converted
-
-
 def _to_openssl_private_key(key: RsaKey) -> rsa.RSAPrivateKey | None:
+    """`key` for OpenSSL (0.07 ms); None if OpenSSL refuses it."""
     n, e, d, p, q = key.n, key.e, key.d, key.p, key.q
     numbers = rsa.RSAPrivateNumbers(
         p=p,

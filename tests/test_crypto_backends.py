@@ -98,17 +98,28 @@ def test_oaep_backends_refuse_alike() -> None:
         assert len(set(messages)) == 1, messages
 
 
-def test_oaep_openssl_key_is_converted_once_per_key_object() -> None:
+def not_converted_again(key: crypto.RsaKey) -> None:
+    raise AssertionError("converted a second time")
+
+
+def test_oaep_openssl_keys_are_converted_once_per_key_object() -> None:
     private_key = crypto.import_private_key(bytes.fromhex(CRYPTO["private_key_pkcs8"]))
-    wrapped = crypto.wrap_aes_key(private_key.public_key(), bytes(16))
+    public_key = crypto.import_public_key(bytes.fromhex(CRYPTO["public_key_der"]))
+    assert public_key in crypto._PUBLIC_TWINS  # the key OpenSSL parsed, kept for wrapping
+    assert private_key not in crypto._PRIVATE_TWINS
+    wrapped = crypto.wrap_aes_key(public_key, bytes(16))
     assert crypto.unwrap_aes_key(private_key, wrapped) == bytes(16)
-    converted = crypto._OPENSSL_PRIVATE_KEYS[id(private_key)][1]
-    assert converted is not None
+    assert private_key in crypto._PRIVATE_TWINS
+    converted = crypto._PRIVATE_TWINS.get(private_key, not_converted_again)
     assert crypto.unwrap_aes_key(private_key, wrapped) == bytes(16)
-    assert crypto._OPENSSL_PRIVATE_KEYS[id(private_key)][1] is converted
-    ident = id(private_key)
-    del private_key
-    assert ident not in crypto._OPENSSL_PRIVATE_KEYS  # dropped with its key
+    assert crypto._PRIVATE_TWINS.get(private_key, not_converted_again) is converted
+    crypto._PUBLIC_TWINS.get(public_key, not_converted_again)
+    fresh = crypto.import_private_key(bytes.fromhex(CRYPTO["private_key_pkcs8"]))
+    assert fresh not in crypto._PRIVATE_TWINS  # by key object, not by value
+    idents = id(private_key), id(public_key)
+    del private_key, public_key
+    assert idents[0] not in crypto._PRIVATE_TWINS._twins  # gone with their keys
+    assert idents[1] not in crypto._PUBLIC_TWINS._twins
 
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
