@@ -1,14 +1,18 @@
 """Progress of one file's transfer: bytes done, rate, ETA (`ProgressMeter`, pure: the caller
-passes the time in), and its live display on a terminal (`TerminalProgress`, drawn by rich)."""
+passes the time in), and its live display on a terminal (`TerminalProgress`, drawn by rich).
+
+rich is imported when a line is first drawn, not with this module: it costs about 45 ms of
+every client start-up, and most runs (not on a terminal, or quiet) never draw."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TextIO
+from functools import cached_property
+from typing import TYPE_CHECKING, TextIO
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn
-from rich.table import Column
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
@@ -100,7 +104,7 @@ class TerminalProgress:
     and erased by `hide` so that other lines print clean."""
 
     def __init__(self, stream: TextIO, *, interval: float = 0.1, width: int | None = None) -> None:
-        self.console = Console(file=stream, width=width, highlight=False, force_terminal=True)
+        self.stream, self.width = stream, width
         self.interval = interval
         self._now = 0.0
         self._progress: Progress | None = None
@@ -135,7 +139,17 @@ class TerminalProgress:
             self._task = None
             self._drawn_at = None
 
+    @cached_property
+    def console(self) -> Console:
+        """rich's console on the stream, made (and rich imported) when first needed."""
+        from rich.console import Console
+
+        return Console(file=self.stream, width=self.width, highlight=False, force_terminal=True)
+
     def _make_progress(self) -> Progress:
+        from rich.progress import BarColumn, Progress, TextColumn
+        from rich.table import Column
+
         name_width = max(8, self.console.width // 3)
         return Progress(
             TextColumn(

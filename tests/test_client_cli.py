@@ -63,6 +63,24 @@ def test_help_documents_the_exit_codes() -> None:
     assert "transfer.info" in done.stdout and "me.info" in done.stdout
 
 
+DEFERRED_AT_START_UP = (
+    "rich",  # only when a progress line is drawn
+    "Crypto.Cipher.AES",  # the client encrypts on OpenSSL
+    "Crypto.Cipher.PKCS1_OAEP",  # and unwraps there
+    "cryptography.hazmat.primitives.serialization",  # the server's public key import
+)
+
+
+def test_start_up_leaves_out_what_a_backup_does_not_use() -> None:
+    check = (
+        f"import sys, reference_client.cli; print([m for m in {DEFERRED_AT_START_UP} if m in sys.modules])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout == "[]\n"
+
+
 def test_success_exit_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with FakeServer() as server:
         setup_folder(tmp_path, address(server.address))

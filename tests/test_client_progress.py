@@ -100,6 +100,27 @@ def test_terminal_reporter_redraws_in_place_throttled_and_keeps_the_final_line()
     assert out.getvalue().endswith("a.bin: verified\n")
 
 
+_RICH_ON_FIRST_DRAW = """
+import io, os, sys
+import reference_client.cli
+from reference_client.report import ConsoleReporter
+
+reporter = ConsoleReporter(io.StringIO(), io.StringIO(), terminal=True)
+reporter.info("registered")
+reporter.file_started("a.bin", 100, 0.0)
+before = "rich" in sys.modules
+reporter.file_progress(50, 1.0)
+os.write(1, f"{before} {'rich' in sys.modules}".encode())  # rich's live display redirects sys.stdout
+"""
+
+
+def test_rich_is_imported_only_when_a_line_is_drawn() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _RICH_ON_FIRST_DRAW], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout == "False True"
+
+
 _DEMO = """
 import sys
 from reference_client.report import ConsoleReporter

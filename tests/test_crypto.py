@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backupproto.crypto import (
+    AES_BACKENDS,
     CbcDecryptor,
     CbcEncryptor,
     RsaKey,
@@ -138,19 +139,22 @@ def test_new_aes_key() -> None:
     assert len(keys) == 8 and all(len(key) == 16 for key in keys)
 
 
+@pytest.mark.parametrize("backend", AES_BACKENDS)
 @pytest.mark.parametrize("hash_name", ["sha1", "sha256"])
-def test_wrap_unwrap(rsa_key: RsaKey, hash_name: str) -> None:
+def test_wrap_unwrap(rsa_key: RsaKey, hash_name: str, backend: str) -> None:
     aes_key = new_aes_key()
     wrapped = wrap_aes_key(import_public_key(public_key_der(rsa_key)), aes_key, hash_name)
     assert len(wrapped) == 128
-    assert unwrap_aes_key(rsa_key, wrapped) == aes_key
+    assert unwrap_aes_key(rsa_key, wrapped, backend=backend) == aes_key
+    assert unwrap_aes_key(rsa_key, wrapped, 16, hash_names=(hash_name,), backend=backend) == aes_key
 
 
-def test_sha1_is_pycryptodome_default_and_sha256_uses_mgf1_sha256(rsa_key: RsaKey) -> None:
+@pytest.mark.parametrize("backend", AES_BACKENDS)
+def test_sha1_is_pycryptodome_default_and_sha256_uses_mgf1_sha256(rsa_key: RsaKey, backend: str) -> None:
     aes_key = new_aes_key()
     assert PKCS1_OAEP.new(rsa_key).decrypt(wrap_aes_key(rsa_key.public_key(), aes_key)) == aes_key
     other = PKCS1_OAEP.new(rsa_key.public_key(), hashAlgo=SHA256).encrypt(aes_key)
-    assert unwrap_aes_key(rsa_key, other) == aes_key
+    assert unwrap_aes_key(rsa_key, other, backend=backend) == aes_key
     ours = wrap_aes_key(rsa_key.public_key(), aes_key, "sha256")
     assert PKCS1_OAEP.new(rsa_key, hashAlgo=SHA256).decrypt(ours) == aes_key
 
@@ -160,7 +164,8 @@ def test_wrap_unknown_hash(rsa_key: RsaKey) -> None:
         wrap_aes_key(rsa_key.public_key(), new_aes_key(), "md5")
 
 
-def test_unwrap_rejects(rsa_key: RsaKey, rsa_2048: RsaKey) -> None:
+@pytest.mark.parametrize("backend", AES_BACKENDS)
+def test_unwrap_rejects(rsa_key: RsaKey, rsa_2048: RsaKey, backend: str) -> None:
     cases = [
         (os.urandom(128), "does not decrypt"),
         (b"short", "5 bytes"),
@@ -171,7 +176,7 @@ def test_unwrap_rejects(rsa_key: RsaKey, rsa_2048: RsaKey) -> None:
     ]
     for wrapped, fragment in cases:
         with pytest.raises(CryptoError) as info:
-            unwrap_aes_key(rsa_key, wrapped)
+            unwrap_aes_key(rsa_key, wrapped, backend=backend)
         assert info.value.kind is ErrorKind.BAD_CIPHERTEXT
         assert fragment in str(info.value)
 

@@ -1,5 +1,6 @@
-"""Bulk AES-CBC on every backend (OpenSSL via `cryptography`, pycryptodome): the vectors of
-spec/vectors/crypto.json, AES-256 against the `openssl` command line, any split of the stream."""
+"""Bulk AES-CBC and OAEP unwrapping on every backend (OpenSSL via `cryptography`, pycryptodome):
+the vectors of spec/vectors/crypto.json, AES-256 against the `openssl` command line, any split
+of the stream, the same refusals word for word."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_vectors import cases, expand
+from test_vectors import CRYPTO, cases, expand
 
 from backupproto import crypto
 from backupproto.errors import CryptoError
 
 OPENSSL = shutil.which("openssl")
 AES_CASES = [case for case in cases("crypto") if case.values[0]["type"] == "aes-cbc"]
+OAEP_CASES = [case for case in cases("crypto") if case.values[0]["type"] == "oaep"]
 KEY_256 = bytes(range(32))
 
 
@@ -63,6 +65,63 @@ def test_aes_256_matches_the_openssl_command(backend: str, size: int) -> None:
     assert decryptor.update(expected) + decryptor.finalize() == plaintext
 
 
+@pytest.mark.parametrize("backend", crypto.AES_BACKENDS)
+@pytest.mark.parametrize("case", OAEP_CASES)
+def test_oaep_vectors_on_every_backend(backend: str, case: dict[str, Any]) -> None:
+    private_key = crypto.import_private_key(bytes.fromhex(CRYPTO["private_key_pkcs8"]))
+    wrapped = expand(case["wrapped"])
+    if case["expect"] == "valid":
+        assert crypto.unwrap_aes_key(private_key, wrapped, backend=backend) == bytes.fromhex(case["aes_key"])
+        return
+    with pytest.raises(CryptoError) as info:
+        crypto.unwrap_aes_key(private_key, wrapped, backend=backend)
+    assert info.value.kind.value == case["expect"]
+
+
+def test_oaep_backends_refuse_alike() -> None:
+    """Same kind and message on both backends, for each way a wrapped key can be wrong."""
+    private_key = crypto.import_private_key(bytes.fromhex(CRYPTO["private_key_pkcs8"]))
+    public_key = private_key.public_key()
+    wrong = [
+        bytes(128),  # an integer of 0: not OAEP
+        b"\xff" * 128,  # larger than the modulus
+        b"\x01" * 127,  # one byte short
+        crypto.wrap_aes_key(public_key, bytes(32)),  # a 32-byte key where 16 are expected
+        crypto.wrap_aes_key(public_key, bytes(16), "sha256"),  # SHA-256 when only SHA-1 is tried
+    ]
+    for wrapped in wrong:
+        messages = []
+        for backend in crypto.AES_BACKENDS:
+            with pytest.raises(CryptoError) as info:
+                crypto.unwrap_aes_key(private_key, wrapped, hash_names=("sha1",), backend=backend)
+            messages.append((info.value.kind, str(info.value)))
+        assert len(set(messages)) == 1, messages
+
+
+def not_converted_again(key: crypto.RsaKey) -> None:
+    raise AssertionError("converted a second time")
+
+
+def test_oaep_openssl_keys_are_converted_once_per_key_object() -> None:
+    private_key = crypto.import_private_key(bytes.fromhex(CRYPTO["private_key_pkcs8"]))
+    public_key = crypto.import_public_key(bytes.fromhex(CRYPTO["public_key_der"]))
+    assert public_key in crypto._PUBLIC_TWINS  # the key OpenSSL parsed, kept for wrapping
+    assert private_key not in crypto._PRIVATE_TWINS
+    wrapped = crypto.wrap_aes_key(public_key, bytes(16))
+    assert crypto.unwrap_aes_key(private_key, wrapped) == bytes(16)
+    assert private_key in crypto._PRIVATE_TWINS
+    converted = crypto._PRIVATE_TWINS.get(private_key, not_converted_again)
+    assert crypto.unwrap_aes_key(private_key, wrapped) == bytes(16)
+    assert crypto._PRIVATE_TWINS.get(private_key, not_converted_again) is converted
+    crypto._PUBLIC_TWINS.get(public_key, not_converted_again)
+    fresh = crypto.import_private_key(bytes.fromhex(CRYPTO["private_key_pkcs8"]))
+    assert fresh not in crypto._PRIVATE_TWINS  # by key object, not by value
+    idents = id(private_key), id(public_key)
+    del private_key, public_key
+    assert idents[0] not in crypto._PRIVATE_TWINS._twins  # gone with their keys
+    assert idents[1] not in crypto._PUBLIC_TWINS._twins
+
+
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
     """`data` cut at these offsets (clamped, sorted): pieces that join back to `data`."""
     bounds = [0, *sorted(min(cut, len(data)) for cut in cuts), len(data)]
@@ -101,6 +160,8 @@ def test_key_sizes() -> None:
         crypto.CbcDecryptor(bytes(24))
     with pytest.raises(ValueError, match="backend"):
         crypto.CbcEncryptor(bytes(16), backend="rot13")
+    with pytest.raises(ValueError, match="backend"):
+        crypto.unwrap_aes_key(crypto.generate_private_key(), bytes(128), backend="rot13")
 
 
 @settings(max_examples=40, deadline=None)
