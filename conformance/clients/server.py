@@ -1,6 +1,8 @@
 """A scripted server for client cases: backupproto's `ServerConnection` on a loopback socket,
 answering as a `Script` says (honest by default; lying CRCs, 2107s, silence, early closes on
-request), and recording every connection decoded for the judge."""
+request), and recording every connection decoded for the judge. Each connection is read through
+backupproto's blocking `Channel` (io.channel), whose receiver shows every byte to the `RequestTap`
+before the engine."""
 
 from __future__ import annotations
 
