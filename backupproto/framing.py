@@ -82,6 +82,18 @@ class Framer:
         """True when the bytes so far stop inside a message."""
         return bool(self._buffer) or self._body_left is not None
 
+    @property
+    def arriving_code(self) -> int | None:
+        """The wire code of a header that is in while the payload buffered with it is still
+        arriving (its `Head` comes once that payload is complete); None otherwise."""
+        return None if self._head is None else self._head[0]
+
+    @property
+    def buffered(self) -> bytes:
+        """A copy of the bytes of the message not yet handed out: part of a header, or a
+        header and the part of its buffered payload that arrived."""
+        return bytes(self._buffer)
+
     def feed(self, data: bytes) -> list[Piece]:
         """The pieces that `data` completes."""
         pieces: list[Piece] = []

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from backupproto.engine import ClientConnection, ServerConnection
-from backupproto.events import ConnectionClosed, Register, Registered
+from backupproto.events import PAUSED, ConnectionClosed, Register, Registered
 from backupproto.io.channel import (
     BYTES_ONLY,
     ByteChannel,
@@ -191,3 +191,20 @@ def test_byte_channel_receive_up_to_takes_what_arrives(pair: tuple[socket.socket
     pair[1].shutdown(socket.SHUT_WR)
     assert channel.receive_up_to(100, timeout=5) == b"ef"  # the close ends the wait
     assert channel.peer_closed
+
+
+def test_receive_more_reads_on_while_the_engine_waits_for_our_answer(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """PAUSED returns without reading; `receive_more` feeds what arrives meanwhile, then the end."""
+    server = EngineChannel(pair[1], ServerConnection(), timeout=10)
+    pair[0].sendall(REGISTER_BOB)
+    assert isinstance(server.next_event(), Register)
+    assert server.next_event() is PAUSED
+    pair[0].sendall(REGISTER_BOB[:5])
+    pair[0].close()
+    assert server.receive_more() is True
+    assert not server.engine.at_message_boundary  # the 5 bytes reached the engine
+    while server.receive_more():  # the rest of the bytes, if they came in two reads; then the end
+        pass
+    assert server.peer_closed and server.receive_more() is False

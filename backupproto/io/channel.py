@@ -234,13 +234,23 @@ class Channel(Generic[R]):
             if left is not None and left <= 0:
                 raise ChannelTimeout("no complete message arrived", wait)
             try:
-                data = self.receive_bytes(left)
+                self.receive_more(left)
             except ChannelTimeout:
                 raise ChannelTimeout("no complete message arrived", wait) from None
-            if data:
-                self.receiver.receive_data(data)
-            else:
-                self.feed_end()
+
+    def receive_more(self, timeout: float | None = None) -> bool:
+        """One read from the socket fed to the receiver (the end of stream fed once); False once
+        the peer closed. For a caller that reads on while its receiver has no event to give (a
+        server whose engine is PAUSED, and that still watches for a close); errors as
+        `receive_bytes`."""
+        if self.peer_closed:
+            return False
+        data = self.receive_bytes(timeout)
+        if data:
+            self.receiver.receive_data(data)
+        else:
+            self.feed_end()
+        return bool(data)
 
     # --- lifetime -----------------------------------------------------------------------------
 

@@ -1,6 +1,8 @@
 """A scripted server for client cases: backupproto's `ServerConnection` on a loopback socket,
 answering as a `Script` says (honest by default; lying CRCs, 2107s, silence, early closes on
-request), and recording every connection decoded for the judge."""
+request), and recording every connection decoded for the judge. Each connection is read through
+backupproto's blocking `Channel` (io.channel), whose receiver shows every byte to the `RequestTap`
+before the engine."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import hashlib
 import socket
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from backupproto import crypto
 from backupproto.cksum import Cksum
@@ -16,7 +19,6 @@ from backupproto.dialect import V3, Dialect, ResponseCode
 from backupproto.engine import ServerConnection
 from backupproto.errors import BackupProtoError
 from backupproto.events import (
-    NEED_DATA,
     PAUSED,
     Acknowledged,
     AesKey,
@@ -24,6 +26,7 @@ from backupproto.events import (
     CrcGiveUp,
     CrcOk,
     CrcRetry,
+    Event,
     FileChunk,
     FileEnd,
     FileReceived,
@@ -39,14 +42,15 @@ from backupproto.events import (
     SendPublicKey,
     ServerError,
 )
+from backupproto.io.channel import Channel, ChannelTimeout, ConnectionLost, StreamEnded
 from backupproto.io.listener import ThreadedListener
 from backupproto.schemas import schemas_for
 from conformance.describe import describe_event, describe_request_bytes
 
 from .tap import PacketRecord, RequestTap
 
-RECEIVE_SIZE = 1 << 16
 POLL_S = 0.1
+"""The longest a session waits for the client before it looks whether the case is over."""
 MAX_SENDS_SERVED = 6
 """Copies of one file a connection takes before the server closes it (a client that never gives up)."""
 
@@ -199,7 +203,7 @@ class _Session:
     """One connection driven through the engine."""
 
     def __init__(self, server: ScriptedServer, sock: socket.socket, record: Connection) -> None:
-        self.server, self.sock, self.record = server, sock, record
+        self.server, self.record = server, record
         self.script = server.script
         self.engine = ServerConnection(server.dialect)
         self.tap = RequestTap(server.schemas)
@@ -212,57 +216,58 @@ class _Session:
         self.client_id = b""
         self.sends: dict[str, int] = {}
         self.first_request = True
-        sock.settimeout(POLL_S)
+        self.channel = Channel(sock, _Tapped(self.tap, self.engine), timeout=POLL_S)
 
     def run(self) -> None:
+        """Read and answer through the channel until the client closes, the server closes, or
+        the suite stops the server (each wait is bounded by POLL_S to watch `stopping`)."""
+        channel = self.channel
         while not self.server.stopping:
             try:
-                data = self.sock.recv(RECEIVE_SIZE)
-            except TimeoutError:
+                event = channel.next_event()
+                if event is PAUSED:  # a silent script left a request unanswered: read on until a close
+                    if not channel.peer_closed:
+                        channel.receive_more()
+                        continue
+                    event = ConnectionClosed()
+            except ChannelTimeout:
                 continue
-            except OSError as error:
-                self.record.lines.append(f"!! connection reset by the client ({error})")
+            except StreamEnded:
+                event = ConnectionClosed()
+            except ConnectionLost as lost:
+                self.record.lines.append(f"!! connection reset by the client ({lost.error})")
                 self.record.closed_by = "client (reset)"
                 return
-            if not data:
-                self.record.closed_by = "client"
-            self.tap.feed(data)
-            try:
-                self.engine.receive_data(data)
-                if not self._drain():
-                    return
             except BackupProtoError as error:
+                if channel.peer_closed:
+                    self.record.closed_by = "client"
                 self._reject(error)
                 return
-            if not data:
+            if isinstance(event, ConnectionClosed):
+                self.record.closed_by = "client"
                 self.record.lines.append("-- the client closed the connection")
+                return
+            if not self._handle(event):
                 return
         self.record.lines.append("-- the suite stopped the server (case over)")
 
-    def _drain(self) -> bool:
-        """Handle every event the engine has; False once the server closed the connection."""
-        while True:
-            event = self.engine.next_event()
-            if event is NEED_DATA or event is PAUSED or isinstance(event, ConnectionClosed):
-                return True  # PAUSED: a silent script left a request unanswered; read on until a close
-            if isinstance(event, FileChunk):
-                self._content(event.data)
-                if not self._content_allowed():
-                    return False
-                continue
-            if isinstance(event, FileEnd):
-                assert self.file is not None
-                request: Request = self.record.requests[-1]
-                self._finish_file()
-            else:
-                assert isinstance(event, Request)
-                request = event
-                self._received(request)
-                if isinstance(request, SendFile):
-                    self._start_file(request)
-                    continue
-            if not self._answer(request):
-                return False
+    def _handle(self, event: Event) -> bool:
+        """Handle one event of the engine; False once the server closed the connection."""
+        if isinstance(event, FileChunk):
+            self._content(event.data)
+            return self._content_allowed()
+        if isinstance(event, FileEnd):
+            assert self.file is not None
+            request: Request = self.record.requests[-1]
+            self._finish_file()
+        else:
+            assert isinstance(event, Request)
+            request = event
+            self._received(request)
+            if isinstance(request, SendFile):
+                self._start_file(request)
+                return True
+        return self._answer(request)
 
     def _received(self, request: Request) -> None:
         start = self.tap.starts.popleft()
@@ -448,9 +453,11 @@ class _Session:
 
     def _write(self, data: bytes) -> None:
         try:
-            self.sock.sendall(data)
-        except OSError as error:
-            self.record.lines.append(f"!! could not send: {error}")
+            self.channel.send_bytes(data)
+        except ConnectionLost as lost:
+            self.record.lines.append(f"!! could not send: {lost.error}")
+        except ChannelTimeout as silence:
+            self.record.lines.append(f"!! could not send: {silence}")
 
     def _reject(self, error: BackupProtoError) -> None:
         self.record.error = str(error)
@@ -462,6 +469,21 @@ class _Session:
         self.record.lines.append(f"   bytes: {self.record.rejected_bytes[:64].hex(' ')}")
         with contextlib.suppress(BackupProtoError):
             self._fail("malformed request")
+
+
+class _Tapped:
+    """The engine as the channel's receiver, every byte shown to the tap first (the tap reads
+    the requests the engine refuses too)."""
+
+    def __init__(self, tap: RequestTap, engine: ServerConnection) -> None:
+        self.tap, self.engine = tap, engine
+
+    def receive_data(self, data: bytes) -> None:
+        self.tap.feed(data)
+        self.engine.receive_data(data)
+
+    def next_event(self) -> Any:
+        return self.engine.next_event()
 
 
 def _packet_text(packet: PacketRecord) -> str:

@@ -1,7 +1,10 @@
 """The client's raw byte stream split into its requests, beside the engine: the start of every
 request (header and fixed payload, or a send-file prefix) and every send-file packet's fields,
 read as they are on the wire even when the engine refuses them (so a case can name the reading a
-client follows). Content is skipped, not kept: constant memory."""
+client follows). The cutting is backupproto's `Framer`; the tap only keeps evidence from its
+pieces: the first bytes of each message (from the `Body` when the dialect rejected the header, so
+a malformed request is still shown) and the first cipher block of each send-file's content.
+Content is skipped, not kept: constant memory."""
 
 from __future__ import annotations
 
@@ -13,10 +16,13 @@ from construct import ConstructError, Struct
 
 from backupproto.crypto import BLOCK
 from backupproto.dialect import RequestCode
+from backupproto.framing import Body, Framer, Head
 from backupproto.schemas import Schemas
 
 MAX_FIXED_PAYLOAD = 4096
 """Payload bytes kept of a request that is not a send-file (the rest is skipped)."""
+MAX_PENDING = 512
+"""Bytes shown of a request whose start is still incomplete (`RequestTap.pending`)."""
 
 
 @dataclass
@@ -46,6 +52,16 @@ class RequestStart:
     packet: PacketRecord | None = None
 
 
+@dataclass
+class _Opening:
+    """A message whose start is being completed from `Body` pieces (its header was rejected)."""
+
+    head: Head
+    raw: bytearray
+    size: int
+    """Header and fixed part: the bytes `raw` is complete at."""
+
+
 class RequestTap:
     """Feed it every byte the client sends; `starts` fills with the requests in order."""
 
@@ -54,58 +70,76 @@ class RequestTap:
         self.starts: deque[RequestStart] = deque()
         self.packets: list[PacketRecord] = []
         self.codes: list[int] = []
-        self._buffer = bytearray()
-        self._skip = 0
+        self._framer = Framer(schemas, requests=True)
         self._counted = False
-        """The code of the request at the buffer's start is already in `codes`."""
+        """The code of the message the framer is in is already in `codes`."""
+        self._opening: _Opening | None = None
         self._filling: PacketRecord | None = None
-        """The packet whose content is being skipped, until its `first_block` is complete."""
+        """The packet whose content is streaming, until its `first_block` is complete."""
         name_at = schemas.offset(RequestCode.SEND_FILE, "file_name") - schemas.request_header_size
         self._name = slice(name_at, name_at + schemas.dialect.name_size)
         self._numbers = Struct(*(sub for sub in schemas.send_file_prefix.subcons if sub.name != "file_name"))
 
     def feed(self, data: bytes) -> None:
-        self._buffer += data
-        schemas = self.schemas
-        header_size = schemas.request_header_size
-        while True:
-            if self._skip:
-                taken = min(self._skip, len(self._buffer))
-                self._keep_first_block(taken)
-                del self._buffer[:taken]
-                self._skip -= taken
-                if self._skip:
-                    return
-            if len(self._buffer) < header_size:
-                return
-            header = schemas.request_header.parse(bytes(self._buffer[:header_size]))
-            if not self._counted:  # known as soon as the header is in, however long the payload
-                self.codes.append(header.code)
-                self._counted = True
-            is_file = schemas.request_role(header.code) is RequestCode.SEND_FILE
-            fixed = schemas.send_file_prefix_size if is_file else header.payload_size
-            fixed = min(fixed, header.payload_size, MAX_FIXED_PAYLOAD)
-            if len(self._buffer) < header_size + fixed:
-                return
-            raw = bytes(self._buffer[: header_size + fixed])
-            del self._buffer[: header_size + fixed]
-            self._counted = False
-            self._skip = header.payload_size - fixed
-            packet = self._packet(raw[header_size:], header.payload_size - fixed) if is_file else None
-            self._filling = packet
+        """Take the next bytes of the stream (``b""``, its end, changes nothing)."""
+        for piece in self._framer.feed(data):
+            if isinstance(piece, Head):
+                self._head(piece)
+            elif isinstance(piece, Body):
+                self._body(piece.data)
+            else:
+                self._opening = self._filling = None
+        arriving = self._framer.arriving_code
+        if arriving is not None and not self._counted:  # known as soon as the header is in
+            self.codes.append(arriving)
+            self._counted = True
+
+    def pending(self) -> bytes:
+        """The start of the next request not yet handed on (for the evidence of a refusal): its
+        header and fixed part, or the first bytes of it that arrived."""
+        if self.starts:
+            return self.starts[0].raw
+        partial = self._opening.raw if self._opening is not None else self._framer.buffered
+        return bytes(partial[:MAX_PENDING])
+
+    def _head(self, head: Head) -> None:
+        assert head.code is not None and head.payload_size is not None  # a whole header: fed, not ended
+        if not self._counted:
+            self.codes.append(head.code)
+        self._counted = False
+        is_file = self.schemas.request_role(head.code) is RequestCode.SEND_FILE
+        fixed = self.schemas.send_file_prefix_size if is_file else head.payload_size
+        size = self.schemas.request_header_size + min(fixed, head.payload_size, MAX_FIXED_PAYLOAD)
+        self._opening = _Opening(head, bytearray(head.data[:size]), size)
+        self._filling = None
+        self._body(head.data[size:])
+
+    def _body(self, data: bytes) -> None:
+        opening = self._opening
+        if opening is not None:
+            taken = opening.size - len(opening.raw)
+            opening.raw += data[:taken]
+            data = data[taken:]
+            if len(opening.raw) == opening.size:
+                self._opening = None
+                self._start(opening)
+        packet = self._filling
+        if packet is not None and data:
+            packet.first_block += data[: BLOCK - len(packet.first_block)]
+            if len(packet.first_block) == BLOCK:
+                self._filling = None
+
+    def _start(self, opening: _Opening) -> None:
+        head, raw = opening.head, bytes(opening.raw)
+        assert head.code is not None and head.payload_size is not None
+        header_size = self.schemas.request_header_size
+        packet = None
+        if self.schemas.request_role(head.code) is RequestCode.SEND_FILE:
+            packet = self._packet(raw[header_size:], head.payload_size - (len(raw) - header_size))
             if packet is not None:
                 self.packets.append(packet)
-            self.starts.append(RequestStart(header.code, header.payload_size, raw, packet))
-
-    def _keep_first_block(self, taken: int) -> None:
-        """Copy the start of the content being skipped into its packet's `first_block`."""
-        packet = self._filling
-        if packet is None:
-            return
-        missing = BLOCK - len(packet.first_block)
-        packet.first_block += bytes(self._buffer[: min(missing, taken)])
-        if len(packet.first_block) == BLOCK:
-            self._filling = None
+        self._filling = packet
+        self.starts.append(RequestStart(head.code, head.payload_size, raw, packet))
 
     def _packet(self, prefix: bytes, length: int) -> PacketRecord | None:
         try:
@@ -120,8 +154,3 @@ class RequestTap:
             length,
             prefix[self._name].split(b"\0", 1)[0].decode("latin-1"),
         )
-
-    def pending(self) -> bytes:
-        """The bytes of the next request not yet handed on (for the evidence of a refusal)."""
-        head = self.starts[0].raw if self.starts else b""
-        return head + bytes(self._buffer[:512])
