@@ -282,23 +282,29 @@ def test_listen_mode_waits_for_a_client_started_by_hand(tmp_path: Path) -> None:
     suite = [sys.executable, "-m", "pytest", "conformance", "--bp-client-listen", f"127.0.0.1:{port}"]
     suite += ["-k", "8.4-client-registers", REPORT_OPTION, str(report), "-p", "no:cacheprovider", "-q"]
     process = subprocess.Popen(suite, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    prompts: list[str] = []
     try:
         assert process.stderr is not None
-        prompt = []
-        for line in process.stderr:  # ends at the prompt's last line, or at EOF
+        prompt: list[str] = []
+        for line in process.stderr:  # answers each prompt as a user would; ends at the suite's EOF
             prompt.append(line)
-            if "delete any me.info" in line:
-                break
-        text = "".join(prompt)
-        match = re.search(r"copy the files of (\S+) next to your client", text)
-        assert match, text
-        assert f"127.0.0.1:{port}" in text and "alice" in text
-        client = [sys.executable, "-m", "reference_client", "--dir", match[1], "--timeout", "5"]
-        assert subprocess.run(client, capture_output=True, timeout=60).returncode == 0
+            if "delete any me.info" not in line:
+                continue
+            text, prompt = "".join(prompt), []
+            prompts.append(text)
+            match = re.search(r"copy the files of (\S+) next to your client", text)
+            assert match, text
+            assert f"127.0.0.1:{port}" in text and "alice" in text
+            client = [sys.executable, "-m", "reference_client", "--dir", match[1], "--timeout", "5"]
+            assert subprocess.run(client, capture_output=True, timeout=60).returncode == 0
         process.communicate(timeout=SUITE_TIMEOUT_S)
     finally:
         if process.poll() is None:
             process.kill()
+    # --bp-dialect auto: one run to detect the client's dialect, then the case's own run.
+    assert len(prompts) == 2, prompts
+    assert "detecting your client's dialect" in prompts[0]
+    assert "=== 8.4-client-registers: start your client now" in prompts[1]
     rows = outcomes(json.loads(report.read_text()))
     assert rows["8.4-client-registers"]["outcome"] == "passed", rows
     assert process.returncode == 0

@@ -187,7 +187,11 @@ class ClientCase:
         return wait_by_hand(server, self._prompt(folder, budget), budget, self.announce)
 
     def _prompt(self, folder: Path, budget: float) -> str:
-        info = self.info.id if self.info is not None else "a client case"
+        info = (
+            self.info.id
+            if self.info is not None
+            else "detecting your client's dialect (--bp-dialect auto; --bp-dialect NAME skips this run)"
+        )
         transfer = (folder / TRANSFER_INFO).read_text().splitlines()
         listen = self.mode.listen
         lines = [
