@@ -18,6 +18,7 @@ not confirm. 1104 takes the same lock, and expires kept versions beyond the rete
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import hashlib
@@ -28,6 +29,7 @@ import re
 import shutil
 import threading
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
 
@@ -46,6 +48,8 @@ DIRECT_ALIGN: Final = 4096
 """Direct writes (O_DIRECT) go in multiples of this from page-aligned memory: fits block sizes up to 4 KiB."""
 DIRECT_WRITE: Final = 1024 * 1024
 """Plaintext staged before one direct write: fewer, larger writes (each waits for the disk)."""
+_STAGE_SIZE: Final = 2 * DIRECT_WRITE + UPDATE_INTO_SLACK + DIRECT_ALIGN
+"""One staging buffer: a write's worth plus a chunk's piece, mmap'd (page-aligned)."""
 _O_DIRECT: Final = getattr(os, "O_DIRECT", 0)
 LOCK_STRIPES: Final = 64
 """Locks that order the changes of one file (hashed by client id and file name)."""
@@ -233,8 +237,10 @@ class Upload:
     decrypted into a page-aligned staging buffer and written from it in multiples of
     `DIRECT_ALIGN` once `DIRECT_WRITE` bytes are staged: the disk reads them from our memory,
     with no copy into the page cache and no writeback work later (about a fifth of the kernel
-    CPU of a page-cache write here); the last partial block is written through the page
-    cache. Elsewhere (tmpfs, macOS, Windows, a refused direct write) each chunk is decrypted
+    CPU of a page-cache write here). A direct write waits for the disk, so it runs in the
+    upload's writer thread while the caller decrypts the next chunks into a second staging
+    buffer: at most one write in flight, in file order. The last partial block is written
+    through the page cache. Elsewhere (tmpfs, macOS, Windows, a refused direct write) each chunk is decrypted
     into one reused buffer and written through the page cache, with writeback (fdatasync)
     started in a background thread every `FLUSH_EVERY` bytes so that the final fsync does
     not push the whole file at once. Either way the final fsync makes the file durable before
@@ -258,10 +264,18 @@ class Upload:
         self._cksum = Cksum()
         self._buffer = bytearray()
         self._stage: mmap.mmap | None = None
-        """The page-aligned staging buffer while writes are direct; None for page-cache writes."""
+        """The page-aligned staging buffer being filled while writes are direct; None for
+        page-cache writes."""
+        self._spare: mmap.mmap | None = None
+        """The other staging buffer: written by the writer thread, or free."""
         self._staged = 0
+        self._direct_on = False
+        """O_DIRECT is set on the file (the writer thread clears it when a write is refused)."""
+        self._writer: ThreadPoolExecutor | None = None
+        self._in_flight: Future[None] | None = None
         if direct and _set_direct(self._fd, True):
-            self._stage = mmap.mmap(-1, 2 * DIRECT_WRITE + UPDATE_INTO_SLACK + DIRECT_ALIGN)
+            self._direct_on = True
+            self._stage = mmap.mmap(-1, _STAGE_SIZE)
         self._unflushed = 0
         self._flusher: threading.Thread | None = None
         self._flush_error: StorageError | None = None
@@ -276,21 +290,21 @@ class Upload:
         """True while the file is written with direct I/O."""
         return self._stage is not None
 
-    def write(self, ciphertext: bytes) -> None:
+    def write(self, ciphertext: bytes | memoryview) -> None:
         """Decrypt a chunk of content, CRC it and write it to the temp file (or stage it)."""
         if self._stage is not None:
-            self._stage_chunk(memoryview(ciphertext))
-            return
+            ciphertext = self._stage_chunk(memoryview(ciphertext))
+            if not ciphertext:
+                return
         if len(self._buffer) < len(ciphertext) + UPDATE_INTO_SLACK:
             self._buffer = bytearray(len(ciphertext) + UPDATE_INTO_SLACK)
         plain = self._decryptor.update_into(ciphertext, self._buffer)
         self._cksum.update(plain)
         self._write(plain)
 
-    def _stage_chunk(self, ciphertext: memoryview) -> None:
-        stage = self._stage
-        assert stage is not None
-        while ciphertext:  # in pieces that fit behind what is staged
+    def _stage_chunk(self, ciphertext: memoryview) -> memoryview:
+        """Stage a chunk; what is left of it if direct writes were refused on the way."""
+        while ciphertext and (stage := self._stage) is not None:  # in pieces that fit behind what is staged
             room = len(stage) - self._staged - UPDATE_INTO_SLACK
             piece, ciphertext = ciphertext[:room], ciphertext[room:]
             plain = self._decryptor.update_into(piece, memoryview(stage)[self._staged :])
@@ -298,21 +312,61 @@ class Upload:
             self._staged += len(plain)
             if self._staged >= DIRECT_WRITE:
                 self._write_staged()
+        return ciphertext
 
     def _write_staged(self) -> None:
-        """Write the whole blocks staged (direct); move the partial block left to the front."""
-        stage = self._stage
-        assert stage is not None
+        """Hand the whole blocks staged to the writer thread (direct); carry the partial block
+        over to the front of the other staging buffer, which becomes the one filled."""
+        self._wait_for_writer()  # the other buffer is free again (or direct writes were refused)
+        stage, spare = self._stage, self._spare
+        if stage is None:
+            return
         aligned = self._staged - self._staged % DIRECT_ALIGN
-        with memoryview(stage) as view:
-            self._write(view[:aligned])
-            if self._stage is None:  # direct writes were refused: the rest through the page cache too
-                self._write(view[aligned : self._staged])
-                self._staged = 0
-                return
+        if not aligned:
+            return
+        if spare is None:
+            spare = mmap.mmap(-1, _STAGE_SIZE)
         rest = self._staged - aligned
-        stage.move(0, aligned, rest)
-        self._staged = rest
+        spare[:rest] = stage[aligned : self._staged]
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="direct-write")
+        self._in_flight = self._writer.submit(self._write_direct, stage, aligned)
+        self._stage, self._spare, self._staged = spare, stage, rest
+
+    def _write_direct(self, buffer: mmap.mmap, length: int) -> None:
+        """In the writer thread: write `length` bytes of `buffer`; on EINVAL leave direct I/O."""
+        assert self._fd is not None
+        with memoryview(buffer) as whole:
+            view = whole[:length]
+            while view:
+                try:
+                    view = view[os.write(self._fd, view) :]
+                except OSError as error:
+                    if error.errno != errno.EINVAL or not self._direct_on:
+                        raise
+                    # the file system took O_DIRECT but refuses this write: on through the page cache
+                    log.warning(
+                        "direct writes to %s refused (%s); writing through the page cache", self.temp, error
+                    )
+                    _set_direct(self._fd, False)
+                    self._direct_on = False
+
+    def _wait_for_writer(self) -> None:
+        """Wait for the write in flight; its error as StorageError. If it left direct I/O, what
+        is staged goes on through the page cache, and so does the rest of the file."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is None:
+            return
+        try:
+            in_flight.result()
+        except OSError as error:
+            raise StorageError(f"cannot write {self.temp}: {error}") from None
+        if not self._direct_on and self._stage is not None:
+            stage, staged = self._stage, self._staged
+            self._stage = self._spare = None
+            self._staged = 0
+            with memoryview(stage) as view:
+                self._write(view[:staged])
 
     def _write(self, plain: bytes | memoryview) -> None:
         if not plain:
@@ -336,21 +390,16 @@ class Upload:
 
     def _write_some(self, view: memoryview) -> int:
         assert self._fd is not None
-        try:
-            return os.write(self._fd, view)
-        except OSError as error:
-            if error.errno != errno.EINVAL or self._stage is None:
-                raise
-            # the file system took O_DIRECT but refuses this write: on through the page cache
-            log.warning("direct writes to %s refused (%s); writing through the page cache", self.temp, error)
-        self._leave_direct()
         return os.write(self._fd, view)
 
     def _leave_direct(self) -> None:
-        """On through the page cache (the staging buffer is freed once no view holds it)."""
-        assert self._fd is not None
-        _set_direct(self._fd, False)
-        self._stage = None
+        """On through the page cache (no write in flight; the staging buffers are freed once
+        no view holds them)."""
+        assert self._fd is not None and self._in_flight is None
+        if self._direct_on:
+            _set_direct(self._fd, False)
+            self._direct_on = False
+        self._stage = self._spare = None
 
     def _flush_in_background(self) -> None:
         fd = self._fd
@@ -378,9 +427,12 @@ class Upload:
             stage[self._staged : self._staged + len(last)] = last
             self._staged += len(last)
             self._write_staged()
-            last = stage[: self._staged] if self._stage is not None else b""
-            if self._stage is not None:
-                self._leave_direct()  # the partial last block goes through the page cache
+            self._wait_for_writer()
+            last = b""
+            if self._stage is not None:  # the partial last block goes through the page cache
+                last = self._stage[: self._staged]
+                self._staged = 0
+                self._leave_direct()
         self._write(last)
         self._join_flusher()
         if self._flush_error is not None:
@@ -408,6 +460,8 @@ class Upload:
     def abort(self) -> None:
         """Drop the temp file (safe to call at any time, also after commit)."""
         self._join_flusher()
+        with contextlib.suppress(StorageError):
+            self._wait_for_writer()
         self._close()
         try:
             self.temp.unlink(missing_ok=True)
@@ -415,6 +469,9 @@ class Upload:
             log.error("cannot remove the unfinished upload %s: %s", self.temp, error)
 
     def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.shutdown()
+            self._writer = None
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)

@@ -10,6 +10,7 @@ import os
 import random
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import reference_server.files
 from backupproto.crypto import CbcEncryptor
 from backupproto.events import FileChunk, SendFile
 from reference_server import Server
+from reference_server.errors import StorageError
 from reference_server.files import DIRECT_ALIGN, DIRECT_WRITE, Upload
 
 KEY = bytes(range(16))
@@ -90,6 +92,60 @@ def test_a_refused_direct_write_goes_on_through_the_page_cache(
     upload.commit()
     assert refused and refused[0] % DIRECT_ALIGN == 0
     assert final.read_bytes() == plain
+
+
+def direct_upload(tmp_path: Path) -> Upload:
+    upload = Upload(tmp_path / "stored.bin", "x/stored.bin", tmp_path, KEY)
+    if not upload.direct:
+        pytest.skip("this file system does not take O_DIRECT")
+    return upload
+
+
+def test_a_direct_write_waiting_for_the_disk_does_not_stop_the_next_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer thread writes a staged buffer while the caller decrypts into the other one."""
+    plain = random.Random(8).randbytes(3 * DIRECT_WRITE + 5)
+    upload = direct_upload(tmp_path)
+    disk_free = threading.Event()
+    released_by_caller: list[bool] = []
+    real_write = os.write
+
+    def slow_disk(fd: int, data: memoryview) -> int:
+        if not released_by_caller:  # the first direct write waits until the caller let it go
+            released_by_caller.append(disk_free.wait(timeout=10))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(reference_server.files.os, "write", slow_disk)
+    encryptor = CbcEncryptor(KEY)
+    ciphertext = encryptor.update(plain) + encryptor.finalize()
+    upload.write(ciphertext[: DIRECT_WRITE + DIRECT_WRITE // 2])  # one write handed over, more staged
+    disk_free.set()  # reached only if write() returned while the disk still held the first write
+    upload.write(ciphertext[DIRECT_WRITE + DIRECT_WRITE // 2 :])
+    upload.finish()
+    upload.commit()
+    assert released_by_caller == [True]
+    assert (tmp_path / "stored.bin").read_bytes() == plain
+
+
+def test_a_failed_direct_write_is_a_storage_error_and_abort_removes_the_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk error in the writer thread reaches the caller at its next step; nothing is kept."""
+    upload = direct_upload(tmp_path)
+
+    def full_disk(fd: int, data: memoryview) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(reference_server.files.os, "write", full_disk)
+    encryptor = CbcEncryptor(KEY)
+    ciphertext = encryptor.update(bytes(3 * DIRECT_WRITE)) + encryptor.finalize()
+    with pytest.raises(StorageError, match="No space left on device"):
+        upload.write(ciphertext)
+        upload.finish()
+    upload.abort()
+    assert not upload.temp.exists()
+    assert not (tmp_path / "stored.bin").exists()
 
 
 def test_a_pump_that_queues_itself_again_after_every_chunk_stores_the_whole_file(
