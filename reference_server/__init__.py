@@ -110,23 +110,26 @@ records the mapping. An upload goes to ``<data-dir>/.tmp/<random>`` (no client f
 file name can be ``.tmp``). Where the file system takes direct I/O (O_DIRECT: ext4, xfs,
 ...) the plaintext is staged in a page-aligned 2 MiB buffer and written in 1 MiB runs of
 whole 4 KiB blocks that the disk reads from our memory: no copy into the page cache and no
-writeback later (a fifth of the kernel CPU of page-cache writes on the VM); the last
-partial block goes through the page cache. Elsewhere (tmpfs, macOS, Windows, or a direct
-write refused with EINVAL, which switches the file to the page cache mid-way without
-losing a byte) writes go through the page cache and writeback starts in the background
-every 32 MiB. Either way the file is fsync'd before its row is committed, so what a crash
-leaves is the same. At the end, under the file's lock (one of 64, by client id and file
-name), in this order: fsync the temp file; if the current row is Verified, hard-link the
-verified file into ``.versions/<client id hex>/<random>`` and fsync that folder; commit
-the ``files`` row with Verified=0 (and the ``versions`` row) and remember the upload's
-version tag; rename over the final name and fsync the folder; answer 2103. A 1104 takes
-the same lock, sets Verified=1 only if the remembered tag is still this connection's
-upload, then drops kept versions beyond ``--keep-versions`` (rows committed, then files
-unlinked). Because tag, row and rename of one upload happen under one lock, two uploads of
-one name can never commit in one order and rename in the other. On the store thread the rename waits
-for its batch's COMMIT (after the lock); that one thread runs every install and 1104 in
-turn, and the renames of a batch in the order of its row updates, so the order holds there
-too, and a 1104 can only name an upload whose 2103 (sent after its rename) it followed.
+writeback later (a fifth of the kernel CPU of page-cache writes on the VM). A direct write
+waits for the disk, so the upload's writer thread does it while the pump decrypts into a
+second staging buffer (one write in flight, in file order; its error reaches the pump at
+its next step). The last partial block goes through the page cache. Elsewhere (tmpfs,
+macOS, Windows, or a direct write refused with EINVAL, which switches the file to the page
+cache mid-way without losing a byte) writes go through the page cache and writeback starts
+in the background every 32 MiB. Either way the file is fsync'd before its row is
+committed, so what a crash leaves is the same. At the end, under the file's lock (one of
+64, by client id and file name), in this order: fsync the temp file; if the current row is
+Verified, hard-link the verified file into ``.versions/<client id hex>/<random>`` and
+fsync that folder; commit the ``files`` row with Verified=0 (and the ``versions`` row) and
+remember the upload's version tag; rename over the final name and fsync the folder; answer
+2103. A 1104 takes the same lock, sets Verified=1 only if the remembered tag is still this
+connection's upload, then drops kept versions beyond ``--keep-versions`` (rows committed,
+then files unlinked). Because tag, row and rename of one upload happen under one lock, two
+uploads of one name can never commit in one order and rename in the other. On the store
+thread the rename waits for its batch's COMMIT (after the lock); that one thread runs
+every install and 1104 in turn, and the renames of a batch in the order of its row
+updates, so the order holds there too, and a 1104 can only name an upload whose 2103 (sent
+after its rename) it followed.
 
 What a crash (kill -9, power loss) at each step leaves, and what start-up does:
 - while content arrives, or before the temp file's fsync: a temp file; start-up deletes it
