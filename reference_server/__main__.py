@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -16,6 +17,9 @@ from .errors import StartupError
 from .server import Server
 
 log = logging.getLogger("reference_server")
+
+_DEFAULT = {field.name: field.default for field in dataclasses.fields(ServerConfig)}
+"""The options' defaults: ServerConfig's (spec section 10), written once there."""
 
 
 def _positive(kind: type[int] | type[float]) -> type:
@@ -85,10 +89,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--dialect",
         type=_dialect,
-        default=dialect_named("2023A"),
+        default=_DEFAULT["dialect"],
         metavar="NAME",
-        help=f"dialect to speak: {', '.join(DIALECTS)} (default 2023A; a data dir keeps the dialect "
-        "it was created with)",
+        help=f"dialect to speak: {', '.join(DIALECTS)} (default {_DEFAULT['dialect'].name}; "
+        "a data dir keeps the dialect it was created with)",
     )
     parser.add_argument(
         "--port",
@@ -97,8 +101,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--host",
-        default="127.0.0.1",
-        help="address to listen on (default 127.0.0.1: loopback only; use 0.0.0.0 to serve the network)",
+        default=_DEFAULT["host"],
+        help="address to listen on (default %(default)s: loopback only; use 0.0.0.0 to serve the network)",
     )
     parser.add_argument(
         "--data-dir",
@@ -113,65 +117,69 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-connections",
         type=_positive(int),
-        default=256,
-        help="connections at once; at the limit the longest-idle one is dropped (default 256)",
+        default=_DEFAULT["max_connections"],
+        help="connections at once; at the limit the longest-idle one is dropped (default %(default)s)",
     )
     parser.add_argument(
         "--max-per-address",
         type=_non_negative,
-        default=128,
-        help="connections at once from one IP address (0: no cap; default 128)",
+        default=_DEFAULT["max_per_address"],
+        help="connections at once from one IP address (0: no cap; default %(default)s)",
     )
     parser.add_argument(
         "--min-idle-to-drop",
         type=_non_negative_float,
-        default=1.0,
-        help="seconds a connection must be idle before it may be dropped to make room (default 1)",
+        default=_DEFAULT["min_idle_to_drop"],
+        help="seconds a connection must be idle before it may be dropped to make room (default %(default)g)",
     )
     parser.add_argument(
-        "--idle-timeout", type=_positive(float), default=60.0, help="seconds between requests (default 60)"
+        "--idle-timeout",
+        type=_positive(float),
+        default=_DEFAULT["idle_timeout"],
+        help="seconds between requests (default %(default)g)",
     )
     parser.add_argument(
         "--read-timeout",
         type=_positive(float),
-        default=30.0,
-        help="seconds a started message may take to arrive whole (default 30; file content: see --min-rate)",
+        default=_DEFAULT["read_timeout"],
+        help="seconds a started message may take to arrive whole (default %(default)g; "
+        "file content: see --min-rate)",
     )
     parser.add_argument(
         "--min-rate",
         type=_positive(float),
-        default=16384.0,
-        help="bytes/s file content must keep up, on top of --read-timeout (default 16384)",
+        default=_DEFAULT["min_rate"],
+        help="bytes/s file content must keep up, on top of --read-timeout (default %(default)g)",
     )
     parser.add_argument(
         "--summary-interval",
         type=_positive(float),
-        default=10.0,
-        help="seconds between summary lines of refused/dropped connections (default 10)",
+        default=_DEFAULT["summary_interval"],
+        help="seconds between summary lines of refused/dropped connections (default %(default)g)",
     )
     parser.add_argument(
         "--max-file-size",
         type=_file_size,
-        default=MAX_CONTENT_SIZE,
-        help=f"largest accepted content_size (encrypted bytes; default {MAX_CONTENT_SIZE}, the protocol max)",
+        default=_DEFAULT["max_file_size"],
+        help="largest accepted content_size (encrypted bytes; default %(default)s, the protocol max)",
     )
     parser.add_argument(
         "--keep-versions",
         type=_non_negative,
-        default=1,
-        help="older verified versions kept per file once a newer one is verified (default 1)",
+        default=_DEFAULT["keep_versions"],
+        help="older verified versions kept per file once a newer one is verified (default %(default)s)",
     )
     parser.add_argument(
         "--max-decrypt-failures",
         type=_positive(int),
-        default=5,
-        help="failed decryptions of one client id that lock it out (default 5)",
+        default=_DEFAULT["max_decrypt_failures"],
+        help="failed decryptions of one client id that lock it out (default %(default)s)",
     )
     parser.add_argument(
         "--decrypt-lockout",
         type=_positive(float),
-        default=900.0,
-        help="seconds a locked-out client id is refused 1102/1103 (default 900)",
+        default=_DEFAULT["decrypt_lockout"],
+        help="seconds a locked-out client id is refused 1102/1103 (default %(default)g)",
     )
     return parser.parse_args(argv)
 
