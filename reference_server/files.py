@@ -169,10 +169,12 @@ class FileStore:
         except OSError as error:
             log.error("cannot remove the expired version %s: %s (startup repair will)", path_name, error)
 
-    def begin(self, client_id: bytes, file_name: str, aes_key: bytes) -> Upload:
-        """Start receiving a file into a fresh temp file."""
+    def begin(self, client_id: bytes, file_name: str, aes_key: bytes, content_size: int) -> Upload:
+        """Start receiving a file into a fresh temp file; direct I/O only for a file of at least
+        one direct write (a smaller one would pay the switch and a staging buffer for nothing)."""
         path_name = self.path_name(client_id, file_name)
-        return Upload(self.resolve(path_name), path_name, self.temp_dir, aes_key)
+        direct = content_size >= DIRECT_WRITE
+        return Upload(self.resolve(path_name), path_name, self.temp_dir, aes_key, direct=direct)
 
     def repair(self, store: Store) -> list[str]:
         """Startup repair (spec 9.2.5): delete leftover temp files; rows whose file is missing
@@ -334,22 +336,23 @@ class Upload:
         self._stage, self._spare, self._staged = spare, stage, rest
 
     def _write_direct(self, buffer: mmap.mmap, length: int) -> None:
-        """In the writer thread: write `length` bytes of `buffer`; on EINVAL leave direct I/O."""
-        assert self._fd is not None
+        """In the writer thread: write the first `length` bytes of `buffer`."""
         with memoryview(buffer) as whole:
-            view = whole[:length]
-            while view:
-                try:
-                    view = view[os.write(self._fd, view) :]
-                except OSError as error:
-                    if error.errno != errno.EINVAL or not self._direct_on:
-                        raise
-                    # the file system took O_DIRECT but refuses this write: on through the page cache
-                    log.warning(
-                        "direct writes to %s refused (%s); writing through the page cache", self.temp, error
-                    )
-                    _set_direct(self._fd, False)
-                    self._direct_on = False
+            self._write_all(whole[:length])
+
+    def _write_all(self, view: memoryview) -> None:
+        """Write all of `view`; a direct write refused with EINVAL goes on through the page cache."""
+        assert self._fd is not None
+        while view:
+            try:
+                view = view[os.write(self._fd, view) :]
+            except OSError as error:
+                if error.errno != errno.EINVAL or not self._direct_on:
+                    raise
+                # the file system took O_DIRECT but refuses this write: on through the page cache
+                log.warning("direct writes to %s refused (%s); on through the page cache", self.temp, error)
+                _set_direct(self._fd, False)
+                self._direct_on = False
 
     def _wait_for_writer(self) -> None:
         """Wait for the write in flight; its error as StorageError. If it left direct I/O, what
@@ -369,28 +372,20 @@ class Upload:
                 self._write(view[:staged])
 
     def _write(self, plain: bytes | memoryview) -> None:
+        """Write through the page cache, starting writeback every `FLUSH_EVERY` bytes."""
         if not plain:
             return
         if self._flush_error is not None:
             raise self._flush_error
-        assert self._fd is not None
         try:
-            view = memoryview(plain)
-            while view:
-                view = view[self._write_some(view) :]
+            self._write_all(memoryview(plain))
         except OSError as error:
             raise StorageError(f"cannot write {self.temp}: {error}") from None
-        if self._stage is not None:
-            return
         self._unflushed += len(plain)
         if self._unflushed >= FLUSH_EVERY and (self._flusher is None or not self._flusher.is_alive()):
             self._unflushed = 0
             self._flusher = threading.Thread(target=self._flush_in_background, name="flush", daemon=True)
             self._flusher.start()
-
-    def _write_some(self, view: memoryview) -> int:
-        assert self._fd is not None
-        return os.write(self._fd, view)
 
     def _leave_direct(self) -> None:
         """On through the page cache (no write in flight; the staging buffers are freed once

@@ -221,14 +221,11 @@ class Session:
         return request is not None and request.content_size <= SMALL_FILE
 
     def _write_on_loop(self, data: bytes) -> None:
-        """A small file's chunk, written here: a storage failure is refused as its 1103."""
+        """A small file's chunk, written here (a StorageError is refused as its 1103 by `_serve`)."""
         upload = self.upload
         assert upload is not None
         self._content_received += len(data)
-        try:
-            upload.write(data)
-        except ReferenceServerError as error:
-            raise RequestRefused(str(error)) from None
+        upload.write(data)
 
     async def _pump_content(self, first: bytes) -> object:
         """Run the content pump in the pool from this chunk on: the event it ends with (FileEnd,
@@ -491,7 +488,7 @@ class Session:
         self._check_not_locked_out(client_id)
         if self.aes_key is None:  # pragma: no cover - the engine allows 1103 only when keyed
             raise RequestRefused("no AES key on this connection")
-        self.upload = self.files.begin(client_id, request.file_name, self.aes_key)
+        self.upload = self.files.begin(client_id, request.file_name, self.aes_key, request.content_size)
         log.debug("%s: receiving %r, %d bytes", self.peer, request.file_name, request.content_size)
 
     async def _on_file_end(self) -> Response:

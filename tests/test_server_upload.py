@@ -25,7 +25,7 @@ from backupproto.crypto import CbcEncryptor
 from backupproto.events import FileChunk, SendFile
 from reference_server import Server
 from reference_server.errors import StorageError
-from reference_server.files import DIRECT_ALIGN, DIRECT_WRITE, Upload
+from reference_server.files import DIRECT_ALIGN, DIRECT_WRITE, FileStore, Upload
 
 KEY = bytes(range(16))
 SIZES = (1, DIRECT_ALIGN - 1, DIRECT_ALIGN, DIRECT_WRITE + 12345, 3 * DIRECT_WRITE + 7)
@@ -99,6 +99,20 @@ def direct_upload(tmp_path: Path) -> Upload:
     if not upload.direct:
         pytest.skip("this file system does not take O_DIRECT")
     return upload
+
+
+def test_only_a_file_of_at_least_one_direct_write_is_written_with_direct_io(tmp_path: Path) -> None:
+    """A small file goes through the page cache from the start (no switch, no staging buffer)."""
+    direct_upload(tmp_path).abort()  # skips where the file system refuses O_DIRECT
+    files = FileStore(tmp_path)
+    small = files.begin(bytes(16), "small.bin", KEY, DIRECT_WRITE - 16)
+    large = files.begin(bytes(16), "large.bin", KEY, DIRECT_WRITE)
+    try:
+        assert not small.direct
+        assert large.direct
+    finally:
+        small.abort()
+        large.abort()
 
 
 def test_a_direct_write_waiting_for_the_disk_does_not_stop_the_next_chunks(
