@@ -271,12 +271,16 @@ def new_aes_key(size: int = V3.aes_key_size) -> bytes:
     return get_random_bytes(size)
 
 
+def _check_oaep_hash(hash_name: str) -> None:
+    if hash_name not in _OAEP_HASHES:
+        raise ValueError(f"hash_name must be 'sha1' or 'sha256', not {hash_name!r}")
+
+
 def _oaep(key: RsaKey, hash_name: str) -> PKCS1OAEP_Cipher:
     from Crypto.Cipher import PKCS1_OAEP
     from Crypto.Hash import SHA1, SHA256
 
-    if hash_name not in _OAEP_HASHES:
-        raise ValueError(f"hash_name must be 'sha1' or 'sha256', not {hash_name!r}")
+    _check_oaep_hash(hash_name)
     return PKCS1_OAEP.new(key, hashAlgo=SHA1 if hash_name == "sha1" else SHA256)  # MGF1: same hash
 
 
@@ -300,8 +304,7 @@ def _to_openssl_public_key(key: RsaKey) -> rsa.RSAPublicKey:
 
 def _openssl_oaep(hash_name: str) -> padding.OAEP:
     """OpenSSL's OAEP padding with `hash_name` for the hash and MGF1 ("sha1" or "sha256")."""
-    if hash_name not in _OAEP_HASHES:
-        raise ValueError(f"hash_name must be 'sha1' or 'sha256', not {hash_name!r}")
+    _check_oaep_hash(hash_name)
     algorithm = hashes.SHA1() if hash_name == "sha1" else hashes.SHA256()
     return padding.OAEP(mgf=padding.MGF1(algorithm), algorithm=algorithm, label=None)
 
