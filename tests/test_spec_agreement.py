@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from backupproto import client_timing
 from backupproto.dialect import DIALECTS, Dialect, RequestCode, ResponseCode
 from backupproto.engine import event_fields
 from backupproto.events import REQUEST_EVENTS, RESPONSE_EVENTS
@@ -157,3 +158,18 @@ def test_response_transition_table() -> None:
     mine = {(int(req), int(resp)): state for (req, resp), state in AFTER_RESPONSE.items()}
     mine |= {(int(req), int(ResponseCode.SERVER_ERROR)): State.CLOSED for req in RequestCode}
     assert spec == mine
+
+
+def test_client_timeout_table() -> None:
+    """Spec 2.4's client timeouts are backupproto.client_timing's figures."""
+    rows = {row[0]: row[1] for row in table("| client timeout | RECOMMENDED | runs from | then |", "2.4")}
+    assert rows["connect"] == f"{client_timing.CONNECT_TIMEOUT_S:g} s"
+    assert rows["response"] == f"{client_timing.RESPONSE_TIMEOUT_S:g} s"
+    mib = client_timing.FLUSH_BYTES_PER_S >> 20
+    assert rows["response to a 1103"] == (
+        f"{client_timing.RESPONSE_TIMEOUT_S:g} s + ceil(`content_size` / {mib} MiB) s "
+        f"({mib} MiB = {client_timing.FLUSH_BYTES_PER_S} bytes)"
+    )
+    largest = client_timing.response_timeout(S.max_content_size)
+    assert f"(`content_size` {S.max_content_size};" in SPEC
+    assert f"= {largest:g} s." in SPEC
