@@ -23,8 +23,9 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import Final
+from typing import Final, TypeVar
 
 from backupproto.crypto import import_public_key, new_aes_key, wrap_aes_key
 from backupproto.detect import detect_request_dialects
@@ -66,9 +67,11 @@ from .store import Store
 from .store_thread import StoreThread
 from .wire import Wire
 
+Result = TypeVar("Result")
+
 SMALL_FILE: Final = 16 * 1024
-"""A file whose content_size is at most this is decrypted, CRC'd and written on the loop:
-microseconds, where a pool hand-off (and the content pump) costs more than the work."""
+"""A file whose content_size is at most this is held in memory as it arrives (no content pump,
+no file-system call on the loop) and stored at its end by the one pool job that fsyncs it."""
 LINGER_SECONDS: Final = 2.0
 LINGER_BYTES: Final = 64 * 1024
 """After 2107 the server half-closes and discards what still arrives for this long / this much,
@@ -112,6 +115,8 @@ class Session:
         """The first bytes of the latest request that began a read (to name a foreign dialect)."""
         self.aes_key: bytes | None = None
         self.upload: Upload | None = None
+        self._held: bytearray | None = None
+        """A small file's content (ciphertext) while it arrives; its upload begins at its end."""
         self._pump: ContentPump | None = None
         """The upload's content pump while it runs in the pool (it reads the socket then)."""
         self.written_version: str | None = None
@@ -158,11 +163,12 @@ class Session:
         elif self.wire is not None:
             self.wire.abort()
 
-    async def _in_pool(self, function: object, *args: object) -> object:
+    async def _in_pool(self, function: Callable[..., Result], *args: object) -> Result:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, function, *args)  # type: ignore[arg-type]
+        return await loop.run_in_executor(self.pool, function, *args)
 
     async def _drop_upload(self) -> None:
+        self._held = None
         if self.upload is None:
             return
         upload, self.upload = self.upload, None
@@ -190,8 +196,9 @@ class Session:
                 log.debug("%s: client closed the connection", self.peer)
                 return
             try:
-                if isinstance(event, FileChunk) and self._small_file():
-                    self._write_on_loop(event.data)
+                if isinstance(event, FileChunk) and self._held is not None:
+                    self._held += event.data
+                    self._content_received += len(event.data)
                     event = None
                     continue
                 if isinstance(event, FileChunk):
@@ -201,8 +208,8 @@ class Session:
                     continue
                 if isinstance(event, FileEnd):
                     response: Response | None = await self._on_file_end()
-                elif isinstance(event, SendFile):  # memory lookups and a temp file: no database step
-                    self._send_file(event)
+                elif isinstance(event, SendFile):  # memory lookups (and a large file's temp file)
+                    await self._send_file(event)
                     response = None
                 else:
                     assert isinstance(event, Request)
@@ -215,17 +222,6 @@ class Session:
             event = None
             if response is not None and not await self._send(engine.send(response)):
                 return
-
-    def _small_file(self) -> bool:
-        request = self.engine.conversation.file
-        return request is not None and request.content_size <= SMALL_FILE
-
-    def _write_on_loop(self, data: bytes) -> None:
-        """A small file's chunk, written here (a StorageError is refused as its 1103 by `_serve`)."""
-        upload = self.upload
-        assert upload is not None
-        self._content_received += len(data)
-        upload.write(data)
 
     async def _pump_content(self, first: bytes) -> object:
         """Run the content pump in the pool from this chunk on: the event it ends with (FileEnd,
@@ -305,8 +301,7 @@ class Session:
                 raise _Deadline
             try:
                 assert self.wire is not None
-                async with asyncio.timeout(timeout):
-                    data = await self.wire.read()
+                data = await self.wire.read(timeout)
             except TimeoutError:
                 raise _Deadline from None
         except _Deadline:
@@ -337,8 +332,7 @@ class Session:
         assert self.wire is not None
         try:
             self.wire.write(data)
-            async with asyncio.timeout(self.config.read_timeout):
-                await self.wire.drain()
+            await self.wire.drain(self.config.read_timeout)
         except (OSError, TimeoutError) as error:
             log.info("%s: cannot send the response: %s", self.peer, error or "timed out")
             return False
@@ -483,22 +477,30 @@ class Session:
         self._log(request, self._code(ResponseCode.RECONNECT_APPROVED))
         return ReconnectApproved(client.id, wrapped)
 
-    def _send_file(self, request: SendFile) -> None:
+    async def _send_file(self, request: SendFile) -> None:
+        """1103's header: checks in memory; a large file's temp file is created in the pool (a
+        small file's at its end: creating a file can wait for the file system's journal, and
+        the loop must not)."""
         client_id = self._known_client(request)
         self._check_not_locked_out(client_id)
         if self.aes_key is None:  # pragma: no cover - the engine allows 1103 only when keyed
             raise RequestRefused("no AES key on this connection")
-        self.upload = self.files.begin(client_id, request.file_name, self.aes_key, request.content_size)
+        if request.content_size <= SMALL_FILE:
+            self._held = bytearray()
+        else:
+            self.upload = await self._in_pool(self._begin_upload, request)
         log.debug("%s: receiving %r, %d bytes", self.peer, request.file_name, request.content_size)
 
     async def _on_file_end(self) -> Response:
-        upload = self.upload
         request = self.engine.conversation.file
-        assert upload is not None and request is not None
+        held, self._held = self._held, None
+        assert request is not None and (held is not None or self.upload is not None)
         try:
-            # The fsync in the pool (many at once), the row and the rename on the store thread.
-            crc = await self._in_pool(self._finish_upload, upload, request)
-            assert isinstance(crc, int)
+            # The temp file's last writes and fsync in the pool (many at once), then the row and
+            # the rename on the store thread.
+            crc = await self._in_pool(self._finish_upload, request, held)
+            upload = self.upload
+            assert upload is not None
             await self.store_thread.run(self._install_upload, upload, request)
         except Exception:
             await self._drop_upload()
@@ -516,8 +518,19 @@ class Session:
         """On the store thread: the row (committed with its batch), then the rename (spec 11.3)."""
         self.files.install(self.store, request.client_id, request.file_name, upload)
 
-    def _finish_upload(self, upload: Upload, request: SendFile) -> int:
-        """In the pool: check the padding and the size, flush the temp file; the cksum."""
+    def _begin_upload(self, request: SendFile) -> Upload:
+        """In the pool: the upload's temp file (resolving its final path)."""
+        assert self.aes_key is not None
+        return self.files.begin(request.client_id, request.file_name, self.aes_key, request.content_size)
+
+    def _finish_upload(self, request: SendFile, held: bytearray | None) -> int:
+        """In the pool: a small file's whole content (`held`) into its temp file first; check the
+        padding and the size, flush the temp file; the cksum."""
+        if held is not None:
+            self.upload = self._begin_upload(request)  # the session's, so that a failure drops it
+            self.upload.write(memoryview(held))
+        upload = self.upload
+        assert upload is not None
         try:
             crc = upload.finish()
         except CryptoError:

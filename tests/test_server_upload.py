@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers.client import TestClient
@@ -22,7 +23,7 @@ from helpers.keys import rsa_key
 import reference_server.content
 import reference_server.files
 from backupproto.crypto import CbcEncryptor
-from backupproto.events import FileChunk, SendFile
+from backupproto.events import FileChunk, FileReceived, SendFile
 from reference_server import Server
 from reference_server.errors import StorageError
 from reference_server.files import DIRECT_ALIGN, DIRECT_WRITE, FileStore, Upload
@@ -200,3 +201,49 @@ def test_shutdown_wakes_a_pump_waiting_for_content(
     assert list(temp_dir.iterdir()) == []
     assert "closed by server shutdown" in caplog.text
     assert "did not end within" not in caplog.text
+
+
+@pytest.mark.parametrize("size", [1000, 2 * DIRECT_WRITE], ids=["small file", "large file"])
+def test_an_upload_whose_temp_file_is_slow_to_create_stalls_no_other_client(
+    in_process_server: Server, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """Creating a file can wait for the file system (its journal, a slow disk): the first temp
+    file's creation is held back (bounded) until another client has registered, got its key
+    and backed up a file. The event loop never waits for the file system, so that client is
+    done while the first upload still waits; a loop stuck in the open would leave it waiting
+    until the bound passed."""
+    server = in_process_server
+    creating = threading.Event()
+    other_done = threading.Event()
+    released_by_other: list[bool] = []
+    real_open = os.open
+
+    def held_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if flags & os.O_CREAT and not creating.is_set():
+            creating.set()
+            released_by_other.append(other_done.wait(timeout=10))
+        return real_open(path, flags, *args, **kwargs)
+
+    plain = random.Random(size).randbytes(size)
+    key = rsa_key()
+    with TestClient(server.address) as slow:
+        slow_id = slow.new_client("slow", key)
+        monkeypatch.setattr(reference_server.files.os, "open", held_open)
+        answers: list[object] = []
+        uploading = threading.Thread(target=lambda: answers.append(slow.backup("slow.bin", plain)))
+        uploading.start()
+        try:
+            assert creating.wait(timeout=10)
+            with TestClient(server.address, timeout=30) as other:
+                other_id = other.new_client("other", key)
+                other.backup("other.bin", b"not held")
+            other_done.set()
+        finally:
+            other_done.set()
+            uploading.join(timeout=30)
+    assert released_by_other == [True]
+    assert isinstance(answers[0], FileReceived)
+    for client_id, name, content in ((slow_id, "slow.bin", plain), (other_id, "other.bin", b"not held")):
+        path_name, verified = file_rows(server.data_dir, client_id)[name]
+        assert verified == 1
+        assert (server.data_dir / path_name).read_bytes() == content
