@@ -8,13 +8,16 @@ reads fill it (up to the maximum the session sets) and is dropped when the sessi
 goes idle, so an idle connection holds no buffer. Reading pauses while the buffer is full
 (flow control), and while another thread reads the socket itself (`hold()`: a 1103's
 content, `content.ContentPump`); writes are the transport's, with `drain()` waiting while
-the transport's buffer is above its high-water mark.
+the transport's buffer is above its high-water mark. Both waits take a deadline of their
+own (one timer, armed only if they have to wait: a send that need not wait costs none),
+cheaper than wrapping every read and send in `asyncio.timeout`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import cast
 
 
@@ -70,33 +73,65 @@ class Wire(asyncio.BufferedProtocol):
         self._lost = exc
         self._wake()
         self._writing_paused = False
-        if self._drain_waiter is not None and not self._drain_waiter.done():
-            self._drain_waiter.set_result(None)
+        self._wake_drain()
 
     def pause_writing(self) -> None:
         self._writing_paused = True
 
     def resume_writing(self) -> None:
         self._writing_paused = False
-        if self._drain_waiter is not None and not self._drain_waiter.done():
-            self._drain_waiter.set_result(None)
+        self._wake_drain()
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
+    def _wake_drain(self) -> None:
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    async def _wait(self, waiting: Callable[[], bool], drain: bool, timeout: float | None) -> None:
+        """Wait while `waiting()` holds, woken by the protocol callbacks (`_wake`, or
+        `_wake_drain` if `drain`); TimeoutError once `timeout` seconds have passed (None: no
+        deadline)."""
+        loop = asyncio.get_running_loop()
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            self._wake_drain() if drain else self._wake()
+
+        timer = None if timeout is None else loop.call_later(timeout, expire)
+        try:
+            while waiting():
+                if expired:
+                    raise TimeoutError
+                waiter: asyncio.Future[None] = loop.create_future()
+                if drain:
+                    self._drain_waiter = waiter
+                else:
+                    self._waiter = waiter
+                try:
+                    await waiter
+                finally:
+                    if drain:
+                        self._drain_waiter = None
+                    else:
+                        self._waiter = None
+        finally:
+            if timer is not None:
+                timer.cancel()
+
     # -- the session's side -----------------------------------------------------------------
 
-    async def read(self) -> bytes:
-        """The bytes received since the last read (waits for some); b"" once the peer closed."""
+    async def read(self, timeout: float | None = None) -> bytes:
+        """The bytes received since the last read (waits for some, TimeoutError after `timeout`
+        seconds); b"" once the peer closed."""
         if not self._filled:
             self._resume_reading()  # after hold()
-        while not self._filled and not self._eof:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            if not self._eof:
+                await self._wait(self._nothing_received, False, timeout)
         if not self._filled:
             if self._lost is not None:
                 raise ConnectionError(str(self._lost) or type(self._lost).__name__)
@@ -104,6 +139,9 @@ class Wire(asyncio.BufferedProtocol):
         data = self._take()
         self._resume_reading()
         return data
+
+    def _nothing_received(self) -> bool:
+        return not self._filled and not self._eof
 
     def _take(self) -> bytes:
         if not self._filled:
@@ -141,18 +179,18 @@ class Wire(asyncio.BufferedProtocol):
             raise ConnectionResetError("the connection is closed")
         self.transport.write(data)
 
-    async def drain(self) -> None:
-        """Wait while the transport holds more unsent bytes than its high-water mark."""
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait while the transport holds more unsent bytes than its high-water mark
+        (TimeoutError after `timeout` seconds)."""
         if self._closed:
             raise ConnectionResetError("the connection is closed")
-        while self._writing_paused:
-            self._drain_waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._drain_waiter
-            finally:
-                self._drain_waiter = None
+        if self._writing_paused:
+            await self._wait(self._unsent, True, timeout)
             if self._closed:
                 raise ConnectionResetError("the connection is closed")
+
+    def _unsent(self) -> bool:
+        return self._writing_paused and not self._closed
 
     def write_eof(self) -> None:
         """Half-close: no more bytes from us (the peer can still send)."""
