@@ -29,9 +29,14 @@ the dialect(s) its header fits (`backupproto.detect`): "the client likely speaks
 Concurrency: one asyncio event loop (``Server.serve_forever``) runs the accept loop and one
 coroutine per connection (`session.Session`), the way aioquic layers ``asyncio/`` over its
 sans-I/O core. The loop moves bytes, keeps time and does what costs microseconds: parsing,
-1103's header (opening the temp file), and a small file's content (a file of at most
-16 KiB, `session.SMALL_FILE`, is decrypted, CRC'd and written to the page cache on the
-loop: cheaper than any hand-off). Every database step runs on one store thread
+1103's header (checks in memory) and a small file's content, held in memory as it arrives
+(a file of at most 16 KiB, `session.SMALL_FILE`). No file-system call runs on the loop:
+creating a file can wait for the file system's journal while other threads fsync, and on
+the loop that wait stalled every connection (py-spy at 100 clients: a fifth of the loop's
+time in the temp file's ``open``, before the change). A small file's temp file is created,
+written (decrypted, CRC'd) and fsync'd by one pool job at its end, the job that fsyncs it
+anyway; a large file's is created in the pool before its content pump starts. Every
+database step runs on one store thread
 (`store_thread.StoreThread`): requests 1100-1102 and 1104-1106 (SQLite, RSA) and each
 upload's install (its temp file is fsync'd in the pool first, many at once). The store
 thread takes every job waiting when it wakes, runs them in turn with their commits
@@ -71,7 +76,10 @@ arrive within ``--read-timeout`` (30 s), extended by 1 s per ``--min-rate`` byte
 of 1103 content received, so content must keep up that rate on average; and, as before,
 no read inside a message may wait longer than ``--read-timeout`` (the stall timeout);
 else 2107 and close. A per-byte timer alone would let one byte every 20 s hold a
-connection for ever. Sends are bounded by ``--read-timeout`` too.
+connection for ever. Sends are bounded by ``--read-timeout`` too. `wire.Wire` keeps these
+deadlines itself: one timer per wait, armed only when a read finds no bytes or a send
+must wait for the transport's buffer to drain (where ``asyncio.timeout`` around every read
+and send cost a context manager and a timer each).
 
 Limits (`limits.ConnectionTable`): at most ``--max-connections`` (256) connections and
 ``--max-per-address`` (128) per IP address. At a limit the server closes the connection
@@ -83,7 +91,8 @@ shutdown, never a line per connection. ``accept()`` failing with EMFILE/ENFILE p
 accepting for 0.2 s instead of spinning; at start the soft open-file limit is raised
 toward the hard one to fit ``--max-connections``.
 
-Memory: a file passes in pieces of at most 256 KiB (one recv): decrypted into the upload's
+Memory: a small file (at most 16 KiB) is held whole until its end; a larger file passes in
+pieces of at most 256 KiB (one recv): decrypted into the upload's
 reused buffer (`backupproto.crypto.CbcDecryptor.update_into`), CRC'd and written, so a
 4 GiB file costs the same memory as a 16-byte one (a few MiB per upload in flight: the
 received piece, the 2 MiB staging buffer of direct writes, the connection's receive buffer;
@@ -132,8 +141,9 @@ updates, so the order holds there too, and a 1104 can only name an upload whose 
 after its rename) it followed.
 
 What a crash (kill -9, power loss) at each step leaves, and what start-up does:
-- while content arrives, or before the temp file's fsync: a temp file; start-up deletes it
-  (and any folder in ``.tmp``); the previous file and row are untouched.
+- while content arrives, or before the temp file's fsync: a temp file (a small file's
+  content is still in memory: nothing); start-up deletes it (and any folder in ``.tmp``);
+  the previous file and row are untouched.
 - after the hard link, before the commit: an extra link in ``.versions`` without a row;
   start-up removes it. The file and its row are unchanged (still Verified).
 - after the commit, before the rename: the row says Verified=0 (and the kept version has
