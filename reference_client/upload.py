@@ -1,10 +1,12 @@
-"""A file's content for one 1103, read, summed (cksum) and encrypted in a worker thread while the
-caller sends the previous chunks: the client then uses a second core for its AES-CBC chain
-(OpenSSL and fastcrc release the GIL; so do the reads and the socket sends).
+"""A file's content for one 1103: read and summed (cksum) in one worker thread, encrypted in a
+second, while the caller sends the chunks before. AES-CBC encryption is a chain, one block after
+the other, and bounds a large backup; reading (the kernel's copy out of the page cache, about a
+quarter of the chain's time) and summing run beside it instead of in series with it (OpenSSL,
+fastcrc, reads and socket sends all release the GIL).
 
-Constant memory: `SLOTS` pairs of reused buffers (plaintext, ciphertext) circulate between the
-worker and the caller; a chunk's buffers go back to the worker only after the caller has sent
-it, so nothing is copied and nothing is overwritten while in use.
+Constant memory: `SLOTS` pairs of reused buffers (plaintext, ciphertext) circulate from the
+reader to the encryptor to the caller and back; a chunk's buffers go back to the reader only
+after the caller has sent it, so nothing is copied and nothing is overwritten while in use.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from typing import Final
 from backupproto.cksum import Cksum
 from backupproto.crypto import UPDATE_INTO_SLACK, CbcEncryptor
 
-SLOTS: Final = 3
-"""Buffer pairs in flight: one being filled, one being sent, one ready in between."""
+SLOTS: Final = 4
+"""Buffer pairs in flight: one being read, one being encrypted, one being sent, one ready between."""
 _STOP: Final = -1
-"""Put in the free-slot queue to end the worker early."""
+"""Put in the free-slot queue to end the workers early (the reader passes it on)."""
 
+_Read = tuple[int, int] | int | BaseException | None
+"""A chunk read: (its slot, its length); `_STOP`; an error; or the end."""
 _Ready = tuple[memoryview, int, int] | BaseException | None
 """A chunk's ciphertext, the plaintext bytes done with it, its slot; an error; or the end."""
 
@@ -47,10 +51,14 @@ class EncryptedContent:
         self._plain = [bytearray(length) for _ in range(SLOTS)]
         self._cipher = [bytearray(length + UPDATE_INTO_SLACK) for _ in range(SLOTS)]
         self._free: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._read: queue.SimpleQueue[_Read] = queue.SimpleQueue()
         self._ready: queue.SimpleQueue[_Ready] = queue.SimpleQueue()
         for slot in range(SLOTS):
             self._free.put(slot)
-        self._worker = threading.Thread(target=self._work, name="encrypt", daemon=True)
+        self._workers = [
+            threading.Thread(target=self._read_all, name="read", daemon=True),
+            threading.Thread(target=self._encrypt_all, name="encrypt", daemon=True),
+        ]
 
     @property
     def crc(self) -> int:
@@ -58,14 +66,16 @@ class EncryptedContent:
         return self._summer.value
 
     def __enter__(self) -> EncryptedContent:
-        self._worker.start()
+        for worker in self._workers:
+            worker.start()
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         self._free.put(_STOP)
-        self._worker.join()
+        for worker in self._workers:
+            worker.join()
 
     def __iter__(self) -> Iterator[tuple[memoryview, int]]:
         while True:
@@ -78,29 +88,46 @@ class EncryptedContent:
             yield data, done
             self._free.put(slot)
 
-    def _work(self) -> None:
+    def _read_all(self) -> None:
+        """The reader: fill free slots from the stream and sum them; then the end (or an error)."""
         try:
-            self._produce()
+            done = 0
+            while done < self.size:
+                slot = self._free.get()
+                if slot == _STOP:
+                    self._read.put(_STOP)
+                    return
+                view = memoryview(self._plain[slot])
+                want = min(len(view), self.size - done)
+                count = self.stream.readinto(view[:want]) if not self.changed else 0
+                if not count:  # the file shrank: keep the framing with zeros, then resend
+                    self.changed = True
+                    view[:want] = bytes(want)
+                    count = want
+                self._summer.update(view[:count])
+                done += count
+                self._read.put((slot, count))
+        except BaseException as error:  # handed on to the sending thread, which raises it
+            self._read.put(error)
+        else:
+            self._read.put(None)
+
+    def _encrypt_all(self) -> None:
+        """The encryptor: encrypt each slot read, in order; the padded last block at the end."""
+        try:
+            done = 0
+            while (item := self._read.get()) is not None:
+                if isinstance(item, int):  # _STOP: the sender is gone
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                slot, count = item
+                plain = memoryview(self._plain[slot])[:count]
+                cipher = self._encryptor.update_into(plain, self._cipher[slot])
+                done += count
+                self._ready.put((cipher, done, slot))
+            self.final = self._encryptor.finalize()
         except BaseException as error:  # handed to the sending thread, which raises it
             self._ready.put(error)
         else:
             self._ready.put(None)
-
-    def _produce(self) -> None:
-        done = 0
-        while done < self.size:
-            slot = self._free.get()
-            if slot == _STOP:
-                return
-            view = memoryview(self._plain[slot])
-            want = min(len(view), self.size - done)
-            count = self.stream.readinto(view[:want]) if not self.changed else 0
-            if not count:  # the file shrank: keep the framing with zeros, then resend
-                self.changed = True
-                view[:want] = bytes(want)
-                count = want
-            self._summer.update(view[:count])
-            cipher = self._encryptor.update_into(view[:count], self._cipher[slot])
-            done += count
-            self._ready.put((cipher, done, slot))
-        self.final = self._encryptor.finalize()
