@@ -92,12 +92,13 @@ accepting for 0.2 s instead of spinning; at start the soft open-file limit is ra
 toward the hard one to fit ``--max-connections``.
 
 Memory: a small file (at most 16 KiB) is held whole until its end; a larger file passes in
-pieces of at most 256 KiB (one recv): decrypted into the upload's
-reused buffer (`backupproto.crypto.CbcDecryptor.update_into`), CRC'd and written, so a
-4 GiB file costs the same memory as a 16-byte one (a few MiB per upload in flight: the
-received piece, the 2 MiB staging buffer of direct writes, the connection's receive buffer;
-peak server RSS 46-52 MiB at 1 GiB, 39 MiB idle; with 1 MiB pieces 55-63 MiB and no less
-CPU, so 256 KiB).
+pieces of at most 256 KiB (one recv): decrypted into the upload's reused buffer
+(`backupproto.crypto.CbcDecryptor.update_into`), CRC'd and written, so a 4 GiB file costs
+the same memory as a 16-byte one (a few MiB per upload in flight: the received piece, the
+two staging buffers of direct writes (2 MiB and a piece each), the connection's receive
+buffer; peak server RSS 46-52 MiB at 1 GiB with 1 MiB writes, 59.7-60.0 MiB with 2 MiB
+writes over a benchmark that ends with two 1 GiB uploads at once, 39 MiB idle; with 1 MiB
+pieces 55-63 MiB and no less CPU, so 256 KiB).
 
 Storage (`store`, `files`; spec 9.2 and 11): SQLite ``server.db`` (or ``defensive.db``) with
 the tables ``clients``, ``files``, ``versions`` and ``settings`` (WAL journal,
@@ -117,7 +118,7 @@ path is still checked to lie directly in the client folder. On a case-folding fi
 or on Windows the names are mapped injectively (SHA-256 hex) instead; ``files.PathName``
 records the mapping. An upload goes to ``<data-dir>/.tmp/<random>`` (no client folder or
 file name can be ``.tmp``). Where the file system takes direct I/O (O_DIRECT: ext4, xfs,
-...) the plaintext is staged in a page-aligned 2 MiB buffer and written in 1 MiB runs of
+...) the plaintext is staged in a page-aligned buffer and written in 2 MiB runs of
 whole 4 KiB blocks that the disk reads from our memory: no copy into the page cache and no
 writeback later (a fifth of the kernel CPU of page-cache writes on the VM). A direct write
 waits for the disk, so the upload's writer thread does it while the pump decrypts into a
