@@ -35,8 +35,9 @@ class Wire(asyncio.BufferedProtocol):
         self._closed = False
         self._reading_paused = False
         self._writing_paused = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._drain_waiter: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+        """The reads and drains waiting (`_wait`): every protocol event wakes them, each checks
+        its own condition again."""
         self.transport: asyncio.Transport | None = None
 
     # -- protocol callbacks -----------------------------------------------------------------
@@ -71,54 +72,45 @@ class Wire(asyncio.BufferedProtocol):
         self._eof = True
         self._closed = True
         self._lost = exc
-        self._wake()
         self._writing_paused = False
-        self._wake_drain()
+        self._wake()
 
     def pause_writing(self) -> None:
         self._writing_paused = True
 
     def resume_writing(self) -> None:
         self._writing_paused = False
-        self._wake_drain()
+        self._wake()
 
     def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
-    def _wake_drain(self) -> None:
-        if self._drain_waiter is not None and not self._drain_waiter.done():
-            self._drain_waiter.set_result(None)
-
-    async def _wait(self, waiting: Callable[[], bool], drain: bool, timeout: float | None) -> None:
-        """Wait while `waiting()` holds, woken by the protocol callbacks (`_wake`, or
-        `_wake_drain` if `drain`); TimeoutError once `timeout` seconds have passed (None: no
-        deadline)."""
+    async def _wait(self, waiting: Callable[[], bool], timeout: float | None) -> None:
+        """Wait while `waiting()` holds, woken by the protocol callbacks; TimeoutError once
+        `timeout` seconds have passed (None: no deadline)."""
         loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] | None = None
         expired = False
 
         def expire() -> None:
             nonlocal expired
             expired = True
-            self._wake_drain() if drain else self._wake()
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
         timer = None if timeout is None else loop.call_later(timeout, expire)
         try:
             while waiting():
                 if expired:
                     raise TimeoutError
-                waiter: asyncio.Future[None] = loop.create_future()
-                if drain:
-                    self._drain_waiter = waiter
-                else:
-                    self._waiter = waiter
+                waiter = loop.create_future()
+                self._waiters.append(waiter)
                 try:
                     await waiter
                 finally:
-                    if drain:
-                        self._drain_waiter = None
-                    else:
-                        self._waiter = None
+                    self._waiters.remove(waiter)
         finally:
             if timer is not None:
                 timer.cancel()
@@ -131,7 +123,7 @@ class Wire(asyncio.BufferedProtocol):
         if not self._filled:
             self._resume_reading()  # after hold()
             if not self._eof:
-                await self._wait(self._nothing_received, False, timeout)
+                await self._wait(self._nothing_received, timeout)
         if not self._filled:
             if self._lost is not None:
                 raise ConnectionError(str(self._lost) or type(self._lost).__name__)
@@ -185,7 +177,7 @@ class Wire(asyncio.BufferedProtocol):
         if self._closed:
             raise ConnectionResetError("the connection is closed")
         if self._writing_paused:
-            await self._wait(self._unsent, True, timeout)
+            await self._wait(self._unsent, timeout)
             if self._closed:
                 raise ConnectionResetError("the connection is closed")
 
