@@ -40,9 +40,10 @@ database step runs on one store thread
 (`store_thread.StoreThread`): requests 1100-1102 and 1104-1106 (SQLite, RSA) and each
 upload's install (its temp file is fsync'd in the pool first, many at once). The store
 thread takes every job waiting when it wakes, runs them in turn with their commits
-deferred, commits once, then runs what must follow the commit (renames and folder fsyncs,
-removal of expired versions; those of different clients at once in the pool, those of one
-client in order) and wakes all their sessions in one call: one thread wake-up and one
+deferred, commits once, then runs what must follow the commit (renames and folder fsyncs;
+those of different clients at once in the pool, those of one client in order) and wakes all
+their sessions in one call; removal of expired versions follows in the pool (freeing 1 GiB
+takes about 0.2 s on ext4 with discard: no 2104 waits for it). One thread wake-up and one
 COMMIT per batch, where a pool cost a hand-off, a lock convoy and a commit per step (small
 sessions: server CPU per session 3.3-4.4 ms -> 1.7-3.0 ms, benchmarks/README.md). No file
 fsync runs serially on the store thread: with a slow disk (4 ms per fsync while others
@@ -151,8 +152,8 @@ What a crash (kill -9, power loss) at each step leaves, and what start-up does:
   its row) while the final path still holds the previous bytes: verification is
   under-stated, never over-stated; the client's retry replaces it.
 - after the rename, before 2103 or 1104: the new file, Verified=0 (spec 9.2 rule 6).
-- after the 1104 commit, before old versions are unlinked: files in ``.versions`` without
-  rows; start-up removes them.
+- after the 1104 commit (and maybe its 2104), before old versions are unlinked: files in
+  ``.versions`` without rows; start-up removes them.
 - a ``versions`` row whose file is gone is deleted at start-up; a ``files`` row whose file
   is gone is kept with Verified=0 (spec 9.2 rule 5). Every repair is logged.
 In memory only, and so lost by a crash: version tags (a 1104 after a restart cannot

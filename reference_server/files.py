@@ -162,8 +162,8 @@ class FileStore:
             kept = store.versions(client_id, file_name)
             expired = kept[: max(0, len(kept) - self.keep_versions)]
             store.forget_versions(expired)
-        for path_name in expired:
-            store.after_commit(functools.partial(self._remove_version, path_name), key=client_id)  # row first
+        for path_name in expired:  # the row first; the 2104 need not wait for the disk to free the file
+            store.after_reply(functools.partial(self._remove_version, path_name))
         return True
 
     def _remove_version(self, path_name: str) -> None:

@@ -113,16 +113,18 @@ class _Batch:
 
 
 class Deferred:
-    """One job's steps written while commits are deferred (`Store.deferring`), and the actions that
-    must wait until they are committed (`Store.after_commit`)."""
+    """One job's steps written while commits are deferred (`Store.deferring`), the actions that
+    must wait until they are committed (`Store.after_commit`) and the clean-up that may wait
+    until the job is reported (`Store.after_reply`)."""
 
-    __slots__ = ("after", "batches", "key")
+    __slots__ = ("after", "batches", "key", "later")
 
     def __init__(self) -> None:
         self.batches: list[_Batch] = []
         self.after: list[Callable[[], None]] = []
         self.key: Hashable = None
         """What the actions touch (`after_commit`'s key); None: anything (run them alone)."""
+        self.later: list[Callable[[], None]] = []
 
 
 class Store:
@@ -261,6 +263,17 @@ class Store:
                 key = None  # one job's actions on two things: run them with nothing else
             deferred.key = key
             deferred.after.append(action)
+
+    def after_reply(self, action: Callable[[], None]) -> None:
+        """Run `action`, clean-up nobody waits for (removing an expired version's file), once this
+        thread's steps so far are durable: now, unless they are deferred (then the store thread
+        runs it after it has reported the job, beside the next batches). `action` reports its own
+        failures: the job has succeeded by then."""
+        deferred: Deferred | None = getattr(self._local, "deferred", None)
+        if deferred is None:
+            action()
+        else:
+            deferred.later.append(action)
 
     def _write(self, statements: list[tuple[str, tuple[object, ...]]]) -> None:
         """Run one step's statements, all or none (a savepoint; one statement is atomic by itself),

@@ -4,10 +4,11 @@ A session hands a job (a request handler, an upload's install, a 1104) to `Store
 and awaits it. The thread takes every job waiting when it wakes (a batch), runs them one
 after another with their commits deferred (`Store.deferring`: each step is written in its
 savepoint and memory updated), then commits once (one fsync for the batch), then runs what
-had to wait for the commit (renames and their folder fsyncs, removal of expired versions:
-`Store.after_commit`; those of different clients at once in the pool, so that their fsyncs
-overlap, those of one client in order), and only then hands all results back to the event
-loop in one call. So no response leaves before
+had to wait for the commit (renames and their folder fsyncs: `Store.after_commit`; those of
+different clients at once in the pool, so that their fsyncs overlap, those of one client in
+order), and only then hands all results back to the event loop in one call; clean-up that
+nobody waits for (removing an expired version's file, which can take a fifth of a second per
+GiB: `Store.after_reply`) goes to the pool after that. So no response leaves before
 the commit holding its step (spec 9.2 rules 3 and 4), a failed COMMIT fails every job of the
 batch, and a batch costs one thread wake-up and one loop wake-up instead of a pool hand-off,
 a lock convoy and a commit per step. One thread also orders the steps of one file: its row
@@ -102,13 +103,26 @@ class StoreThread:
                 committed.append(deferred)
         failures = self._run_after_commit(committed)
         outcomes: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+        later: list[Callable[[], None]] = []
         for ((loop, future, _, _), result, _, deferred), error in zip(ran, errors, strict=True):
             error = error or failures.get(id(deferred))
             outcomes.setdefault(loop, []).append((future, None if error else result, error))
+            if error is None:
+                later.extend(deferred.later)
         for loop, results in outcomes.items():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
                 loop.call_soon_threadsafe(_deliver, results)
+        if later:
+            self._run_later(later)
 
+    def _run_later(self, actions: list[Callable[[], None]]) -> None:
+        """The clean-up of reported jobs (`Store.after_reply`): in the pool beside the next batches
+        (here when there is none, or it has shut down)."""
+        if self._pool is not None:
+            with contextlib.suppress(RuntimeError):  # shut down: run them here
+                self._pool.submit(_run_all, actions)
+                return
+        _run_all(actions)
 
     def _run_after_commit(self, jobs: list[Deferred]) -> dict[int, Exception]:
         """Run the jobs' after-commit actions (renames, fsyncs): the jobs of one key in order, other
@@ -145,6 +159,15 @@ def _run_in_order(jobs: list[Deferred]) -> dict[int, Exception]:
         except Exception as failure:  # the job fails with it (2107)
             failures[id(deferred)] = failure
     return failures
+
+
+def _run_all(actions: list[Callable[[], None]]) -> None:
+    """Clean-up actions one after another; one that fails (they report their own failures) stops no other."""
+    for action in actions:
+        try:
+            action()
+        except Exception:
+            log.exception("clean-up after a reply failed")
 
 
 def _deliver(results: list[_Outcome]) -> None:

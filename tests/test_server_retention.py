@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
+import pytest
 from Crypto.Cipher import AES
 from helpers.client import TestClient, read_until_closed
 from helpers.clock import FakeClock
@@ -20,7 +23,12 @@ from backupproto.events import (
     SendFile,
     ServerError,
 )
+from reference_server import Server
+from reference_server.files import FileStore
 from reference_server.lockout import DecryptionFailures
+
+BOUND = 10.0
+"""Seconds a test waits at most for the server's clean-up (a bound, never a timing assert)."""
 
 
 def kept_versions(data_dir: Path, client_id: bytes, file_name: str) -> list[bytes]:
@@ -32,6 +40,15 @@ def kept_versions(data_dir: Path, client_id: bytes, file_name: str) -> list[byte
         file_name,
     )
     return [(data_dir / path_name).read_bytes() for (path_name,) in found]
+
+
+def settled_entries(folder: Path, count: int) -> list[Path]:
+    """The entries of `folder` once there are `count` of them (or when BOUND passes): an expired
+    version's file is removed after the 2104 has left."""
+    deadline = time.monotonic() + BOUND
+    while len(entries := list(folder.iterdir())) != count and time.monotonic() < deadline:  # bounded
+        time.sleep(0.01)
+    return entries
 
 
 def stored(data_dir: Path, client_id: bytes, file_name: str) -> tuple[bytes, int]:
@@ -70,7 +87,7 @@ def test_previous_verified_version_kept_until_a_newer_one_is_verified(tmp_path: 
             client.crc_ok("a.txt")
             assert stored(server.data_dir, client_id, "a.txt") == (b"three, unconfirmed", 1)
             assert kept_versions(server.data_dir, client_id, "a.txt") == []
-        assert list((server.data_dir / ".versions" / client_id.hex()).iterdir()) == []
+        assert settled_entries(server.data_dir / ".versions" / client_id.hex(), 0) == []
     finally:
         server.stop()
 
@@ -83,12 +100,41 @@ def test_retention_keeps_the_newest_older_versions(tmp_path: Path) -> None:
             for version in (b"v1", b"v2", b"v3", b"v4"):
                 client.backup("log.txt", version)
         assert kept_versions(server.data_dir, client_id, "log.txt") == [b"v2", b"v3"]
-        assert len(list((server.data_dir / ".versions" / client_id.hex()).iterdir())) == 2
+        assert len(settled_entries(server.data_dir / ".versions" / client_id.hex(), 2)) == 2
         server.stop()
         server = server.restart()
         assert kept_versions(server.data_dir, client_id, "log.txt") == [b"v2", b"v3"]
     finally:
         server.stop()
+
+
+def test_the_2104_does_not_wait_for_the_expired_version_to_leave_the_disk(
+    in_process_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Removing a file can take long (a fifth of a second per GiB on ext4 with discard): the 1104
+    that expires a version is answered first. The removal here waits (bounded) until the client
+    has its 2104; were the answer sent only after the removal, the two would wait for each
+    other until the bound passed."""
+    answered = threading.Event()
+    released_by_answer: list[bool] = []
+    real_remove = FileStore._remove_version
+
+    def slow_remove(files: FileStore, path_name: str) -> None:
+        released_by_answer.append(answered.wait(BOUND))
+        real_remove(files, path_name)
+
+    monkeypatch.setattr(FileStore, "_remove_version", slow_remove)
+    server = in_process_server  # keeps one older version
+    with TestClient(server.address, timeout=3 * BOUND) as client:
+        client_id = client.new_client("hasty", rsa_key())
+        client.backup("big.bin", b"v1")
+        client.backup("big.bin", b"v2")
+        client.backup("big.bin", b"v3")  # its 1104 expires v1
+        answered.set()
+    assert len(settled_entries(server.data_dir / ".versions" / client_id.hex(), 1)) == 1  # v1 is gone
+    assert released_by_answer == [True]
+    assert stored(server.data_dir, client_id, "big.bin") == (b"v3", 1)
+    assert kept_versions(server.data_dir, client_id, "big.bin") == [b"v2"]
 
 
 def test_startup_removes_kept_versions_without_a_row(tmp_path: Path) -> None:

@@ -195,3 +195,38 @@ def test_after_commit_actions_of_other_keys_overlap_and_of_one_key_keep_their_or
 
     asyncio.run(scenario())
     assert order == ["a1 saw b: True", "a2"]
+
+
+def test_clean_up_runs_after_the_job_is_reported_and_never_for_a_failed_one(store: Store) -> None:
+    reported = threading.Event()
+    cleaned: list[tuple[str, bool]] = []
+    done = threading.Event()
+
+    def job(name: str, fail: bool) -> None:
+        store.register(name)
+        store.after_reply(lambda: cleaned.append((name, reported.wait(BOUND))))
+        store.after_reply(done.set)
+        if fail:
+            raise StorageError(f"refused {name}")
+
+    async def scenario() -> list[Any]:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            thread = StoreThread(store, pool)
+            try:
+                results = await asyncio.wait_for(
+                    asyncio.gather(
+                        thread.run(job, "ok", False), thread.run(job, "bad", True), return_exceptions=True
+                    ),
+                    BOUND,
+                )
+                reported.set()  # the clean-up of "ok" waits for this: the results came first
+                assert await asyncio.to_thread(done.wait, BOUND)
+                return results
+            finally:
+                thread.stop()
+
+    ok, bad = asyncio.run(scenario())
+    assert ok is None and isinstance(bad, StorageError)
+    assert cleaned == [("ok", True)]
+    store.after_reply(lambda: cleaned.append(("outside", True)))  # not deferred: at once
+    assert cleaned[-1] == ("outside", True)
