@@ -126,6 +126,31 @@ def test_private_key_garbage(bad: bytes | str) -> None:
     assert "private key" in str(info.value)
 
 
+@pytest.mark.parametrize("changed", ["n", "e", "d", "p", "q"])
+def test_private_key_whose_numbers_do_not_fit_together_is_refused(rsa_key: RsaKey, changed: str) -> None:
+    """A changed number in a PKCS#1 key (n = p*q and e*d = 1 mod lcm(p-1, q-1) no longer hold)."""
+    numbers = {name: int(getattr(rsa_key, name)) for name in "nedpq"}
+    numbers[changed] += 2
+    n, e, d, p, q = (numbers[name] for name in "nedpq")
+    der = DerSequence([0, n, e, d, p, q, d % (p - 1), d % (q - 1), pow(q, -1, p)]).encode()
+    with pytest.raises(CryptoError, match="private key"):
+        import_private_key(der)
+
+
+def test_private_key_read_without_pem_reader_equals_pycryptodome_s(rsa_key: RsaKey) -> None:
+    for der in (export_private_key(rsa_key), rsa_key.export_key(format="DER")):
+        key = import_private_key(der)
+        assert key == RSA.import_key(der)
+        assert (key.n, key.e, key.d, key.p, key.q, key.u) == (
+            rsa_key.n,
+            rsa_key.e,
+            rsa_key.d,
+            rsa_key.p,
+            rsa_key.q,
+            rsa_key.u,
+        )
+
+
 def test_private_key_refuses_public_key(rsa_key: RsaKey) -> None:
     with pytest.raises(CryptoError, match="public key"):
         import_private_key(public_key_der(rsa_key))
