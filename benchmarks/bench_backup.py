@@ -3,11 +3,12 @@
 
 Run: python benchmarks/bench_backup.py [--size-mib 1024] [--repeat 3] [--dir DIR] [--baseline DIR]
 
-The client's time is its whole process (start, reconnect, read, encrypt, send, the
-server's decrypt/cksum/write/fsync/rename, 2103, 1104, exit); the first run also
-registers. openssl's time is its whole process too. Best of --repeat each, alternating, so
-that load from other processes hits both alike. Also printed: peak RSS of the client
-(getrusage of the child) and of the server (VmHWM). Goals: ratio <= 1.4; RSS < 64 MiB each.
+The client's time is its whole process, started as installed (its packages byte-compiled
+first, as pip does): start, reconnect, read, encrypt, send, the server's
+decrypt/cksum/write/fsync/rename, 2103, 1104, exit; the first run also registers. openssl's
+time is its whole process too. Best of --repeat each, alternating, so that load from other
+processes hits both alike. Also printed: peak RSS of the client (getrusage of the child) and
+of the server (VmHWM). Goals: ratio <= 1.4; RSS < 64 MiB each.
 `--baseline DIR` (a checkout, e.g. `git archive main | tar -x -C DIR`) also runs that checkout's
 client against that checkout's server in each round, so both pairs meet the same load; the
 CPU seconds of both servers and clients are printed side by side.
@@ -23,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from proc_stats import ROOT, cpu_seconds, start_server, status_kib
+from proc_stats import ROOT, byte_compile, cpu_seconds, start_server, status_kib
 
 MIB = 1 << 20
 
@@ -75,6 +76,9 @@ def main() -> None:
         "--parallel", type=int, default=2, help="clients at once for the last figure (default 2)"
     )
     options = parser.parse_args()
+    byte_compile()
+    if options.baseline is not None:
+        byte_compile(options.baseline.resolve())
     with tempfile.TemporaryDirectory(prefix="bench-backup-", dir=options.dir) as temp:
         root = Path(temp)
         source = root / "big.bin"

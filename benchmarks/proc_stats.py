@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import compileall
 import os
 import re
 import sys
@@ -20,6 +21,18 @@ def start_server(data_dir: Path, *extra: str, checkout: Path = ROOT) -> ServerPr
         boot = f"import sys, runpy; sys.path.insert(0, {str(checkout)!r}); "
         command = [sys.executable, "-c", boot + "runpy.run_module('reference_server', run_name='__main__')"]
     return ServerProcess.start(data_dir, "--log-level", "WARNING", *extra, command=command, timeout=60)
+
+
+PACKAGES = ("backupproto", "reference_client", "reference_server")
+
+
+def byte_compile(checkout: Path = ROOT) -> None:
+    """Write the bytecode of a checkout's packages, as `pip install` does: a timed program then
+    starts as installed, also where PYTHONDONTWRITEBYTECODE keeps Python from caching it (30 ms
+    of a client's start-up otherwise)."""
+    for package in PACKAGES:
+        if not compileall.compile_dir(checkout / package, quiet=1):
+            raise SystemExit(f"cannot byte-compile {checkout / package}")
 
 
 def status_kib(pid: int, field: str) -> int:
