@@ -225,7 +225,7 @@ class Store:
             batch, self._stepped = self._stepped, None
         if batch is None:
             return
-        deferred: Deferred | None = getattr(self._local, "deferred", None)
+        deferred = self._deferred()
         if deferred is None:
             self._commit(batch)
         elif batch not in deferred.batches:
@@ -250,12 +250,17 @@ class Store:
         for batch in deferred.batches:
             self._commit(batch)
 
+    def _deferred(self) -> Deferred | None:
+        """This thread's deferred job (`deferring`), if it runs one."""
+        deferred: Deferred | None = getattr(self._local, "deferred", None)
+        return deferred
+
     def after_commit(self, action: Callable[[], None], key: Hashable = None) -> None:
         """Run `action` once this thread's steps so far are durable: now, unless they are deferred
         (then after `commit_deferred`, in the order the actions were asked for). `key` names what
         the action touches (e.g. a client's folder): the store thread may run the actions of jobs
         with other keys at the same time, those of one key in order; None: alone."""
-        deferred: Deferred | None = getattr(self._local, "deferred", None)
+        deferred = self._deferred()
         if deferred is None:
             action()
         else:
@@ -269,7 +274,7 @@ class Store:
         thread's steps so far are durable: now, unless they are deferred (then the store thread
         runs it after it has reported the job, beside the next batches). `action` reports its own
         failures: the job has succeeded by then."""
-        deferred: Deferred | None = getattr(self._local, "deferred", None)
+        deferred = self._deferred()
         if deferred is None:
             action()
         else:
