@@ -1,19 +1,22 @@
 """Small sessions per second at 1/20/100 concurrent clients, and the cost of idle connections.
 
 Run: python benchmarks/bench_sessions.py [--clients 1,20,100] [--seconds 5] [--repeat 2]
-         [--baseline PATH] [--idle 2000]
+         [--baseline PATH] [--floor] [--idle 2000]
 
 A small session: connect, 1100 (a fresh name), 1101, a 1 KB file (1103), 1104, close. Each
 of N client threads runs sessions back to back for --seconds; the figure is sessions/s.
 With --baseline PATH (a checkout of another version, e.g. `git archive main | tar -x -C
 PATH`), that version's server is measured in the same run, alternating with this one, and
-the ratio is printed. --idle N: server RSS before and with N idle connections held.
+the ratio is printed. --floor: `floor_server.py` too, a server that does the protocol's work
+but stores nothing; its rate is the most any server design reaches on this machine with
+these clients. --idle N: server RSS before and with N idle connections held.
 Clients share one pre-made RSA key (the client's key generation is not the server's cost).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import resource
 import socket
@@ -21,11 +24,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from proc_stats import ROOT, cpu_seconds, start_server, status_kib
+from proc_stats import ROOT, cpu_seconds, start_floor_server, start_server, status_kib
 
 from backupproto.cksum import Cksum
 from backupproto.crypto import (
@@ -53,6 +57,7 @@ from backupproto.events import (
     SendPublicKey,
 )
 from backupproto.io.channel import EngineChannel
+from backupproto.io.server_process import ServerProcess
 
 FILE = os.urandom(1000)
 FILE_CRC = Cksum(FILE).value
@@ -149,11 +154,19 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="measurements per level; best (default 2)")
     parser.add_argument("--baseline", type=Path, help="a checkout of another version to compare with")
     parser.add_argument(
+        "--floor", action="store_true", help="also measure floor_server.py (the protocol without storage)"
+    )
+    parser.add_argument(
         "--idle", type=int, default=2000, help="idle connections for the RSS figure (0: skip)"
     )
     options = parser.parse_args()
     key = import_private_key(export_private_key(generate_private_key()))
-    versions = [("this", ROOT)] + ([("baseline", options.baseline.resolve())] if options.baseline else [])
+    checkouts = [("this", ROOT)] + ([("baseline", options.baseline.resolve())] if options.baseline else [])
+    versions: list[tuple[str, Callable[[Path], ServerProcess]]] = [
+        (tag, functools.partial(start_server, checkout=checkout)) for tag, checkout in checkouts
+    ]
+    if options.floor:
+        versions.append(("floor", start_floor_server))
     levels = [int(text) for text in options.clients.split(",")]
     print(
         f"{os.cpu_count()} CPUs; {options.seconds:g} s per measurement, best of {options.repeat}; "
@@ -166,9 +179,8 @@ def main() -> None:
             cpu: dict[str, list[float]] = {tag: [] for tag, _ in versions}
             client_cpu: list[float] = []
             for round_number in range(options.repeat):
-                for tag, checkout in versions:  # alternate, so that load from others hits both alike
-                    data_dir = root / f"{tag}-{clients}-{round_number}"
-                    server = start_server(data_dir, checkout=checkout)
+                for tag, start in versions:  # alternate, so that load from others hits all alike
+                    server = start(root / f"{tag}-{clients}-{round_number}")
                     process, address = server.process, (server.host, server.port)
                     try:
                         before = cpu_seconds(process.pid)
@@ -193,9 +205,13 @@ def main() -> None:
                     f"; ratio this/baseline {max(best['this']) / max(best['baseline']):.2f}x sessions/s, "
                     f"{min(cpu['baseline']) / min(cpu['this']):.2f}x less server CPU per session"
                 )
+            if options.floor:
+                line += f"; this at {max(best['this']) / max(best['floor']):.0%} of the floor"
+                if options.baseline:
+                    line += f", the floor {max(best['floor']) / max(best['baseline']):.2f}x the baseline"
             print(f"{line}; load average {load_average()}", flush=True)
         if options.idle:
-            for tag, checkout in versions:
+            for tag, checkout in checkouts:
                 extra = ("--max-per-address", "0") if tag == "this" else ()
                 base, per = idle_cost(checkout, root / tag, options.idle, *extra)
                 print(

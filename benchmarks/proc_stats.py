@@ -23,6 +23,12 @@ def start_server(data_dir: Path, *extra: str, checkout: Path = ROOT) -> ServerPr
     return ServerProcess.start(data_dir, "--log-level", "WARNING", *extra, command=command, timeout=60)
 
 
+def start_floor_server(data_dir: Path) -> ServerProcess:
+    """The storage-free floor server (`floor_server.py`), for the small-session benchmark."""
+    command = [sys.executable, str(Path(__file__).resolve().parent / "floor_server.py")]
+    return ServerProcess.start(data_dir, command=command, timeout=60)
+
+
 PACKAGES = ("backupproto", "reference_client", "reference_server")
 
 
