@@ -1,4 +1,5 @@
-"""The listener: accept connections, one thread per session up to the limit, graceful stop."""
+"""The listener: one event loop accepts connections and runs a session coroutine for each (within the
+connection limits), beside the store thread and the pool; graceful stop."""
 
 from __future__ import annotations
 
@@ -34,8 +35,9 @@ from .store_thread import StoreThread
 log = logging.getLogger(__name__)
 
 POOL_THREADS: Final = 32
-"""Threads for file content (AES, cksum, write, a large upload's fsync): enough for both cores and the disk.
-Database steps, RSA and small uploads' fsync and rename run on the one store thread (`store_thread`)."""
+"""Threads for file work: large uploads' content pumps (AES, cksum, write), every temp file's fsync, the
+renames and folder fsyncs after a batch's COMMIT, and clean-up; enough for both cores and the disk.
+Database steps and the RSA of 1101/1102 run on the one store thread (`store_thread`)."""
 BACKLOG: Final = 4096
 ACCEPT_PAUSE: Final = 0.2
 """Seconds accepting pauses after running out of file descriptors (instead of spinning)."""
