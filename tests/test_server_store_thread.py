@@ -230,3 +230,39 @@ def test_clean_up_runs_after_the_job_is_reported_and_never_for_a_failed_one(stor
     assert cleaned == [("ok", True)]
     store.after_reply(lambda: cleaned.append(("outside", True)))  # not deferred: at once
     assert cleaned[-1] == ("outside", True)
+
+
+def test_a_slow_after_commit_action_delays_only_its_own_job(store: Store) -> None:
+    """A rename or folder fsync can wait for a slow file system. The store thread waits for a
+    batch's after-commit work only AFTER_COMMIT_WAIT, then goes on: a job queued later is
+    reported while the slow one still waits (were the thread stuck, it would wait out the
+    bound), and a later action of the same key still runs after the slow one."""
+    release = threading.Event()
+    order: list[str] = []
+
+    def slow(name: str) -> None:
+        store.register(name)
+        store.after_commit(lambda: order.append(f"slow, released: {release.wait(BOUND)}"), key="A")
+
+    def same_key(name: str) -> None:
+        store.register(name)
+        store.after_commit(lambda: order.append("same key"), key="A")
+
+    async def scenario() -> None:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            thread = StoreThread(store, pool)
+            try:
+                held = asyncio.create_task(thread.run(slow, "slow"))
+                await asyncio.wait_for(thread.run(store.register, "other"), BOUND / 2)
+                assert not held.done()
+                after = asyncio.create_task(thread.run(same_key, "same"))
+                other_key = await asyncio.wait_for(thread.run(store.register, "third"), BOUND / 2)
+                assert other_key is not None and not after.done()
+                release.set()
+                await asyncio.wait_for(asyncio.gather(held, after), BOUND)
+            finally:
+                release.set()
+                thread.stop()
+
+    asyncio.run(scenario())
+    assert order == ["slow, released: True", "same key"]
