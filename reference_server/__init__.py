@@ -33,22 +33,28 @@ sans-I/O core. The loop moves bytes, keeps time and does what costs microseconds
 (a file of at most 16 KiB, `session.SMALL_FILE`). No file-system call runs on the loop:
 creating a file can wait for the file system's journal while other threads fsync, and on
 the loop that wait stalled every connection (py-spy at 100 clients: a fifth of the loop's
-time in the temp file's ``open``, before the change). A small file's temp file is created,
-written (decrypted, CRC'd) and fsync'd by one pool job at its end, the job that fsyncs it
-anyway; a large file's is created in the pool before its content pump starts. Every
-database step runs on one store thread
+time in the temp file's ``open``, before the change). At its end a small file is
+decrypted, CRC'd and its padding and size checked in memory, on the loop (16 KiB at most:
+microseconds); nothing is on disk yet. A large file's temp file is created in the pool
+before its content pump starts. Every database step runs on one store thread
 (`store_thread.StoreThread`): requests 1100-1102 and 1104-1106 (SQLite, RSA) and each
-upload's install (its temp file is fsync'd in the pool first, many at once). The store
-thread takes every job waiting when it wakes, runs them in turn with their commits
-deferred, commits once, then runs what must follow the commit (renames and folder fsyncs;
-those of different clients at once in the pool, those of one client in order) and wakes all
-their sessions in one call; removal of expired versions follows in the pool (freeing 1 GiB
-takes about 0.2 s on ext4 with discard: no 2104 waits for it). One thread wake-up and one
-COMMIT per batch, where a pool cost a hand-off, a lock convoy and a commit per step (small
-sessions: server CPU per session 3.3-4.4 ms -> 1.7-3.0 ms, benchmarks/README.md). No file
-fsync runs serially on the store thread: with a slow disk (4 ms per fsync while others
-wrote) one thread doing every session's fsyncs in turn capped the server near 75
-sessions/s. Everything else that blocks or burns CPU runs in one thread pool (32 threads).
+upload's install (a large file's temp file is fsync'd in the pool first, many at once). The
+store thread takes every job waiting when it wakes, runs them in turn with their commits
+deferred, commits once, then hands what must follow the commit to the pool: a small file's
+temp file (created, written, fsync'd) and every rename with its folder fsync, in one job
+per client (those of different clients at once, those of one client in order, also across
+batches). It waits for that work up to 50 ms and wakes all the sessions whose results are
+ready in one call; work still running then reports its own session, so a slow
+file-system call (an ``open`` waiting for the journal, a slow rename) delays only its
+session. Removal of expired versions follows in the pool (freeing 1 GiB takes about 0.2 s
+on ext4 with discard: no 2104 waits for it). One thread wake-up and one COMMIT per batch,
+where a pool cost a hand-off, a lock convoy and a commit per step (small sessions: server
+CPU per session 3.3-4.4 ms -> 1.7-3.0 ms, benchmarks/README.md); writing a small file after
+its row, in the job that renames it, saves a trip to the pool and back per upload (1.14x the
+sessions/s at 100 clients). No fsync of a file runs on the store thread: with a slow disk
+(4 ms per fsync while others wrote) one thread doing every session's fsyncs in turn capped
+the server near 75 sessions/s. Everything else that blocks or burns CPU runs in one thread
+pool (32 threads).
 Bytes of requests arrive through `wire.Wire`, a buffered protocol: the kernel writes them
 straight into the connection's buffer (16 KiB, doubling up to 256 KiB, dropped while
 idle), one copy out per read. An idle connection costs a coroutine, a transport and an
@@ -114,33 +120,38 @@ dir is made 0700 and ``server.db`` 0600 (its -wal/-shm inherit that mode) whatev
 umask; client folders, ``.tmp``, ``.versions`` 0700, files 0600.
 
 Files live in ``<data-dir>/<client id hex>/`` (created with the client's first file) under
-their own names, which the wire grammar makes single safe path components; the resolved
-path is still checked to lie directly in the client folder. On a case-folding file system
-or on Windows the names are mapped injectively (SHA-256 hex) instead; ``files.PathName``
-records the mapping. An upload goes to ``<data-dir>/.tmp/<random>`` (no client folder or
-file name can be ``.tmp``). Where the file system takes direct I/O (O_DIRECT: ext4, xfs,
-...) the plaintext is staged in a page-aligned buffer and written in 2 MiB runs of
-whole 4 KiB blocks that the disk reads from our memory: no copy into the page cache and no
-writeback later (a fifth of the kernel CPU of page-cache writes on the VM). A direct write
-waits for the disk, so the upload's writer thread does it while the pump decrypts into a
-second staging buffer (one write in flight, in file order; its error reaches the pump at
-its next step). The last partial block goes through the page cache. Elsewhere (tmpfs,
-macOS, Windows, or a direct write refused with EINVAL, which switches the file to the page
-cache mid-way without losing a byte) writes go through the page cache and writeback starts
-in the background every 32 MiB. Either way the file is fsync'd before its row is
-committed, so what a crash leaves is the same. At the end, under the file's lock (one of
-64, by client id and file name), in this order: fsync the temp file; if the current row is
-Verified, hard-link the verified file into ``.versions/<client id hex>/<random>`` and
-fsync that folder; commit the ``files`` row with Verified=0 (and the ``versions`` row) and
-remember the upload's version tag; rename over the final name and fsync the folder; answer
-2103. A 1104 takes the same lock, sets Verified=1 only if the remembered tag is still this
-connection's upload, then drops kept versions beyond ``--keep-versions`` (rows committed,
-then files unlinked). Because tag, row and rename of one upload happen under one lock, two
-uploads of one name can never commit in one order and rename in the other. On the store
-thread the rename waits for its batch's COMMIT (after the lock); that one thread runs
-every install and 1104 in turn, and the renames of a batch in the order of its row
-updates, so the order holds there too, and a 1104 can only name an upload whose 2103 (sent
-after its rename) it followed.
+their own names, which the wire grammar makes single safe path components; the resolved path
+is still checked to lie directly in the client folder. On a case-folding file system or on
+Windows the names are mapped injectively (SHA-256 hex) instead; ``files.PathName`` records
+the mapping. An upload goes to ``<data-dir>/.tmp/<random>`` (no client folder or file name
+can be ``.tmp``). Where the file system takes direct I/O (O_DIRECT: ext4, xfs, ...) the
+plaintext is staged in a page-aligned buffer and written in 2 MiB runs of whole 4 KiB blocks
+that the disk reads from our memory: no copy into the page cache and no writeback later (a
+fifth of the kernel CPU of page-cache writes on the VM). A direct write waits for the disk,
+so the upload's writer thread does it while the pump decrypts into a second staging buffer
+(one write in flight, in file order; its error reaches the pump at its next step). The last
+partial block goes through the page cache. Elsewhere (tmpfs, macOS, Windows, or a direct
+write refused with EINVAL, which switches the file to the page cache mid-way without losing
+a byte) writes go through the page cache and writeback starts in the background every 32
+MiB. Either way the file is fsync'd before its row is committed, so what a crash leaves is
+the same. At the end, under the file's lock (one of 64, by client id and file name), in this
+order: fsync the temp file; if the current row is Verified, hard-link the verified file into
+``.versions/<client id hex>/<random>`` and fsync that folder; commit the ``files`` row with
+Verified=0 (and the ``versions`` row) and remember the upload's version tag; rename over the
+final name and fsync the folder; answer 2103. A small file (`files.SmallUpload`) takes the
+same steps, except that its temp file is created, written and fsync'd after the commit, just
+before the rename. A failure after the commit and before the rename (a full disk while a
+small file is written, a refused rename) is undone before the 2107
+(`FileStore.undo_install`): the row goes back to what it was, since the final path still
+holds those bytes, and the copy kept for the upload goes; after the rename the row stays
+Verified=0. A 1104 takes the same lock, sets Verified=1 only if the remembered tag is still
+this connection's upload, then drops kept versions beyond ``--keep-versions`` (rows
+committed, then files unlinked). Because tag, row and rename of one upload happen under one
+lock, two uploads of one name can never commit in one order and rename in the other. On the
+store thread the rename waits for its batch's COMMIT (after the lock); that one thread runs
+every install and 1104 in turn, and the renames of one client run in the order of its row
+updates, also across batches, so the order holds there too, and a 1104 can only name an
+upload whose 2103 (sent after its rename) it followed.
 
 What a crash (kill -9, power loss) at each step leaves, and what start-up does:
 - while content arrives, or before the temp file's fsync: a temp file (a small file's
@@ -148,9 +159,11 @@ What a crash (kill -9, power loss) at each step leaves, and what start-up does:
   the previous file and row are untouched.
 - after the hard link, before the commit: an extra link in ``.versions`` without a row;
   start-up removes it. The file and its row are unchanged (still Verified).
-- after the commit, before the rename: the row says Verified=0 (and the kept version has
-  its row) while the final path still holds the previous bytes: verification is
-  under-stated, never over-stated; the client's retry replaces it.
+- after the commit, before the rename (for a small file also before or while its temp file
+  is written): the row says Verified=0 (and the kept version has its row) while the final
+  path still holds the previous bytes (or, for a new file, nothing: the row stays with
+  Verified=0, spec 9.2 rule 5); verification is under-stated, never over-stated; the
+  client's retry replaces it.
 - after the rename, before 2103 or 1104: the new file, Verified=0 (spec 9.2 rule 6).
 - after the 1104 commit (and maybe its 2104), before old versions are unlinked: files in
   ``.versions`` without rows; start-up removes them.

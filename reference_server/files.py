@@ -7,17 +7,22 @@ directly in the client's folder anyway. On a file system that folds case, or on 
 (reserved names), names are mapped injectively instead (SHA-256 hex); files.PathName
 records whichever mapping was used, so both read back the same way.
 
-An upload streams into `<root>/.tmp/<random>` (a folder no client folder or file name can
-be) while it is decrypted and CRC'd; when complete it is fsync'd, and under the file's lock
-a verified previous version is kept (hard link into `<root>/.versions/`), the row is
-committed with Verified=0 and the version tag set, and only then is it renamed over the
-final name and the folder fsync'd. A crash at any point leaves the old or the new version
-in place, never a partial one, and the row never claims Verified for bytes the client did
-not confirm. 1104 takes the same lock, and expires kept versions beyond the retention.
+A large upload (`Upload`) streams into `<root>/.tmp/<random>` (a folder no client folder or
+file name can be) while it is decrypted and CRC'd; when complete it is fsync'd, and under
+the file's lock a verified previous version is kept (hard link into `<root>/.versions/`),
+the row is committed with Verified=0 and the version tag set, and only then is it renamed
+over the final name and the folder fsync'd. A small upload (`SmallUpload`, decrypted and
+checked in memory) commits its row the same way; its temp file is then created, written
+and fsync'd by the job that renames it. A crash at any point leaves the old or the new
+version in place, never a partial one, and the row never claims Verified for bytes the
+client did not confirm. A failure after the commit and before the rename is undone
+(`FileStore.undo_install`): the row is put back as it was. 1104 takes the same lock, and
+expires kept versions beyond the retention.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import errno
 import functools
@@ -37,7 +42,7 @@ from backupproto.cksum import Cksum
 from backupproto.crypto import UPDATE_INTO_SLACK, CbcDecryptor
 
 from .errors import StorageError
-from .store import Store
+from .store import FileRecord, Store
 
 TEMP_DIR: Final = ".tmp"
 VERSIONS_DIR: Final = ".versions"
@@ -54,6 +59,10 @@ peak RSS goal is 64 MiB)."""
 _STAGE_SIZE: Final = 2 * DIRECT_WRITE + UPDATE_INTO_SLACK + DIRECT_ALIGN
 """One staging buffer: a write's worth plus a chunk's piece, mmap'd (page-aligned)."""
 _O_DIRECT: Final = getattr(os, "O_DIRECT", 0)
+_CREATE_TEMP: Final = (
+    os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+)
+"""A temp file is always new (never a symlink someone left): created 0600."""
 LOCK_STRIPES: Final = 64
 """Locks that order the changes of one file (hashed by client id and file name)."""
 _CLIENT_DIR: Final = re.compile(r"[0-9a-f]{32}")
@@ -118,22 +127,41 @@ class FileStore:
         """The lock that orders every change of one (client, file name): one of `LOCK_STRIPES`."""
         return self._locks[hash((client_id, file_name)) % LOCK_STRIPES]
 
-    def install(self, store: Store, client_id: bytes, file_name: str, upload: Upload) -> None:
+    def install(self, store: Store, client_id: bytes, file_name: str, upload: Installable) -> None:
         """Make a finished upload the stored version: row (Verified=0, new version tag), then rename.
 
         Both steps run under the file's lock, so the version tag in the store always names the
         bytes at the final path: two uploads of one name can never commit in one order and
         rename in the other (spec 9.2 rule 2). On the store thread (commits deferred) the rename
-        waits for the batch's COMMIT; that one thread runs every install and verify in turn, so
-        renames happen in the order of the row updates there too.
+        waits for the batch's COMMIT; that one thread runs every install and verify in turn, and
+        the renames of one client run in the order of its row updates, so the order holds there
+        too.
         """
         with self._lock(client_id, file_name):
+            if upload.final is None:
+                upload.final = self.resolve(upload.path_name)
             current = store.file(client_id, file_name)
             archived = None
             if current is not None and current.verified:
                 archived = self._archive(client_id, upload.final)
             store.put_file(client_id, file_name, upload.path_name, upload.version, archived)
+            upload.replaced, upload.archived, upload.installed = current, archived, True
             store.after_commit(upload.commit, key=client_id)  # the rename, once the row is durable
+
+    def undo_install(self, store: Store, client_id: bytes, file_name: str, upload: Installable) -> bool:
+        """After `install` failed once its row was committed but before the rename (a full disk
+        while a small file is written, a refused rename): put the row back as it was, for the
+        bytes at the final path are still the previous version's, and drop the copy kept for
+        it. False (nothing to undo) if the rename happened, the row was never committed, or
+        another upload of the file has replaced the row since."""
+        if upload.renamed or not upload.installed:
+            return False
+        with self._lock(client_id, file_name):
+            if not store.restore_file(client_id, file_name, upload.version, upload.replaced, upload.archived):
+                return False
+        if upload.archived is not None:
+            store.after_reply(functools.partial(self._remove_version, upload.archived))
+        return True
 
     def _archive(self, client_id: bytes, final: Path) -> str | None:
         """Keep the verified file at `final` as an older version (a hard link); its PathName."""
@@ -171,6 +199,11 @@ class FileStore:
             (self.root / path_name).unlink(missing_ok=True)
         except OSError as error:
             log.error("cannot remove the expired version %s: %s (startup repair will)", path_name, error)
+
+    def small(self, client_id: bytes, file_name: str, plaintext: bytes) -> SmallUpload:
+        """A small file decrypted and checked in memory; no file-system call (the event loop calls
+        this): its path is resolved by `install`, its temp file written by its `commit`."""
+        return SmallUpload(self.path_name(client_id, file_name), self.temp_dir, plaintext)
 
     def begin(self, client_id: bytes, file_name: str, aes_key: bytes, content_size: int) -> Upload:
         """Start receiving a file into a fresh temp file; direct I/O only for a file of at least
@@ -235,7 +268,86 @@ class FileStore:
         return done
 
 
-class Upload:
+class Installable(abc.ABC):
+    """What `FileStore.install` stores: a temp file under `temp_dir` that `commit` renames over
+    `final` once the row is committed; what the install replaced, for `FileStore.undo_install`."""
+
+    def __init__(self, final: Path | None, path_name: str, temp_dir: Path) -> None:
+        self.final = final
+        """The final path (None until `FileStore.install` resolves it)."""
+        self.path_name = path_name
+        self.version = uuid.uuid4().hex
+        self.temp = temp_dir / self.version
+        self.installed = False
+        """`FileStore.install` wrote its row (committed with the batch, unless the COMMIT failed)."""
+        self.renamed = False
+        """The temp file has replaced the final name (so its row must not be put back)."""
+        self.replaced: FileRecord | None = None
+        """The row the install replaced (None: the file was new)."""
+        self.archived: str | None = None
+        """Where the install kept the previous verified version, if it did."""
+
+    @property
+    @abc.abstractmethod
+    def size(self) -> int:
+        """Plaintext bytes."""
+
+    def commit(self) -> None:
+        """After the row's commit: make the temp file the stored version."""
+        self._move_into_place()
+
+    def abort(self) -> None:
+        """Drop the temp file (safe to call at any time, also after commit)."""
+        try:
+            self.temp.unlink(missing_ok=True)
+        except OSError as error:  # pragma: no cover - the folder vanished or turned read-only
+            log.error("cannot remove the unfinished upload %s: %s", self.temp, error)
+
+    def _move_into_place(self) -> None:
+        """Create the client folder if needed, rename the temp file over the final name, make it durable."""
+        assert self.final is not None, "install() resolves the final path"
+        try:
+            if not self.final.parent.is_dir():
+                self.final.parent.mkdir(mode=0o700)
+                _fsync_dir(self.final.parent.parent)
+            os.replace(self.temp, self.final)
+            self.renamed = True
+            _fsync_dir(self.final.parent)
+        except OSError as error:
+            raise StorageError(f"cannot move {self.temp} to {self.final}: {error}") from None
+
+
+class SmallUpload(Installable):
+    """A small file, decrypted and checked in memory when its content ended. Its temp file is
+    created, written and fsync'd after its row is committed, by the job that renames it: one
+    pool job per small upload, where writing it first cost a trip to the pool and back before
+    the row (the design note in `reference_server` has the figures). A failure on the way is
+    undone (`FileStore.undo_install`)."""
+
+    def __init__(self, path_name: str, temp_dir: Path, plaintext: bytes) -> None:
+        super().__init__(None, path_name, temp_dir)
+        self.plaintext = plaintext
+
+    @property
+    def size(self) -> int:
+        return len(self.plaintext)
+
+    def commit(self) -> None:
+        try:
+            fd = os.open(self.temp, _CREATE_TEMP, 0o600)
+            try:
+                view = memoryview(self.plaintext)
+                while view:  # bounded: each write takes at least one byte or raises
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as error:
+            raise StorageError(f"cannot write {self.temp}: {error}") from None
+        self._move_into_place()
+
+
+class Upload(Installable):
     """One file arriving: decrypt and CRC each chunk, write it to a temp file; then commit or abort.
 
     Where the file system takes direct I/O (O_DIRECT: Linux ext4, xfs, ...), chunks are
@@ -256,13 +368,9 @@ class Upload:
     def __init__(
         self, final: Path, path_name: str, temp_dir: Path, aes_key: bytes, *, direct: bool = True
     ) -> None:
-        self.final = final
-        self.path_name = path_name
-        self.version = uuid.uuid4().hex
-        self.temp = temp_dir / self.version
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        super().__init__(final, path_name, temp_dir)
         try:
-            self._fd: int | None = os.open(self.temp, flags | getattr(os, "O_BINARY", 0), 0o600)
+            self._fd: int | None = os.open(self.temp, _CREATE_TEMP, 0o600)
         except OSError as error:
             raise StorageError(f"cannot create {self.temp}: {error}") from None
         self._decryptor = CbcDecryptor(aes_key)
@@ -444,27 +552,13 @@ class Upload:
             self._close()
         return self._cksum.value
 
-    def commit(self) -> None:
-        """Create the client folder if needed, rename the temp file over the final name, make it durable."""
-        try:
-            if not self.final.parent.is_dir():
-                self.final.parent.mkdir(mode=0o700)
-                _fsync_dir(self.final.parent.parent)
-            os.replace(self.temp, self.final)
-            _fsync_dir(self.final.parent)
-        except OSError as error:
-            raise StorageError(f"cannot move {self.temp} to {self.final}: {error}") from None
-
     def abort(self) -> None:
         """Drop the temp file (safe to call at any time, also after commit)."""
         self._join_flusher()
         with contextlib.suppress(StorageError):
             self._wait_for_writer()
         self._close()
-        try:
-            self.temp.unlink(missing_ok=True)
-        except OSError as error:  # pragma: no cover - the folder vanished or turned read-only
-            log.error("cannot remove the unfinished upload %s: %s", self.temp, error)
+        super().abort()
 
     def _close(self) -> None:
         if self._writer is not None:

@@ -27,7 +27,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Final, TypeVar
 
-from backupproto.crypto import import_public_key, new_aes_key, wrap_aes_key
+from backupproto.cksum import Cksum
+from backupproto.crypto import CbcDecryptor, import_public_key, new_aes_key, wrap_aes_key
 from backupproto.detect import detect_request_dialects
 from backupproto.dialect import Dialect, RequestCode, ResponseCode
 from backupproto.engine import ServerConnection
@@ -60,7 +61,7 @@ from backupproto.schemas import der_length
 from .config import ServerConfig
 from .content import RECV_SIZE, SLICE_DONE, ContentPump, ContentStalled, EngineRefused
 from .errors import ReferenceServerError, RequestRefused
-from .files import FileStore, Upload
+from .files import FileStore, Installable, Upload
 from .limits import ConnectionTable
 from .lockout import DecryptionFailures
 from .store import Store
@@ -114,7 +115,7 @@ class Session:
         self._message_head = b""
         """The first bytes of the latest request that began a read (to name a foreign dialect)."""
         self.aes_key: bytes | None = None
-        self.upload: Upload | None = None
+        self.upload: Installable | None = None
         self._held: bytearray | None = None
         """A small file's content (ciphertext) while it arrives; its upload begins at its end."""
         self._pump: ContentPump | None = None
@@ -243,7 +244,7 @@ class Session:
     async def _run_pump(self, first: bytes) -> object:
         """The pump's jobs, one after another, while the loop leaves the socket to them."""
         upload, wire = self.upload, self.wire
-        assert upload is not None and wire is not None
+        assert isinstance(upload, Upload) and wire is not None
         pending = wire.hold()
         if pending:
             self.engine.receive_data(pending)
@@ -496,13 +497,16 @@ class Session:
         held, self._held = self._held, None
         assert request is not None and (held is not None or self.upload is not None)
         try:
-            # The temp file's last writes and fsync in the pool (many at once), then the row and
-            # the rename on the store thread.
-            crc = await self._in_pool(self._finish_upload, request, held)
+            if held is not None:  # decrypted and checked here (16 KiB at most), written after its row
+                crc = self._check_small_file(request, held)
+            else:  # the temp file's last writes and fsync in the pool (many at once)
+                crc = await self._in_pool(self._finish_upload, request)
             upload = self.upload
             assert upload is not None
+            # The row on the store thread, then (a small file's writes and) the rename.
             await self.store_thread.run(self._install_upload, upload, request)
         except Exception:
+            await self._undo_install(request)
             await self._drop_upload()
             raise
         self.upload = None
@@ -514,7 +518,7 @@ class Session:
         )
         return FileReceived(request.client_id, request.content_size, request.file_name, crc)
 
-    def _install_upload(self, upload: Upload, request: SendFile) -> None:
+    def _install_upload(self, upload: Installable, request: SendFile) -> None:
         """On the store thread: the row (committed with its batch), then the rename (spec 11.3)."""
         self.files.install(self.store, request.client_id, request.file_name, upload)
 
@@ -523,28 +527,58 @@ class Session:
         assert self.aes_key is not None
         return self.files.begin(request.client_id, request.file_name, self.aes_key, request.content_size)
 
-    def _finish_upload(self, request: SendFile, held: bytearray | None) -> int:
-        """In the pool: a small file's whole content (`held`) into its temp file first; check the
-        padding and the size, flush the temp file; the cksum."""
-        if held is not None:
-            self.upload = self._begin_upload(request)  # the session's, so that a failure drops it
-            self.upload.write(memoryview(held))
+    def _finish_upload(self, request: SendFile) -> int:
+        """In the pool: a large file's padding checked, the rest written, the temp file flushed;
+        the cksum."""
         upload = self.upload
-        assert upload is not None
+        assert isinstance(upload, Upload)
         try:
             crc = upload.finish()
         except CryptoError:
             self._count_failure(request.client_id)
             raise
-        if request.orig_file_size is not None and upload.size != request.orig_file_size:
+        self._check_plaintext_size(request, upload.size)
+        return crc
+
+    def _check_small_file(self, request: SendFile, held: bytearray) -> int:
+        """On the loop: a small file's whole content decrypted in memory, its padding and size
+        checked; it becomes the session's upload (nothing on disk yet). The cksum."""
+        assert self.aes_key is not None
+        decryptor = CbcDecryptor(self.aes_key)
+        try:
+            plaintext = decryptor.update(held) + decryptor.finalize()
+        except CryptoError:
+            self._count_failure(request.client_id)
+            raise
+        self._check_plaintext_size(request, len(plaintext))
+        self.upload = self.files.small(request.client_id, request.file_name, plaintext)
+        return Cksum(plaintext).value
+
+    def _check_plaintext_size(self, request: SendFile, size: int) -> None:
+        if request.orig_file_size is not None and size != request.orig_file_size:
             raise RemoteProtocolError(  # spec 18.2, check 10 across packets
                 ErrorKind.BAD_ORIG_FILE_SIZE,
-                f"the content decrypts to {upload.size} bytes",
+                f"the content decrypts to {size} bytes",
                 field="orig_file_size",
                 offset=self.engine.schemas.offset(RequestCode.SEND_FILE, "orig_file_size"),
                 expected=f"{request.orig_file_size} bytes (orig_file_size of every packet)",
             )
-        return crc
+
+    async def _undo_install(self, request: SendFile) -> None:
+        """After a failed install: put the file's row back if it was committed but the rename did
+        not happen (`FileStore.undo_install`); a failure here leaves the row saying Verified=0."""
+        upload = self.upload
+        if upload is None or upload.renamed or not upload.installed:
+            return
+        try:
+            undone = await self.store_thread.run(
+                self.files.undo_install, self.store, request.client_id, request.file_name, upload
+            )
+        except ReferenceServerError as error:
+            log.error("%s: cannot put back the row of %r: %s", self.peer, request.file_name, error)
+            return
+        if undone:
+            log.info("%s: %r: the failed upload's row was put back as it was", self.peer, request.file_name)
 
     def _count_failure(self, client_id: bytes) -> None:
         if self.failures.record(client_id):

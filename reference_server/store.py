@@ -439,6 +439,41 @@ class Store:
             self._clients[client_id] = replace(self._clients[client_id], last_seen=now)
             return record
 
+    def restore_file(
+        self,
+        client_id: bytes,
+        file_name: str,
+        version: str,
+        previous: FileRecord | None,
+        archived: str | None,
+    ) -> bool:
+        """Undo `put_file` of `version`: the row back to `previous` (or gone, if the file was new)
+        and the `versions` row of `archived` dropped, in one step; False (nothing changed) if
+        the row no longer holds `version`."""
+        with self._step():
+            key = (client_id, file_name)
+            current = self._files.get(key)
+            if current is None or current.version != version:
+                return False
+            statements: list[tuple[str, tuple[object, ...]]] = []
+            if archived is not None:
+                statements.append(("DELETE FROM versions WHERE PathName = ?", (archived,)))
+            if previous is None:
+                statements.append(("DELETE FROM files WHERE ID = ? AND FileName = ?", (client_id, file_name)))
+            else:
+                statements.append(
+                    (
+                        "UPDATE files SET PathName = ?, Verified = ? WHERE ID = ? AND FileName = ?",
+                        (previous.path_name, int(previous.verified), client_id, file_name),
+                    )
+                )
+            self._write(statements)
+            if previous is None:
+                del self._files[key]
+            else:
+                self._files[key] = previous
+            return True
+
     def versions(self, client_id: bytes | None = None, file_name: str | None = None) -> list[str]:
         """PathNames of kept older verified versions (of one file, or all), oldest first."""
         where: str = ""

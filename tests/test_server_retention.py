@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import random
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from Crypto.Cipher import AES
@@ -15,6 +18,7 @@ from helpers.keys import rsa_key
 from helpers.server_process import ServerProcess
 from test_server_failures import SERVER_ERROR
 
+import reference_server.files
 from backupproto.events import (
     ConnectionClosed,
     FileChunk,
@@ -24,7 +28,7 @@ from backupproto.events import (
     ServerError,
 )
 from reference_server import Server
-from reference_server.files import FileStore
+from reference_server.files import DIRECT_WRITE, FileStore
 from reference_server.lockout import DecryptionFailures
 
 BOUND = 10.0
@@ -135,6 +139,88 @@ def test_the_2104_does_not_wait_for_the_expired_version_to_leave_the_disk(
     assert released_by_answer == [True]
     assert stored(server.data_dir, client_id, "big.bin") == (b"v3", 1)
     assert kept_versions(server.data_dir, client_id, "big.bin") == [b"v2"]
+
+
+def refused(code: int) -> Any:
+    """A stand-in for an os call that fails with `code`."""
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(code, "refused by the test")
+
+    return fail
+
+
+@pytest.mark.parametrize("size", [1000, 2 * DIRECT_WRITE], ids=["small file", "large file"])
+def test_a_refused_rename_puts_the_row_back(
+    in_process_server: Server, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """Spec 9.2 rule 2 commits Verified=0 before the rename. When the rename then fails, the final
+    path still holds the verified bytes, so the row goes back to saying so (rule 1: a failed 1103
+    leaves the previous file untouched), and the copy kept for the upload goes."""
+    server = in_process_server
+    with TestClient(server.address) as client:
+        client_id = client.new_client("unlucky", rsa_key())
+        client.backup("a.txt", b"verified")
+        monkeypatch.setattr(reference_server.files.os, "replace", refused(errno.EACCES))
+        answer = client.send_file("a.txt", random.Random(size).randbytes(size))
+        monkeypatch.undo()
+        assert answer in (ServerError(), ConnectionClosed())
+    assert stored(server.data_dir, client_id, "a.txt") == (b"verified", 1)
+    assert kept_versions(server.data_dir, client_id, "a.txt") == []
+    assert settled_entries(server.data_dir / ".versions" / client_id.hex(), 0) == []
+    assert list((server.data_dir / ".tmp").iterdir()) == []
+
+
+def test_a_small_file_that_cannot_be_written_changes_no_row(
+    in_process_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small file is written after its row is committed: a full disk then puts the row back
+    (a verified file stays verified) or takes it away (a new file leaves no row)."""
+    server = in_process_server
+    with TestClient(server.address) as client:
+        client_id = client.new_client("full disk", rsa_key())
+        client.backup("old.txt", b"verified")
+        for name in ("old.txt", "new.txt"):
+            monkeypatch.setattr(reference_server.files.os, "write", refused(errno.ENOSPC))
+            answer = client.send_file(name, b"does not fit")
+            monkeypatch.undo()
+            assert answer in (ServerError(), ConnectionClosed())
+            client.close()
+            client = TestClient(server.address)
+            client.client_id = client_id
+            assert isinstance(client.reconnect("full disk", rsa_key()), ReconnectApproved)
+    assert file_rows(server.data_dir, client_id) == {"old.txt": (f"{client_id.hex()}/old.txt", 1)}
+    assert (server.data_dir / client_id.hex() / "old.txt").read_bytes() == b"verified"
+    assert not (server.data_dir / client_id.hex() / "new.txt").exists()
+    kept = server.data_dir / ".versions" / client_id.hex()
+    assert not kept.exists() or settled_entries(kept, 0) == []
+    assert list((server.data_dir / ".tmp").iterdir()) == []
+
+
+def test_a_failure_after_the_rename_leaves_the_new_bytes_unverified(
+    in_process_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the rename has happened the final path holds the new bytes: the row must not go back
+    to Verified=1 (that would claim the old bytes' verdict for the new ones), and the verified
+    bytes live on as the kept version."""
+    server = in_process_server
+    new = b"renamed, folder not flushed"
+    real_fsync_dir = reference_server.files._fsync_dir
+
+    def fsync_dir_failing_after_the_rename(folder: Path) -> None:
+        if (folder / "a.txt").is_file() and (folder / "a.txt").read_bytes() == new:
+            raise OSError(errno.EIO, "refused by the test")
+        real_fsync_dir(folder)
+
+    with TestClient(server.address) as client:
+        client_id = client.new_client("half done", rsa_key())
+        client.backup("a.txt", b"verified")
+        monkeypatch.setattr(reference_server.files, "_fsync_dir", fsync_dir_failing_after_the_rename)
+        answer = client.send_file("a.txt", new)
+        monkeypatch.undo()
+        assert answer in (ServerError(), ConnectionClosed())
+    assert stored(server.data_dir, client_id, "a.txt") == (new, 0)
+    assert kept_versions(server.data_dir, client_id, "a.txt") == [b"verified"]
 
 
 def test_startup_removes_kept_versions_without_a_row(tmp_path: Path) -> None:
