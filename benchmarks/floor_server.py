@@ -29,26 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from backupproto import events
 from backupproto.cksum import Cksum
 from backupproto.crypto import CbcDecryptor, import_public_key, new_aes_key, wrap_aes_key
 from backupproto.engine import ServerConnection
 from backupproto.errors import BackupProtoError
-from backupproto.events import (
-    NEED_DATA,
-    Acknowledged,
-    AesKey,
-    ConnectionClosed,
-    CrcOk,
-    FileChunk,
-    FileEnd,
-    FileReceived,
-    Register,
-    Registered,
-    Response,
-    SendFile,
-    SendPublicKey,
-    ServerError,
-)
 
 
 class FloorSession(asyncio.Protocol):
@@ -58,7 +43,7 @@ class FloorSession(asyncio.Protocol):
         self.engine = ServerConnection()
         self.transport: asyncio.Transport | None = None
         self.aes_key: bytes | None = None
-        self.file: SendFile | None = None
+        self.file: events.SendFile | None = None
         self.decryptor: CbcDecryptor | None = None
         self.cksum = Cksum()
 
@@ -71,7 +56,7 @@ class FloorSession(asyncio.Protocol):
         try:
             self._answer()
         except BackupProtoError:  # malformed or unexpected input: 2107, then close
-            self._reply(ServerError())
+            self._reply(events.ServerError())
             self._close()
 
     def eof_received(self) -> bool:
@@ -79,32 +64,34 @@ class FloorSession(asyncio.Protocol):
         return False
 
     def _answer(self) -> None:
-        while (event := self.engine.next_event()) is not NEED_DATA:
-            if isinstance(event, ConnectionClosed):
+        while (event := self.engine.next_event()) is not events.NEED_DATA:
+            if isinstance(event, events.ConnectionClosed):
                 self._close()
                 return
-            if isinstance(event, Register):
-                self._reply(Registered(uuid.uuid4().bytes))
-            elif isinstance(event, SendPublicKey):
+            if isinstance(event, events.Register):
+                self._reply(events.Registered(uuid.uuid4().bytes))
+            elif isinstance(event, events.SendPublicKey):
                 self.aes_key = new_aes_key()
                 wrapped = wrap_aes_key(import_public_key(event.public_key), self.aes_key)
-                self._reply(AesKey(event.client_id, wrapped))
-            elif isinstance(event, SendFile) and self.aes_key is not None:
+                self._reply(events.AesKey(event.client_id, wrapped))
+            elif isinstance(event, events.SendFile) and self.aes_key is not None:
                 self.file, self.decryptor, self.cksum = event, CbcDecryptor(self.aes_key), Cksum()
-            elif isinstance(event, FileChunk) and self.decryptor is not None:
+            elif isinstance(event, events.FileChunk) and self.decryptor is not None:
                 self.cksum.update(self.decryptor.update(event.data))
-            elif isinstance(event, FileEnd) and self.file is not None and self.decryptor is not None:
+            elif isinstance(event, events.FileEnd) and self.file is not None and self.decryptor is not None:
                 self.cksum.update(self.decryptor.finalize())
                 file = self.file
-                self._reply(FileReceived(file.client_id, file.content_size, file.file_name, self.cksum.value))
-            elif isinstance(event, CrcOk):
-                self._reply(Acknowledged(event.client_id))
+                self._reply(
+                    events.FileReceived(file.client_id, file.content_size, file.file_name, self.cksum.value)
+                )
+            elif isinstance(event, events.CrcOk):
+                self._reply(events.Acknowledged(event.client_id))
             else:
-                self._reply(ServerError())
+                self._reply(events.ServerError())
                 self._close()
                 return
 
-    def _reply(self, response: Response) -> None:
+    def _reply(self, response: events.Response) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(self.engine.send(response))
 
