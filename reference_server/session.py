@@ -480,8 +480,8 @@ class Session:
 
     async def _send_file(self, request: SendFile) -> None:
         """1103's header: checks in memory; a large file's temp file is created in the pool (a
-        small file's at its end: creating a file can wait for the file system's journal, and
-        the loop must not)."""
+        small file's after its row, in the pool too: creating a file can wait for the file
+        system's journal, and the loop must not)."""
         client_id = self._known_client(request)
         self._check_not_locked_out(client_id)
         if self.aes_key is None:  # pragma: no cover - the engine allows 1103 only when keyed
