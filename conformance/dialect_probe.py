@@ -2,8 +2,10 @@
 
 Each probe is one REGISTER (or, for 2022C against 2023A, one RECONNECT) on a new
 connection with a fresh name, in the order 1100, then 1102 / 1025 / 825 as needed; the
-first answer that decides stops. A server that answers none of the dialects, or that mixes
-the codes of two, is one `Finding` (the run stops with it instead of failing every case).
+first answer that decides stops. A connection closed without an answer is tried again on
+new connections (`CLOSED_RETRIES`) before the close counts as the answer. A server that
+answers none of the dialects, or that mixes the codes of two, is one `Finding` (the run
+stops with it instead of failing every case).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ _2022C, _2023A, _2023C, _2024A, _2024C = (
 _ZERO_ID = bytes(_2023A.client_id_size)
 _ALL_RESPONSES = frozenset(code for d in DIALECTS.values() for code in d.responses.values())
 _REGISTER_ANSWERS = (ResponseCode.REGISTERED, ResponseCode.REGISTRATION_FAILED)
+CLOSED_RETRIES = 2
+"""New connections a probe request is sent on again when the server closed one unanswered."""
 
 
 @dataclass(frozen=True)
@@ -73,8 +77,13 @@ _Ask = Callable[[Dialect, bytes, str], _Answer]
 
 
 def _ask(target: tuple[str, int], data: bytes, seconds: float, *, retry: bool) -> _Answer:
-    """Send `data` on a new connection; the response code and payload (bounded reads)."""
-    with connected(target, seconds, retry=retry) as sock:
+    """Send `data` on a new connection; the response code and payload (bounded reads). A connection
+    reset as it opens counts as closed unanswered (a refused one raises)."""
+    try:
+        sock = _open(target, seconds, retry=retry)
+    except (ConnectionResetError, ConnectionAbortedError):
+        return _Answer(None, closed=True)
+    with contextlib.closing(sock):
         channel = ByteChannel.around(sock, timeout=seconds)
         try:
             channel.send_bytes(data)
@@ -96,12 +105,15 @@ def _ask(target: tuple[str, int], data: bytes, seconds: float, *, retry: bool) -
 def connected(target: tuple[str, int], seconds: float, *, retry: bool) -> Iterator[socket.socket]:
     """A connection; with `retry`, a refused connect is tried again within `seconds` (a server
     that re-binds its listening socket between connections)."""
-    sock = connect_retrying(target, seconds, lambda: retry, time.monotonic() + seconds)
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with contextlib.closing(_open(target, seconds, retry=retry)) as sock:
         yield sock
-    finally:
-        sock.close()
+
+
+def _open(target: tuple[str, int], seconds: float, *, retry: bool) -> socket.socket:
+    sock = connect_retrying(target, seconds, lambda: retry, time.monotonic() + seconds)
+    with contextlib.suppress(OSError):  # reset already: the first send or read says so
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 def _register(dialect: Dialect) -> tuple[bytes, str]:
@@ -126,13 +138,20 @@ def _client_id(answer: _Answer, dialect: Dialect) -> bytes | None:
 
 
 def detect_server_dialect(target: tuple[str, int], seconds: float) -> Detected:
-    """Spec dialects 19.2: 1100, then 1102 (2022C or 2023A), 1025, 825; at most three requests.
+    """Spec dialects 19.2: 1100, then 1102 (2022C or 2023A), 1025, 825; at most three requests
+    (and the repeats of a close).
 
     OSError when nothing accepts the first connection."""
     evidence: list[str] = []
 
     def ask(dialect: Dialect, data: bytes, what: str) -> _Answer:
         answer = _ask(target, data, seconds, retry=bool(evidence))
+        for _ in range(CLOSED_RETRIES):  # bounded
+            if answer.code is not None or not answer.closed:
+                break
+            # A server that re-binds its listening socket per connection resets a connection that
+            # waited in the old one unread: only a close that happens again is the server's answer.
+            answer = _ask(target, data, seconds, retry=True)
         evidence.append(f"{what}: {answer.said()}")
         return answer
 

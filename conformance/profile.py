@@ -330,8 +330,7 @@ def profile_target(
     """
     profile = Profile(target)
     try:
-        if detected is None:
-            socket.create_connection(target, timeout=bound_s).close()
+        if detected is None:  # its first connection tells whether anything listens
             detected = detect_server_dialect(target, bound_s)
     except OSError as error:
         raise TargetUnusable(

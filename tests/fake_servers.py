@@ -7,13 +7,16 @@ returning client's repeated SEND_PUBLIC_KEY with its stored key gets a fresh key
 are closes; spec/dialects.md 17.4); subclasses override one hook:
 `CorruptCrcServer` (2103 carries a wrong cksum), `ErrorServer` (2107 to everything),
 `FlakyServer` (2107 to the first N requests), `DenyReconnectServer` (2106 to every 1102),
-`HangUpServer` (closes without answering), `SilentServer` (never answers).
+`HangUpServer` (closes without answering), `SilentServer` (never answers),
+`ResetFirstServer` (resets its first connection unread, as a server re-binding its listening
+socket resets a connection that waited in the old one).
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -272,6 +275,17 @@ class HangUpServer(FakeServer):
 
     def _converse(self, channel: EngineChannel[ServerConnection], conn: _Conn) -> None:
         channel.receive_bytes()
+
+
+class ResetFirstServer(FakeServer):
+    """Resets its first connection without reading it (RST), then serves like `FakeServer`."""
+
+    def _serve(self, sock: socket.socket, index: int) -> None:
+        if index == 1:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+            return
+        super()._serve(sock, index)
 
 
 class SilentServer(FakeServer):
