@@ -503,7 +503,8 @@ def _second_connection(profile: Profile, bound_s: float) -> None:
     with _opened(profile.target, bound_s) as idle:
         try:
             second = socket.create_connection(profile.target, timeout=bound_s)
-        except ConnectionRefusedError as error:
+        except (ConnectionRefusedError, ConnectionResetError, ConnectionAbortedError) as error:
+            # reset: it reached the listening socket the server closes while it serves the first
             refused = f"a second connection was refused while the first was open ({error})"
             second = None
         if second is not None:

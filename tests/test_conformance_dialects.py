@@ -7,17 +7,21 @@ clean or with a planted fault. A few cases run per dialect in the default run.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from fake_servers import ResetFirstServer
+from fake_servers import FakeServer, ResetFirstServer
 
+import conformance.profile
 from backupproto.dialect import DIALECT_2023A, DIALECTS
 from backupproto.io.server_process import ServerProcess
 from conformance.dialect_probe import detect_server_dialect
+from conformance.profile import Profile
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKEN = ROOT / "tests" / "broken_servers" / "server.py"
@@ -117,3 +121,26 @@ def test_a_connection_reset_unanswered_is_tried_again_before_it_counts() -> None
         assert server.connections >= 3  # the reset one, its retry, the 1102
     assert detected.dialect == DIALECT_2023A, detected.evidence
     assert detected.evidence[0].startswith("1100 REGISTER: 2100"), detected.evidence
+
+
+def test_a_second_connection_reset_as_it_opens_was_not_served(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that closes its listening socket while it serves resets a second connection that
+    reached the socket just before: under load the reset can come back from connect() itself.
+    That is the server not serving a second connection, not an inconclusive probe (which left
+    every later case to fail on refused connects)."""
+    real = socket.create_connection
+    calls: list[int] = []
+
+    def second_reset(*args: Any, **kwargs: Any) -> socket.socket:
+        calls.append(1)
+        if len(calls) == 2:  # the first is the idle connection, the third the one after it
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return real(*args, **kwargs)
+
+    profile = Profile(("127.0.0.1", 0))
+    with FakeServer() as server:
+        profile.target = server.address
+        monkeypatch.setattr(conformance.profile.socket, "create_connection", second_reset)
+        conformance.profile._second_connection(profile, 5.0)
+    assert profile.one_connection_at_a_time
+    assert "refused while the first was open (" in profile.findings["one-connection-at-a-time"].evidence
