@@ -72,7 +72,8 @@ Result = TypeVar("Result")
 
 SMALL_FILE: Final = 16 * 1024
 """A file whose content_size is at most this is held in memory as it arrives (no content pump,
-no file-system call on the loop) and stored at its end by the one pool job that fsyncs it."""
+no file-system call on the loop), decrypted and checked at its end, and written after its row
+by the pool job that renames it (`files.SmallUpload`)."""
 LINGER_SECONDS: Final = 2.0
 LINGER_BYTES: Final = 64 * 1024
 """After 2107 the server half-closes and discards what still arrives for this long / this much,

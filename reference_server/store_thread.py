@@ -185,11 +185,12 @@ class StoreThread:
         return finished
 
     def _submit(self, work: Callable[[], None]) -> None:
-        assert self._pool is not None
-        try:
-            self._pool.submit(work)
-        except RuntimeError:  # the pool has shut down: here, then
-            work()
+        """`work` in the pool; here without a pool, or once it has shut down."""
+        if self._pool is not None:
+            with contextlib.suppress(RuntimeError):  # shut down: here, then
+                self._pool.submit(work)
+                return
+        work()
 
     def _finish(self, jobs: list[_Ran], gathering: _Gathering) -> None:
         """The after-commit actions of `jobs` (renames, fsyncs), one job after another; a failed
@@ -220,11 +221,7 @@ class StoreThread:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody waits
                 loop.call_soon_threadsafe(_deliver, results)
         if later:
-            if self._pool is not None:
-                with contextlib.suppress(RuntimeError):  # shut down: run them here
-                    self._pool.submit(_run_all, later)
-                    return
-            _run_all(later)
+            self._submit(functools.partial(_run_all, later))
 
 
 class _Gathering:
